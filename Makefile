@@ -1,0 +1,32 @@
+# geomlib: two commands on a fresh machine.
+#   make dashboard   set up, then serve the dashboard on the bundled demo model
+#   make test        set up, then run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+PORT   ?= 8866
+STAMP   = $(VENV)/.geomlib-installed
+
+.PHONY: setup test test-fast dashboard clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt requirements-demo.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[test]'
+	$(PIP) install --quiet --no-deps -r requirements-demo.txt
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+dashboard: $(STAMP)
+	$(VENV)/bin/voila notebooks/dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

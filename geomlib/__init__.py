@@ -1,0 +1,35 @@
+"""geomlib: how a transformer's weights change from layer to layer.
+
+Entry points
+------------
+open_model(source) -> Checkpoint
+    Lazy, per-layer access to any supported checkpoint (safetensors, sharded
+    or not; GGUF; HF hub cache; bundled demos).  Needs the ``compute`` extra.
+
+``import geomlib`` itself stays light (no torch), so that browsing cached
+results starts fast; the compute entry points import torch on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import GeomlibError
+
+__version__ = "0.1.0"
+
+_LAZY = {"open_model": "checkpoint", "Checkpoint": "checkpoint"}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint import Checkpoint, open_model
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'geomlib' has no attribute {name!r}")
+
+
+__all__ = ["Checkpoint", "GeomlibError", "open_model", "__version__"]

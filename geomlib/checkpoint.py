@@ -1,0 +1,416 @@
+"""``open_model`` and :class:`Checkpoint`: one layer's canonical weights at a time.
+
+A checkpoint is opened from headers alone (config, safetensors headers or GGUF
+metadata); no tensor payload is read until :meth:`Checkpoint.layer` asks for
+one layer, and then only that layer's tensors are read.  Memory therefore does
+not grow with depth: read a layer, reduce it, drop it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Iterable, Iterator, Mapping
+
+import torch
+
+from .arch import FAMILIES, HEAD_AXIS, Adapter, ArchFacts, Src, get_adapter
+from .device import resolve_device
+from .errors import CorruptCheckpointError, InvalidArgumentError
+from .io.gguf_store import FLOAT_TYPES
+from .io.source import Opened, open_source
+from .io.store import TensorStore
+
+# config keys that say who saved the file, not what the weights are
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "_gguf"}
+_FOREIGN_PREFIX_HINTS = ("vision", "audio", "visual", "image", "speech")
+
+
+def _valid_prefix(p: str) -> bool:
+    return p == "" or p.endswith(".")
+
+
+class Checkpoint:
+    """A model's weights, readable one layer at a time in canonical families.
+
+    Use :func:`open_model` to make one.
+
+    Attributes
+    ----------
+    arch : str
+        The HF ``model_type`` (``"llama"``, ``"qwen3"``, ``"bert"``...).
+    n_layers, n_heads, n_kv_heads, head_dim, hidden, intermediate : int
+    families : tuple of str
+        Canonical families present in at least one layer, in canonical order.
+    dtype : str
+        Storage type(s) of the layer tensors as the file names them
+        (``"BF16"``; ``"F32,Q4_1"`` for a mixed GGUF).
+    quantization : str or None
+        Quantized storage types (``"Q4_1"``), None for float checkpoints.
+    norm_offset : float
+        Effective norm gain is ``norm_offset + stored`` (1.0 for Gemma).
+    identity : str
+        sha256 of the config and the tensor index: stable across machines,
+        changes when the weights file changes.
+    source, format : str
+        What was opened, and ``"safetensors"`` or ``"gguf"``.
+    config : dict
+        The HF config (built from metadata for GGUF).
+    """
+
+    def __init__(self, opened: Opened, adapter: Adapter) -> None:
+        self.config = opened.config
+        self.origin = dict(opened.origin)
+        self.adapter = adapter
+        self._store: TensorStore = opened.store
+        self.facts: ArchFacts = adapter.facts(self.config)
+        self._plan: dict[str, Src] = adapter.family_plan(self.facts)
+        self._prefix = self._find_prefix()
+        self._weights = [self._names(L, "weight") for L in range(self.n_layers)]
+        self._biases = [self._names(L, "bias") for L in range(self.n_layers)]
+        present = {f for names in self._weights for f in names}
+        self.families: tuple[str, ...] = tuple(f for f in FAMILIES if f in present)
+        if not self.families:
+            raise CorruptCheckpointError(
+                f"{self.source} has no layer tensors of a {self.arch} model; check that the weights match config.json"
+            )
+        self._rows_cache: dict[str, torch.Tensor | slice | None] = {}
+        self._validate_shapes()
+        types = self._store.storage_dtypes(n for names in self._weights for n in names.values())
+        self.dtype = ",".join(types)
+        quant = [t for t in types if t not in FLOAT_TYPES and t not in ("F8_E4M3", "F8_E5M2")]
+        self.quantization: str | None = ",".join(quant) if quant else None
+        self.identity = self._identity()
+
+    # -- facts -------------------------------------------------------------------
+    @property
+    def arch(self) -> str:
+        return str(self.adapter.text_cfg(self.config).get("model_type", self.adapter.name))
+
+    n_layers = property(lambda self: self.facts.n_layers)
+    n_heads = property(lambda self: self.facts.n_heads)
+    n_kv_heads = property(lambda self: self.facts.n_kv_heads)
+    head_dim = property(lambda self: self.facts.head_dim)
+    hidden = property(lambda self: self.facts.hidden)
+    intermediate = property(lambda self: self.facts.intermediate)
+
+    @property
+    def norm_offset(self) -> float:
+        return self.adapter.norm_offset
+
+    @property
+    def source(self) -> str:
+        return self.origin["source"]
+
+    @property
+    def format(self) -> str:
+        return self._store.format
+
+    def summary(self) -> dict[str, object]:
+        """The architecture facts as a flat, JSON/netCDF-safe dict."""
+        return {
+            "source": self.source,
+            "format": self.format,
+            "arch": self.arch,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden": self.hidden,
+            "intermediate": self.intermediate,
+            "families": ",".join(self.families),
+            "dtype": self.dtype,
+            "quantization": self.quantization or "none",
+            "norm_offset": self.norm_offset,
+            "identity": self.identity,
+        }
+
+    def __repr__(self) -> str:
+        q = f", quantization={self.quantization}" if self.quantization else ""
+        return (
+            f"Checkpoint({self.source!r}, arch={self.arch}, layers={self.n_layers}, heads={self.n_heads}/"
+            f"{self.n_kv_heads}, head_dim={self.head_dim}, hidden={self.hidden}, dtype={self.dtype}{q})"
+        )
+
+    # -- name resolution -----------------------------------------------------------
+    def _rel(self, L: int, src: Src, kind: str) -> str:
+        return f"{self.adapter.layer_root.format(L=L)}.{src.module}.{kind}"
+
+    def _find_prefix(self) -> str:
+        candidates: list[str] = []
+        for src in self._plan.values():
+            candidates = [p for p in self._store.find_prefixes(self._rel(0, src, "weight")) if _valid_prefix(p)]
+            if candidates:
+                break
+        if not candidates:
+            first = next(iter(self._plan.values()))
+            raise CorruptCheckpointError(
+                f"{self.source} has no tensor like {self._rel(0, first, 'weight')!r} although its config says "
+                f"model_type {self.arch!r}; the weights do not belong to this config"
+            )
+        # multimodal files hold towers with the same layout: prefer the language model
+        own = [p for p in candidates if not any(h in p for h in _FOREIGN_PREFIX_HINTS)] or candidates
+        return min(own, key=lambda p: (len(p), p))
+
+    def _names(self, L: int, kind: str) -> dict[str, str]:
+        out = {}
+        for fam, src in self._plan.items():
+            stored = self._store.resolve(self._prefix + self._rel(L, src, kind))
+            if stored is not None:
+                out[fam] = stored
+        return out
+
+    def _rows(self, fam: str) -> torch.Tensor | slice | None:
+        if fam not in self._rows_cache:
+            src = self._plan[fam]
+            self._rows_cache[fam] = src.rows(self.facts) if src.rows else None
+        return self._rows_cache[fam]
+
+    def _expected_shape(self, fam: str) -> tuple[int, ...]:
+        f = self.facts
+        q, kv = f.n_heads * f.head_dim, f.n_kv_heads * f.head_dim
+        return {
+            "q_proj": (q, f.hidden),
+            "k_proj": (kv, f.hidden),
+            "v_proj": (kv, f.hidden),
+            "o_proj": (f.hidden, q),
+            "gate_proj": (f.intermediate, f.hidden),
+            "up_proj": (f.intermediate, f.hidden),
+            "down_proj": (f.hidden, f.intermediate),
+            "q_norm": (f.head_dim,),
+            "k_norm": (f.head_dim,),
+        }.get(fam, (f.hidden,))
+
+    def _planned_shape(self, fam: str, stored: str) -> tuple[int, ...]:
+        shape = self._store.info(stored).shape
+        if self._plan[fam].transpose:
+            shape = tuple(reversed(shape))
+        rows = self._rows(fam)
+        if rows is not None and shape:
+            shape = (len(torch.arange(shape[0])[rows]),) + tuple(shape[1:])
+        return tuple(shape)
+
+    def _validate_shapes(self) -> None:
+        for L, names in enumerate(self._weights):
+            for fam, stored in names.items():
+                got, want = self._planned_shape(fam, stored), self._expected_shape(fam)
+                if got != want:
+                    raise CorruptCheckpointError(
+                        f"layer {L} {fam} of {self.source} has shape {list(got)} but the config "
+                        f"(hidden={self.hidden}, heads={self.n_heads}/{self.n_kv_heads}, head_dim={self.head_dim}, "
+                        f"intermediate={self.intermediate}) implies {list(want)}; the weights do not match config.json"
+                    )
+
+    def _identity(self) -> str:
+        cfg = {k: v for k, v in self.config.items() if k not in _VOLATILE_CONFIG_KEYS}
+        h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+        h.update(self._store.identity_material())
+        return h.hexdigest()
+
+    # -- validation of arguments ---------------------------------------------------
+    def _check_layer(self, L: object) -> int:
+        if isinstance(L, bool) or not isinstance(L, int) or not -self.n_layers <= L < self.n_layers:
+            raise InvalidArgumentError(
+                f"layer {L!r} is out of range for {self.source}, which has layers 0..{self.n_layers - 1}; "
+                "pass an integer in that range (negative counts from the end)"
+            )
+        return L % self.n_layers
+
+    def _check_families(self, families: Iterable[str] | str | None) -> tuple[str, ...]:
+        if families is None:
+            return self.families
+        if isinstance(families, str):
+            families = (families,)
+        families = tuple(families)
+        unknown = [f for f in families if f not in FAMILIES]
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
+                f"choose from {', '.join(FAMILIES)}"
+            )
+        return families
+
+    # -- reading -----------------------------------------------------------------------
+    def tensor_names(self, L: int) -> dict[str, str]:
+        """Stored tensor names (weights and biases) read for layer ``L``, by family."""
+        L = self._check_layer(L)
+        out = dict(self._weights[L])
+        out.update({f"{k}.bias": v for k, v in self._biases[L].items()})
+        return out
+
+    def layer_nbytes(self, L: int) -> int:
+        """Bytes layer ``L``'s weights and biases occupy in the file (fused tensors once)."""
+        return sum(self._store.info(n).nbytes for n in set(self.tensor_names(L).values()))
+
+    def _read(
+        self, table: Mapping[str, str], fams: tuple[str, ...], dtype: torch.dtype, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        raw: dict[str, torch.Tensor] = {}  # fused tensors are read once per call
+        out = {}
+        for fam in fams:
+            stored = table.get(fam)
+            if stored is None:
+                continue
+            if stored not in raw:
+                raw[stored] = self._store.read(stored).to(device)
+            t = raw[stored]
+            if self._plan[fam].transpose and t.ndim == 2:
+                t = t.T
+            rows = self._rows(fam)
+            if rows is not None:
+                t = t[rows.to(device) if isinstance(rows, torch.Tensor) else rows]
+            out[fam] = t.to(dtype).contiguous()
+        return out
+
+    def _check_dtype(self, dtype: object) -> torch.dtype:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise InvalidArgumentError(
+                f"dtype {dtype!r} is not a torch floating dtype; use torch.float64 (default) or torch.float32"
+            )
+        return dtype
+
+    def layer(
+        self,
+        L: int,
+        families: Iterable[str] | str | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Read layer ``L``'s weights, and nothing else.
+
+        Parameters
+        ----------
+        L : int
+            Layer index (negative counts from the end).
+        families : iterable of str, optional
+            Subset of :data:`~geomlib.arch.FAMILIES`; default every family
+            the checkpoint has.  Families absent from this layer are absent
+            from the result.
+        dtype : torch.dtype
+            Result dtype (float64 by default, whatever the storage dtype).
+        device : str or torch.device, optional
+            ``None`` for CPU, ``"auto"`` for CUDA when present.
+
+        Returns
+        -------
+        dict of str to Tensor
+            Matrices ``W : (n_out, n_in)`` in HF Linear orientation; norm gains
+            ``g : (hidden,)`` or ``(head_dim,)`` as stored (add
+            :attr:`norm_offset` for the effective gain).
+        """
+        L = self._check_layer(L)
+        return self._read(self._weights[L], self._check_families(families), self._check_dtype(dtype),
+                          resolve_device(device))
+
+    def biases(
+        self,
+        L: int,
+        families: Iterable[str] | str | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Layer ``L``'s biases by family (``b : (n_out,)``; LayerNorm betas ``(hidden,)``).
+
+        Families without a bias are absent.
+        """
+        L = self._check_layer(L)
+        return self._read(self._biases[L], self._check_families(families), self._check_dtype(dtype),
+                          resolve_device(device))
+
+    def iter_layers(
+        self,
+        families: Iterable[str] | str | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+    ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """Yield ``(L, layer(L))`` for every layer, one layer in memory at a time."""
+        from tqdm.auto import tqdm
+
+        fams = self._check_families(families)
+        for L in tqdm(range(self.n_layers), desc=f"reading {self.source}", unit="layer", disable=not progress,
+                      leave=False):
+            yield L, self.layer(L, fams, dtype, device)
+
+    def head(self, weights: Mapping[str, torch.Tensor] | torch.Tensor, family: str, h: int) -> torch.Tensor:
+        """The slice of a layer's weight that belongs to attention head ``h``.
+
+        Parameters
+        ----------
+        weights : dict or Tensor
+            ``layer(L)`` or the family's matrix itself.
+        family : {"q_proj", "k_proj", "v_proj", "o_proj"}
+        h : int
+            Query head index; k and v use key/value head ``h // (n_heads // n_kv_heads)``.
+
+        Returns
+        -------
+        Tensor
+            ``W_Q^h : (head_dim, hidden)`` rows of q; the rows of the shared
+            kv head for k and v; ``W_O^h : (hidden, head_dim)`` columns of o.
+        """
+        if family not in HEAD_AXIS:
+            raise InvalidArgumentError(
+                f"family {family!r} has no per-head view; choose one of {', '.join(HEAD_AXIS)}"
+            )
+        if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < self.n_heads:
+            raise InvalidArgumentError(
+                f"head {h!r} is out of range for {self.source}, which has heads 0..{self.n_heads - 1}"
+            )
+        W = weights[family] if isinstance(weights, Mapping) else weights
+        d = self.head_dim
+        g = h // self.facts.group if family in ("k_proj", "v_proj") else h
+        return W[g * d : (g + 1) * d] if HEAD_AXIS[family] == 0 else W[:, g * d : (g + 1) * d]
+
+    # -- lifetime ----------------------------------------------------------------------
+    @property
+    def bytes_read(self) -> int:
+        """Payload bytes read from the file(s) so far."""
+        return self._store.bytes_read
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_model(source: str | os.PathLike, hf_cache_dir: str | os.PathLike | None = None) -> Checkpoint:
+    """Open a checkpoint lazily.
+
+    Parameters
+    ----------
+    source : str or path
+        ``demo:smollm2-135m`` / ``demo:minilm-l6``; a Hugging Face directory
+        (``config.json`` + ``model.safetensors`` or sharded with
+        ``model.safetensors.index.json``); a ``.gguf`` file; or a hub id
+        ``org/name[@revision]`` (from the local HF cache when present, which
+        is all that is used with ``HF_HUB_OFFLINE=1``; downloaded otherwise).
+    hf_cache_dir : path, optional
+        HF hub cache to use instead of ``HF_HUB_CACHE`` / ``HF_HOME``.
+
+    Returns
+    -------
+    Checkpoint
+        Opened from headers only; no weights are read yet.
+
+    Raises
+    ------
+    GeomlibError
+        One sentence on what is wrong: missing path, directory without config,
+        unsupported architecture, truncated file, pickle checkpoint refused...
+    """
+    opened = open_source(source, hf_cache_dir)
+    try:
+        adapter = get_adapter(opened.config.get("model_type"), where=f"{opened.origin['source']}'s config")
+        return Checkpoint(opened, adapter)
+    except BaseException:
+        opened.store.close()
+        raise
+
+
+__all__ = ["Checkpoint", "open_model"]

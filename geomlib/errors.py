@@ -1,0 +1,45 @@
+"""The one exception family of geomlib.
+
+Every failure a user can cause (a bad path, an unsupported architecture, a
+corrupt file, an out-of-range layer) raises a subclass of :class:`GeomlibError`
+whose message is a single sentence: what came in, what was expected, and how to
+fix it.  The CLI turns these into exit status 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class GeomlibError(Exception):
+    """Base class of every error geomlib raises on purpose."""
+
+
+class SourceNotFoundError(GeomlibError, FileNotFoundError):
+    """A model source (path, hub id, demo name) could not be located."""
+
+
+class UnsupportedSourceError(GeomlibError, ValueError):
+    """The source exists but is of a kind geomlib refuses or cannot read."""
+
+
+class UnsafeFormatError(UnsupportedSourceError):
+    """A pickle-based checkpoint (``.bin``, ``.pt``, ``.pth``, ``.ckpt``) was refused."""
+
+
+class UnsupportedArchitectureError(GeomlibError, ValueError):
+    """The model type has no adapter in :mod:`geomlib.arch`."""
+
+
+class CorruptCheckpointError(GeomlibError, ValueError):
+    """A checkpoint file is truncated, malformed or inconsistent with its config."""
+
+
+class MissingDependencyError(GeomlibError, ImportError):
+    """An optional package (demo wheel, hub client) is not installed."""
+
+
+class InvalidArgumentError(GeomlibError, ValueError):
+    """An argument of a public function is out of range or of the wrong kind."""
+
+
+class HubError(GeomlibError, OSError):
+    """A Hugging Face hub repository could not be resolved or downloaded."""

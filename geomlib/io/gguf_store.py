@@ -1,0 +1,210 @@
+"""GGUF checkpoints (llama.cpp format), memory-mapped and dequantized per tensor.
+
+GGUF stores tensors under llama.cpp names (``blk.3.attn_q.weight``) and, for
+some architectures, in a layout that differs from Hugging Face's.  This module
+undoes exactly what llama.cpp's ``convert_hf_to_gguf.py`` did, so a tensor read
+here equals the one in the original HF checkpoint up to quantization:
+
+* llama: q and k rows were permuted for llama.cpp's RoPE; they are un-permuted.
+* gemma, gemma2, gemma3: norm gains were stored as ``w + 1``; 1 is subtracted
+  (in float64, so the subtraction itself adds no rounding).
+
+Names are translated with the ``gguf`` package's own tensor-name map, so the
+rest of geomlib asks for HF names (``model.layers.3.self_attn.q_proj.weight``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CorruptCheckpointError, UnsupportedArchitectureError
+from .store import TensorInfo, TensorStore
+
+
+@dataclass(frozen=True)
+class _GGUFArch:
+    model_type: str  # the HF config model_type geomlib's adapters are keyed by
+    unpermute_qk: bool  # llama.cpp permuted q/k rows for its RoPE kernel
+    norm_plus_one: bool  # llama.cpp stored norm gains as w + 1
+
+
+#: GGUF ``general.architecture`` -> how llama.cpp converted it
+GGUF_ARCHS: dict[str, _GGUFArch] = {
+    "llama": _GGUFArch("llama", True, False),
+    "qwen2": _GGUFArch("qwen2", False, False),
+    "qwen3": _GGUFArch("qwen3", False, False),
+    "gemma": _GGUFArch("gemma", False, True),
+    "gemma2": _GGUFArch("gemma2", False, True),
+    "gemma3": _GGUFArch("gemma3_text", False, True),
+}
+
+#: storage types that are plain floats (everything else is a quantization)
+FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
+
+
+def unpermute_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's RoPE row permutation of a q or k weight.
+
+    Parameters
+    ----------
+    w : (n_heads * head_dim, n_in) array
+        The weight as stored in GGUF.
+    n_heads : int
+        Attention heads for q, key/value heads for k.
+
+    Returns
+    -------
+    (n_heads * head_dim, n_in) array in Hugging Face row order.
+    """
+    out = w.shape[0]
+    return w.reshape(n_heads, out // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _field(reader, key: str, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    v = f.contents()
+    return v
+
+
+class GGUFStore(TensorStore):
+    """Tensors of one ``.gguf`` file, exposed under Hugging Face names.
+
+    Parameters
+    ----------
+    path : Path
+        The GGUF file.  It is memory-mapped; a tensor's pages are touched
+        only when that tensor is read.
+    """
+
+    format = "gguf"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import gguf  # deferred: only GGUF users pay for the import
+
+        self.path = Path(path)
+        try:
+            self._reader = gguf.GGUFReader(self.path, "r")
+        except Exception as exc:  # gguf raises ValueError/IndexError/struct errors on bad bytes
+            raise CorruptCheckpointError(
+                f"{self.path} is not a readable GGUF file ({exc.__class__.__name__}: {exc}); "
+                "check that the download is complete"
+            ) from None
+        r = self._reader
+        self.gguf_arch = str(_field(r, "general.architecture", ""))
+        if self.gguf_arch not in GGUF_ARCHS:
+            raise UnsupportedArchitectureError(
+                f"{self.path.name} is a GGUF of architecture {self.gguf_arch or '(none)'!r}, which geomlib "
+                f"cannot read; supported GGUF architectures: {', '.join(sorted(GGUF_ARCHS))}"
+            )
+        self._arch = GGUF_ARCHS[self.gguf_arch]
+        self.config = self._config()
+        self._tensors = {}
+        for t in r.tensors:
+            # ggml lists dims fastest-first; PyTorch order is the reverse
+            shape = tuple(int(s) for s in reversed(t.shape.tolist()))
+            self._infos[t.name] = TensorInfo(shape, t.tensor_type.name, int(t.n_bytes))
+            self._tensors[t.name] = t
+        arch_enum = next(
+            (k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.gguf_arch), None
+        )
+        self._name_map = gguf.get_tensor_name_map(arch_enum, int(self.config["num_hidden_layers"]))
+
+    # -- metadata ------------------------------------------------------------
+    def _config(self) -> dict:
+        r, a = self._reader, self.gguf_arch
+
+        def need(key):
+            v = _field(r, f"{a}.{key}")
+            if v is None:
+                raise CorruptCheckpointError(
+                    f"{self.path.name} lacks the GGUF metadata key {a}.{key}; the file was not written by a "
+                    "complete llama.cpp conversion, re-convert or re-download it"
+                )
+            return v
+
+        heads = need("attention.head_count")
+        kv = _field(r, f"{a}.attention.head_count_kv", heads)
+        for key, v in (("attention.head_count", heads), ("attention.head_count_kv", kv)):
+            if isinstance(v, list):
+                if len(set(v)) != 1:
+                    raise UnsupportedArchitectureError(
+                        f"{self.path.name} has a different {key} per layer ({sorted(set(v))}); geomlib needs one "
+                        "head count for all layers"
+                    )
+        heads = int(heads[0] if isinstance(heads, list) else heads)
+        kv = int(kv[0] if isinstance(kv, list) else kv)
+        hidden = int(need("embedding_length"))
+        ff = need("feed_forward_length")
+        cfg = {
+            "model_type": self._arch.model_type,
+            "num_hidden_layers": int(need("block_count")),
+            "hidden_size": hidden,
+            "intermediate_size": int(ff[0] if isinstance(ff, list) else ff),
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv,
+            "head_dim": int(_field(r, f"{a}.attention.key_length", hidden // heads)),
+        }
+        for key, hf in (
+            ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+            ("rope.freq_base", "rope_theta"),
+            ("context_length", "max_position_embeddings"),
+            ("vocab_size", "vocab_size"),
+        ):
+            v = _field(r, f"{a}.{key}")
+            if v is not None:
+                cfg[hf] = v
+        cfg["_gguf"] = {
+            "architecture": a,
+            "file_type": int(_field(r, "general.file_type", -1)),
+            "name": str(_field(r, "general.name", "")),
+        }
+        return cfg
+
+    # -- names -----------------------------------------------------------------
+    def resolve(self, hf_name: str) -> str | None:
+        """The GGUF name of HF tensor ``hf_name`` (``model.``-rooted), or None."""
+        name = self._name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        return name if name in self._infos else None
+
+    def find_prefixes(self, suffix: str) -> list[str]:
+        # GGUF names are translated from the canonical ``model.`` root
+        return ["model."] if self.resolve("model." + suffix) else []
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def identity_material(self) -> bytes:
+        h = hashlib.sha256()
+        for key in sorted(self._reader.fields):
+            if key.startswith("tokenizer."):
+                continue  # vocabularies are large and irrelevant to weights
+            f = self._reader.fields[key]
+            h.update(key.encode())
+            h.update(repr(f.contents()).encode())
+        for t in self._reader.tensors:
+            h.update(f"{t.name}:{t.tensor_type.name}:{t.shape.tolist()}:{t.data_offset}".encode())
+        return h.digest()
+
+    # -- payload ---------------------------------------------------------------
+    def _read(self, name: str, info: TensorInfo) -> torch.Tensor:
+        from gguf.quants import dequantize
+
+        t = self._tensors[name]
+        w = np.asarray(dequantize(t.data, t.tensor_type)).reshape(info.shape)
+        if self._arch.unpermute_qk and (".attn_q." in name or ".attn_k." in name):
+            heads = self.config["num_attention_heads" if ".attn_q." in name else "num_key_value_heads"]
+            w = unpermute_rows(w, heads)
+        if self._arch.norm_plus_one and name.endswith("norm.weight"):
+            w = w.astype(np.float64) - 1.0
+        if np.may_share_memory(w, t.data) or not w.flags.c_contiguous:
+            # never hand out a view of the read-only memory map
+            w = np.array(w, order="C", copy=True)
+        return torch.from_numpy(w)

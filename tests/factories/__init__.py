@@ -1,0 +1,1 @@
+"""Factories that build tiny real checkpoints in ``tmp_path`` (no downloads)."""
