@@ -8,9 +8,16 @@ PIP     = $(PY) -m pip
 PORT   ?= 8866
 STAMP   = $(VENV)/.geomlib-installed
 
-.PHONY: setup test test-fast dashboard clean
+.PHONY: setup browser test test-fast dashboard clean
 
 setup: $(STAMP)
+
+# Browser tests drive Debian's chromium through Playwright (never `playwright install`).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 $(STAMP): pyproject.toml constraints.txt requirements-demo.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt requirements-demo.txt
 	$(PIP) install --quiet --no-deps -r requirements-demo.txt
 	touch $@
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

@@ -90,13 +90,7 @@ class GGUFStore(TensorStore):
         import gguf  # deferred: only GGUF users pay for the import
 
         self.path = Path(path)
-        try:
-            self._reader = gguf.GGUFReader(self.path, "r")
-        except Exception as exc:  # gguf raises ValueError/IndexError/struct errors on bad bytes
-            raise CorruptCheckpointError(
-                f"{self.path} is not a readable GGUF file ({exc.__class__.__name__}: {exc}); "
-                "check that the download is complete"
-            ) from None
+        self._reader = self._open_reader(gguf)
         r = self._reader
         self.gguf_arch = str(_field(r, "general.architecture", ""))
         if self.gguf_arch not in GGUF_ARCHS:
@@ -116,6 +110,34 @@ class GGUFStore(TensorStore):
             (k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.gguf_arch), None
         )
         self._name_map = gguf.get_tensor_name_map(arch_enum, int(self.config["num_hidden_layers"]))
+
+    def _open_reader(self, gguf):
+        """``gguf.GGUFReader`` of the file, or a one-sentence CorruptCheckpointError.
+
+        gguf's own errors on bad bytes are numpy internals ("cannot reshape
+        array of size 536 into shape (32,32)", "When changing to a larger
+        dtype..."), so the common causes are diagnosed here first.
+        """
+        try:
+            size = self.path.stat().st_size
+            with self.path.open("rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise CorruptCheckpointError(f"{self.path} cannot be read ({exc.strerror or exc}); check its permissions") from None
+        if size == 0:
+            raise CorruptCheckpointError(f"{self.path} is empty (0 bytes); the download or conversion did not finish, redo it")
+        if magic != b"GGUF" and not (size < 4 and b"GGUF".startswith(magic)):  # a 3-byte cut is truncation
+            raise CorruptCheckpointError(
+                f"{self.path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); "
+                "pass a .gguf written by llama.cpp, or re-download it"
+            )
+        try:
+            return gguf.GGUFReader(self.path, "r")
+        except Exception:  # gguf raises ValueError/IndexError/KeyError on bad or missing bytes
+            raise CorruptCheckpointError(
+                f"{self.path} is a truncated or corrupt GGUF file ({size} bytes, and its header or tensor data "
+                "ends early or is malformed); re-download or re-convert it"
+            ) from None
 
     # -- metadata ------------------------------------------------------------
     def _config(self) -> dict:
@@ -150,7 +172,8 @@ class GGUFStore(TensorStore):
             "intermediate_size": int(ff[0] if isinstance(ff, list) else ff),
             "num_attention_heads": heads,
             "num_key_value_heads": kv,
-            "head_dim": int(_field(r, f"{a}.attention.key_length", hidden // heads)),
+            # heads == 0 is left for the adapter to refuse with a message naming the key
+            "head_dim": int(_field(r, f"{a}.attention.key_length", hidden // heads if heads > 0 else 0)),
         }
         for key, hf in (
             ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),

@@ -116,8 +116,15 @@ def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: Path) -> Pat
 
     try:
         snap = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError) or cache unreadable
-        return None
+    except Exception as exc:  # not cached (LocalEntryNotFoundError) or cache unreadable
+        # recent huggingface_hub raises IncompleteSnapshotError (with the snapshot's
+        # path) when the cached tree listing names files that were never downloaded,
+        # e.g. after ``hf download --include``; geomlib needs only config and
+        # weights, and checks their presence itself
+        partial = getattr(exc, "snapshot_path", None)
+        if partial is None:
+            return None
+        snap = Path(partial)
     return snap if snap.is_dir() else None
 
 

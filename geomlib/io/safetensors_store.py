@@ -48,6 +48,11 @@ _MAX_HEADER = 100_000_000
 _CHUNK = 1 << 30  # pread moves at most ~2 GiB per call on Linux
 
 
+def _is_count(v: object) -> bool:
+    """Whether a header value is a usable size or offset (JSON true is not 1)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 class _File:
     """One ``.safetensors`` file: its parsed header and an open descriptor."""
 
@@ -88,11 +93,18 @@ class _File:
         end_max = 0
         for name, entry in header.items():
             try:
-                dtype, shape, (begin, end) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
+                dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
             except (KeyError, TypeError, ValueError):
                 raise CorruptCheckpointError(
                     f"{path} describes tensor {name!r} without dtype/shape/data_offsets; re-download the file"
                 ) from None
+            # int() would silently turn 2.5 or "2" into 2, and a negative dimension
+            # could pair with a reversed byte range to pass the length check below
+            if not all(_is_count(v) for v in (*shape, begin, end)):
+                raise CorruptCheckpointError(
+                    f"{path} gives tensor {name!r} shape {entry['shape']!r} and data_offsets "
+                    f"{entry['data_offsets']!r}, which are not non-negative integers; re-download the file"
+                )
             if dtype not in DTYPES:
                 raise CorruptCheckpointError(
                     f"{path} stores tensor {name!r} as {dtype!r}, which is not a safetensors dtype geomlib "

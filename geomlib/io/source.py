@@ -50,12 +50,20 @@ class Opened:
     origin: dict[str, str]
 
 
-def _refuse_pickle(what: str, path: str) -> UnsafeFormatError:
+def _refuse_pickle(statement: str) -> UnsafeFormatError:
+    """The refusal of a pickle checkpoint; ``statement`` ends by naming the pickle file."""
     return UnsafeFormatError(
-        f"{what} {path} is a pickle checkpoint, which can execute arbitrary code when loaded, so geomlib "
-        "refuses it; convert it to safetensors in a trusted environment "
-        "(model.save_pretrained(dir, safe_serialization=True)) or use a .gguf"
+        f"{statement}, which can execute arbitrary code when loaded, so geomlib refuses it; convert it to "
+        "safetensors in a trusted environment (model.save_pretrained(dir, safe_serialization=True)) or use a .gguf"
     )
+
+
+def _only_pickles(label: str, files: list[str]) -> UnsafeFormatError | None:
+    """The refusal for a model whose only weights are pickles, or None if it has none."""
+    pickles = [f for f in files if f.lower().endswith(PICKLE_SUFFIXES)]
+    if not pickles:
+        return None
+    return _refuse_pickle(f"{label} has no safetensors weights, only the pickle checkpoint {pickles[0]}")
 
 
 def _read_config(path: Path, label: str) -> dict:
@@ -96,9 +104,9 @@ def _weights_store(files: list[str], locate: Callable[[str], Path], label: str, 
             f"{label} holds several .safetensors files ({', '.join(singles[:4])}) but no {INDEX}; "
             f"keep one weights file or add the index that says which tensor lives where"
         )
-    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
-    if pickles:
-        raise _refuse_pickle(f"{label} has only", pickles[0])
+    refusal = _only_pickles(label, files)
+    if refusal is not None:
+        raise refusal
     raise SourceNotFoundError(
         f"{label} has a config.json but no weights ({SINGLE} or {INDEX}); download the weights into it"
     )
@@ -110,6 +118,10 @@ def _open_dir(path: Path, label: str) -> Opened:
         ggufs = [f for f in files if f.endswith(".gguf")]
         if len(ggufs) == 1:
             return _open_gguf(path / ggufs[0], label)
+        # a bare pytorch_model.bin folder: adding a config.json would not help
+        refusal = None if any(f.endswith(".safetensors") for f in files) else _only_pickles(f"directory {path}", files)
+        if refusal is not None:
+            raise refusal
         raise SourceNotFoundError(
             f"directory {path} has no config.json; expected a Hugging Face model directory "
             "(config.json + model.safetensors) or a single .gguf file"
@@ -129,7 +141,7 @@ def _open_file(path: Path, label: str) -> Opened:
     if name.endswith(".gguf"):
         return _open_gguf(path, label)
     if name.endswith(PICKLE_SUFFIXES):
-        raise _refuse_pickle("file", str(path))
+        raise _refuse_pickle(f"file {path} is a pickle checkpoint")
     if name.endswith(".safetensors"):
         cfg = path.parent / "config.json"
         if not cfg.exists():
@@ -169,6 +181,12 @@ def open_source(source: str | os.PathLike, hf_cache_dir: str | os.PathLike | Non
             "'demo:smollm2-135m', a directory, a .gguf file or a hub id org/name"
         )
     text = os.fspath(source)
+    if not text.strip():
+        # Path("") is the current directory: an unset variable must not open whatever is there
+        raise SourceNotFoundError(
+            "the model source is an empty string; pass e.g. 'demo:smollm2-135m', a directory, a .gguf file "
+            "or a hub id org/name"
+        )
     if isinstance(source, str) and text.startswith(PREFIX):
         path = demo_path(text)
         opened = _open_dir(path, text) if path.is_dir() else _open_file(path, text)
