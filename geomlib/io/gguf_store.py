@@ -16,6 +16,7 @@ rest of geomlib asks for HF names (``model.layers.3.self_attn.q_proj.weight``).
 from __future__ import annotations
 
 import hashlib
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,14 @@ class GGUFStore(TensorStore):
         self._reader = self._open_reader(gguf)
         r = self._reader
         self.gguf_arch = str(_field(r, "general.architecture", ""))
+        if not self.gguf_arch:
+            raise UnsupportedArchitectureError(
+                f"{self.path.name} has no general.architecture metadata, so geomlib cannot tell how llama.cpp "
+                f"converted it; supported GGUF architectures: {', '.join(sorted(GGUF_ARCHS))}"
+            )
         if self.gguf_arch not in GGUF_ARCHS:
             raise UnsupportedArchitectureError(
-                f"{self.path.name} is a GGUF of architecture {self.gguf_arch or '(none)'!r}, which geomlib "
+                f"{self.path.name} is a GGUF of architecture {self.gguf_arch!r}, which geomlib "
                 f"cannot read; supported GGUF architectures: {', '.join(sorted(GGUF_ARCHS))}"
             )
         self._arch = GGUF_ARCHS[self.gguf_arch]
@@ -123,9 +129,13 @@ class GGUFStore(TensorStore):
             with self.path.open("rb") as f:
                 magic = f.read(4)
         except OSError as exc:
-            raise CorruptCheckpointError(f"{self.path} cannot be read ({exc.strerror or exc}); check its permissions") from None
+            raise CorruptCheckpointError(
+                f"{self.path} cannot be read ({exc.strerror or exc}); check its permissions"
+            ) from None
         if size == 0:
-            raise CorruptCheckpointError(f"{self.path} is empty (0 bytes); the download or conversion did not finish, redo it")
+            raise CorruptCheckpointError(
+                f"{self.path} is empty (0 bytes); the download or conversion did not finish, redo it"
+            )
         if magic != b"GGUF" and not (size < 4 and b"GGUF".startswith(magic)):  # a 3-byte cut is truncation
             raise CorruptCheckpointError(
                 f"{self.path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); "
@@ -152,6 +162,16 @@ class GGUFStore(TensorStore):
                 )
             return v
 
+        def positive(key, v):
+            # a zero or garbage count would otherwise surface later as ZeroDivisionError or a
+            # message about config.json, which a GGUF does not have
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+                raise CorruptCheckpointError(
+                    f"{self.path.name} has GGUF metadata {a}.{key} = {v!r}, but a positive integer is required; "
+                    "the file is corrupt or from an incomplete conversion, re-convert or re-download it"
+                )
+            return int(v)
+
         heads = need("attention.head_count")
         kv = _field(r, f"{a}.attention.head_count_kv", heads)
         for key, v in (("attention.head_count", heads), ("attention.head_count_kv", kv)):
@@ -161,19 +181,18 @@ class GGUFStore(TensorStore):
                         f"{self.path.name} has a different {key} per layer ({sorted(set(v))}); geomlib needs one "
                         "head count for all layers"
                     )
-        heads = int(heads[0] if isinstance(heads, list) else heads)
-        kv = int(kv[0] if isinstance(kv, list) else kv)
-        hidden = int(need("embedding_length"))
+        heads = positive("attention.head_count", heads[0] if isinstance(heads, list) else heads)
+        kv = positive("attention.head_count_kv", kv[0] if isinstance(kv, list) else kv)
+        hidden = positive("embedding_length", need("embedding_length"))
         ff = need("feed_forward_length")
         cfg = {
             "model_type": self._arch.model_type,
-            "num_hidden_layers": int(need("block_count")),
+            "num_hidden_layers": positive("block_count", need("block_count")),
             "hidden_size": hidden,
-            "intermediate_size": int(ff[0] if isinstance(ff, list) else ff),
+            "intermediate_size": positive("feed_forward_length", ff[0] if isinstance(ff, list) else ff),
             "num_attention_heads": heads,
             "num_key_value_heads": kv,
-            # heads == 0 is left for the adapter to refuse with a message naming the key
-            "head_dim": int(_field(r, f"{a}.attention.key_length", hidden // heads if heads > 0 else 0)),
+            "head_dim": positive("attention.key_length", _field(r, f"{a}.attention.key_length", hidden // heads)),
         }
         for key, hf in (
             ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),

@@ -60,21 +60,23 @@ class _File:
         self.path = path
         try:
             self.size = path.stat().st_size
+            # opening can fail where stat does not (no read permission, a directory)
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+                n = int.from_bytes(head, "little")
+                raw = fh.read(n) if len(head) == 8 and n <= _MAX_HEADER else b""
         except OSError as exc:
             raise CorruptCheckpointError(
-                f"safetensors file {path} cannot be read ({exc.strerror}); check the path and permissions"
+                f"safetensors file {path} cannot be read ({exc.strerror or exc.__class__.__name__}); "
+                "check the path and permissions"
             ) from None
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise self._truncated("it is shorter than the 8-byte header length")
-            n = int.from_bytes(head, "little")
-            if n > _MAX_HEADER:
-                raise CorruptCheckpointError(
-                    f"{path} is not a safetensors file (its first 8 bytes announce a {n}-byte header); "
-                    "check that the file is really .safetensors and re-download it"
-                )
-            raw = fh.read(n)
+        if len(head) < 8:
+            raise self._truncated("it is shorter than the 8-byte header length")
+        if n > _MAX_HEADER:
+            raise CorruptCheckpointError(
+                f"{path} is not a safetensors file (its first 8 bytes announce a {n}-byte header); "
+                "check that the file is really .safetensors and re-download it"
+            )
         if len(raw) < n:
             raise self._truncated(f"its {n}-byte JSON header is cut off after {len(raw)} bytes")
         try:

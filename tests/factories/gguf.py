@@ -24,9 +24,11 @@ from typing import Callable
 
 import numpy as np
 
-#: HF ``model_type`` -> GGUF ``general.architecture`` and llama.cpp's conversion rules
+
 @dataclass(frozen=True)
 class GGUFSpec:
+    """How llama.cpp's converter writes one HF ``model_type``."""
+
     arch: str  # general.architecture
     arch_enum: str  # gguf.MODEL_ARCH member name
     permute_qk: bool  # LlamaModel.modify_tensors permutes q/k rows
@@ -34,6 +36,7 @@ class GGUFSpec:
     always_head_dim: bool  # llama.cpp writes key/value_length for gemma even when it is hidden // heads
 
 
+#: HF ``model_type`` -> GGUF ``general.architecture`` and llama.cpp's conversion rules
 SPECS: dict[str, GGUFSpec] = {
     "llama": GGUFSpec("llama", "LLAMA", True, False, False),
     "qwen2": GGUFSpec("qwen2", "QWEN2", False, False, False),
@@ -146,7 +149,6 @@ def write_gguf(
     quant: str | None = None,
     *,
     name: str | None = None,
-    tokenizer: bool = False,
     edit: Callable[[object], None] | None = None,
 ) -> Path:
     """Write ``model`` as a GGUF file the way ``convert_hf_to_gguf.py`` would.
@@ -163,9 +165,6 @@ def write_gguf(
         Storage type of 2-D tensors; None writes F32 everywhere.
     name : str, optional
         ``general.name``.
-    tokenizer : bool
-        Also write a minimal gpt2-style vocabulary, for readers that want one
-        (transformers does not need it to load the model).
     edit : callable, optional
         Called with the ``GGUFWriter`` after the standard metadata is added,
         to damage or drop keys (``w.add_head_count(0)``,
@@ -210,8 +209,6 @@ def write_gguf(
     w.add_file_type(int(getattr(gguf.LlamaFileType, ftype)))
     if qtype not in ("F32", "F16", "BF16"):
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    if tokenizer:
-        _add_tokenizer(w, cfg.vocab_size)
     if edit is not None:
         edit(w)
 
@@ -231,18 +228,6 @@ def write_gguf(
     w.write_tensors_to_file()
     w.close()
     return path
-
-
-def _add_tokenizer(w, vocab_size: int) -> None:
-    """A minimal byte-level BPE vocabulary of ``vocab_size`` single-character tokens."""
-    tokens = [chr(ord("a") + i % 26) * (1 + i // 26) for i in range(vocab_size)]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_types([1] * vocab_size)
-    w.add_token_merges([])
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(0)
 
 
 def write_unsupported_gguf(path: Path, arch: str = "mamba", n_layers: int = 2, hidden: int = 32) -> Path:

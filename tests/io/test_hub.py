@@ -29,7 +29,7 @@ import pytest
 import torch
 
 import geomlib
-from geomlib.errors import GeomlibError, SourceNotFoundError, UnsafeFormatError
+from geomlib.errors import CorruptCheckpointError, GeomlibError, SourceNotFoundError, UnsafeFormatError
 from tests.factories.hf import make_checkpoint
 
 REPO = "tiny-org/tiny-llama"
@@ -269,8 +269,6 @@ def test_cached_pickle_only_repo_is_refused_unloaded(tmp_path):
 
 def test_cached_shard_missing_from_snapshot_is_corrupt(tmp_path):
     """An index naming a shard the snapshot lacks is reported, not silently skipped."""
-    from geomlib.errors import CorruptCheckpointError
-
     src, _ = make_checkpoint(tmp_path / "src", "llama", n_layers=3, max_shard_size="20KB")
     files = _dir_files(src)
     shard = sorted(f for f in files if f.endswith(".safetensors"))[-1]

@@ -312,3 +312,12 @@ def test_one_layer_reads_only_that_layers_bytes(tmp_path, shard):
         assert sum(w.numel() for w in W.values()) * 4 == layer_bytes
         # geomlib's own counter agrees with the kernel's
         assert ckpt._store.bytes_read == layer_bytes
+
+
+def test_unreadable_file_refused_with_its_path(tmp_path):
+    """A path that stats but cannot be opened as a file (here a directory) is a clean error."""
+    d = tmp_path / "model.safetensors"
+    d.mkdir()
+    with pytest.raises(CorruptCheckpointError, match="cannot be read") as ei:
+        _store(d)
+    assert str(d) in str(ei.value)

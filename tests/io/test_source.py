@@ -195,6 +195,14 @@ def test_pickle_only_directory_without_config_refused_as_pickle(tmp_path):
     assert not marker.exists()
 
 
+def test_weights_without_config_are_not_called_pickle_only(ckpt_dir, tmp_path):
+    """With a .safetensors present, the missing config.json is the problem to report."""
+    (ckpt_dir / "pytorch_model.bin").write_bytes(_trap_bytes(tmp_path / "unpickled"))
+    (ckpt_dir / "config.json").unlink()
+    refused(ckpt_dir, SourceNotFoundError, "no config.json")
+    assert not (tmp_path / "unpickled").exists()
+
+
 def test_safetensors_preferred_over_pickle_copy(ckpt_dir, tmp_path):
     """Repos often ship both; the safetensors file is read and the pickle left alone."""
     marker = tmp_path / "unpickled"
