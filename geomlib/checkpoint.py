@@ -76,12 +76,18 @@ class Checkpoint:
                 f"{self.source} has no layer tensors of a {self.arch} model; check that the weights match config.json"
             )
         self._rows_cache: dict[str, torch.Tensor | slice | None] = {}
-        self._validate_shapes()
-        types = self._store.storage_dtypes(n for names in self._weights for n in names.values())
+        self._validated: set[int] = set()
+        # A lazy (hub) store fetches a shard to read its header: check layer 0 now
+        # and every other layer when it is first read, so opening downloads little.
+        lazy = getattr(self._store, "lazy", False)
+        checked = [0] if lazy else range(self.n_layers)
+        for L in checked:
+            self._validate_layer(L)
+        types = self._store.storage_dtypes(n for L in checked for n in self._weights[L].values())
         self.dtype = ",".join(types)
         quant = [t for t in types if t not in FLOAT_TYPES and t not in ("F8_E4M3", "F8_E5M2")]
         self.quantization: str | None = ",".join(quant) if quant else None
-        self.identity = self._identity()
+        self._identity: str | None = None
 
     # -- facts -------------------------------------------------------------------
     @property
@@ -191,22 +197,33 @@ class Checkpoint:
             shape = (len(torch.arange(shape[0])[rows]),) + tuple(shape[1:])
         return tuple(shape)
 
-    def _validate_shapes(self) -> None:
-        for L, names in enumerate(self._weights):
-            for fam, stored in names.items():
-                got, want = self._planned_shape(fam, stored), self._expected_shape(fam)
-                if got != want:
-                    raise CorruptCheckpointError(
-                        f"layer {L} {fam} of {self.source} has shape {list(got)} but the config "
-                        f"(hidden={self.hidden}, heads={self.n_heads}/{self.n_kv_heads}, head_dim={self.head_dim}, "
-                        f"intermediate={self.intermediate}) implies {list(want)}; the weights do not match config.json"
-                    )
+    def _validate_layer(self, L: int) -> None:
+        if L in self._validated:
+            return
+        for fam, stored in self._weights[L].items():
+            got, want = self._planned_shape(fam, stored), self._expected_shape(fam)
+            if got != want:
+                raise CorruptCheckpointError(
+                    f"layer {L} {fam} of {self.source} has shape {list(got)} but the config "
+                    f"(hidden={self.hidden}, heads={self.n_heads}/{self.n_kv_heads}, head_dim={self.head_dim}, "
+                    f"intermediate={self.intermediate}) implies {list(want)}; the weights do not match config.json"
+                )
+        self._validated.add(L)
 
-    def _identity(self) -> str:
-        cfg = {k: v for k, v in self.config.items() if k not in _VOLATILE_CONFIG_KEYS}
-        h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
-        h.update(self._store.identity_material())
-        return h.hexdigest()
+    @property
+    def identity(self) -> str:
+        """sha256 of the config and of every tensor's name, type, shape and sampled payload.
+
+        The same weights give the same identity whether stored in one file or
+        in shards, on any machine; a fine-tune with the same shapes does not.
+        Computed on first use (for a hub model it needs every shard).
+        """
+        if self._identity is None:
+            cfg = {k: v for k, v in self.config.items() if k not in _VOLATILE_CONFIG_KEYS}
+            h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+            h.update(self._store.identity_material())
+            self._identity = h.hexdigest()
+        return self._identity
 
     # -- validation of arguments ---------------------------------------------------
     def _check_layer(self, L: object) -> int:
@@ -300,6 +317,7 @@ class Checkpoint:
             :attr:`norm_offset` for the effective gain).
         """
         L = self._check_layer(L)
+        self._validate_layer(L)
         return self._read(self._weights[L], self._check_families(families), self._check_dtype(dtype),
                           resolve_device(device))
 

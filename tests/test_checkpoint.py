@@ -115,3 +115,24 @@ def test_import_geomlib_does_not_import_torch():
     code = "import sys, geomlib; assert 'torch' not in sys.modules, 'torch imported'; print(geomlib.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_identity_sees_the_weights_not_the_file_layout(tmp_path):
+    single, _ = make_checkpoint(tmp_path, "llama", n_layers=2, name="single")
+    sharded, _ = make_checkpoint(tmp_path, "llama", n_layers=2, name="sharded", max_shard_size="8KB")
+    finetune, _ = make_checkpoint(tmp_path, "llama", n_layers=2, name="finetune", seed=1)  # same shapes
+    a, b, c = (geomlib.open_model(p) for p in (single, sharded, finetune))
+    assert a.identity == b.identity
+    assert a.identity != c.identity
+    assert a.summary()["identity"] == a.identity
+
+
+def test_identity_changes_when_one_tensor_changes(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path, _ = make_checkpoint(tmp_path, "llama", n_layers=2)
+    before = geomlib.open_model(path).identity
+    tensors = load_file(path / "model.safetensors")
+    tensors["layers.1.mlp.up_proj.weight"] = tensors["layers.1.mlp.up_proj.weight"] * 1.01
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    assert geomlib.open_model(path).identity != before

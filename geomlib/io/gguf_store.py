@@ -15,7 +15,6 @@ rest of geomlib asks for HF names (``model.layers.3.self_attn.q_proj.weight``).
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,30 +222,36 @@ class GGUFStore(TensorStore):
     def describe(self) -> str:
         return str(self.path)
 
-    def identity_material(self) -> bytes:
-        h = hashlib.sha256()
-        for key in sorted(self._reader.fields):
-            if key.startswith("tokenizer."):
-                continue  # vocabularies are large and irrelevant to weights
-            f = self._reader.fields[key]
-            h.update(key.encode())
-            h.update(repr(f.contents()).encode())
-        for t in self._reader.tensors:
-            h.update(f"{t.name}:{t.tensor_type.name}:{t.shape.tolist()}:{t.data_offset}".encode())
-        return h.digest()
-
     # -- payload ---------------------------------------------------------------
     def _read(self, name: str, info: TensorInfo) -> torch.Tensor:
+        return self._read_rows(name, info, 0, info.shape[0] if info.shape else 0)
+
+    def _read_rows(self, name: str, info: TensorInfo, start: int, stop: int) -> torch.Tensor:
         from gguf.quants import dequantize
 
         t = self._tensors[name]
-        w = np.asarray(dequantize(t.data, t.tensor_type)).reshape(info.shape)
+        lo, hi = start, stop
+        heads = None
         if self._arch.unpermute_qk and (".attn_q." in name or ".attn_k." in name):
             heads = self.config["num_attention_heads" if ".attn_q." in name else "num_key_value_heads"]
-            w = unpermute_rows(w, heads)
+            # the permutation mixes rows within a head only: read whole heads, un-permute, trim
+            d = info.shape[0] // heads
+            lo, hi = (start // d) * d, -(-stop // d) * d
+        if len(info.shape) <= 1:
+            w = np.asarray(dequantize(t.data, t.tensor_type)).reshape(info.shape)[lo:hi]
+        else:
+            # quantized data is (rows, bytes per row), float data (rows, cols): rows slice alike
+            raw = t.data.reshape(info.shape[0], -1)[lo:hi]
+            w = np.asarray(dequantize(raw, t.tensor_type)).reshape((hi - lo,) + tuple(info.shape[1:]))
+        if heads is not None:
+            w = unpermute_rows(w, (hi - lo) // (info.shape[0] // heads))[start - lo : stop - lo]
         if self._arch.norm_plus_one and name.endswith("norm.weight"):
             w = w.astype(np.float64) - 1.0
-        if np.may_share_memory(w, t.data) or not w.flags.c_contiguous:
+        if not w.flags.writeable or not w.flags.c_contiguous or np.may_share_memory(w, t.data):
             # never hand out a view of the read-only memory map
             w = np.array(w, order="C", copy=True)
         return torch.from_numpy(w)
+
+    def _payload_bytes(self, name: str, start: int, length: int) -> bytes:
+        flat = self._tensors[name].data.reshape(-1).view(np.uint8)
+        return flat[start : start + length].tobytes()

@@ -11,7 +11,6 @@ to ``dtype``, ``shape`` and ``data_offsets``, then the raw little-endian data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -131,23 +130,38 @@ class _File:
     def _truncated(self, why: str) -> CorruptCheckpointError:
         return CorruptCheckpointError(f"safetensors file {self.path} is truncated: {why}; re-download it")
 
-    def read(self, name: str) -> torch.Tensor:
-        info = self.infos[name]
-        dtype, _ = DTYPES[info.dtype]
-        if info.nbytes == 0:
-            return torch.empty(info.shape, dtype=dtype)
+    def _pread(self, offset: int, nbytes: int, what: str) -> bytearray:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
-        buf = bytearray(info.nbytes)
+        buf = bytearray(nbytes)
         view = memoryview(buf)
-        pos, offset = 0, self.offsets[name]
-        while pos < info.nbytes:
+        pos = 0
+        while pos < nbytes:
             got = os.preadv(self._fd, [view[pos : pos + _CHUNK]], offset + pos)
             if got == 0:
-                raise self._truncated(f"tensor {name!r} ends past the end of the file")
+                raise self._truncated(f"{what} ends past the end of the file")
             pos += got
+        return buf
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Tensor ``name``, or only its rows ``start:stop`` (one contiguous byte range)."""
+        info = self.infos[name]
+        dtype, itemsize = DTYPES[info.dtype]
+        shape = list(info.shape)
+        if stop is not None and shape:
+            row = math.prod(shape[1:]) * itemsize
+            offset, nbytes = self.offsets[name] + start * row, (stop - start) * row
+            shape[0] = stop - start
+        else:
+            offset, nbytes = self.offsets[name], info.nbytes
+        if nbytes == 0:
+            return torch.empty(shape, dtype=dtype)
+        buf = self._pread(offset, nbytes, f"tensor {name!r}")
         # safetensors data is little-endian, as is every platform torch supports
-        return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
+        return torch.frombuffer(buf, dtype=dtype).reshape(shape)
+
+    def payload(self, name: str, start: int, length: int) -> bytes:
+        return bytes(self._pread(self.offsets[name] + start, length, f"tensor {name!r}"))
 
     def close(self) -> None:
         if self._fd is not None:
@@ -251,18 +265,19 @@ class SafetensorsStore(TensorStore):
     def _read(self, name: str, info: TensorInfo) -> torch.Tensor:
         return self._file_of(name).read(name)
 
+    def _read_rows(self, name: str, info: TensorInfo, start: int, stop: int) -> torch.Tensor:
+        return self._file_of(name).read(name, start, stop)
+
+    def _payload_bytes(self, name: str, start: int, length: int) -> bytes:
+        return self._file_of(name).payload(name, start, length)
+
+    @property
+    def lazy(self) -> bool:
+        """Shard headers are fetched on first use (hub downloads), not at open."""
+        return self._weight_map is not None and len(self._files) < len(self._shards)
+
     def describe(self) -> str:
         return self._label
-
-    def identity_material(self) -> bytes:
-        h = hashlib.sha256()
-        if self._weight_map is not None:
-            # the index pins which tensor lives where; lazily fetched shard headers
-            # may not be local yet, and identity must not depend on what was read
-            h.update(json.dumps(self._weight_map, sort_keys=True).encode())
-        else:
-            h.update(self._files[self._shards[0]].header_bytes)
-        return h.digest()
 
     def close(self) -> None:
         for f in self._files.values():

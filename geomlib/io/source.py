@@ -115,7 +115,7 @@ def _weights_store(files: list[str], locate: Callable[[str], Path], label: str, 
 def _open_dir(path: Path, label: str) -> Opened:
     files = sorted(str(p.relative_to(path)) for p in path.iterdir() if p.is_file())
     if "config.json" not in files:
-        ggufs = [f for f in files if f.endswith(".gguf")]
+        ggufs = [f for f in files if f.lower().endswith(".gguf")]
         if len(ggufs) == 1:
             return _open_gguf(path / ggufs[0], label)
         # a bare pytorch_model.bin folder: adding a config.json would not help
@@ -196,7 +196,13 @@ def open_source(source: str | os.PathLike, hf_cache_dir: str | os.PathLike | Non
     if path.exists():
         return _open_dir(path, text) if path.is_dir() else _open_file(path, text)
     if isinstance(source, str) and looks_like_repo_id(text) and not text.startswith((".", "/", "~")):
-        return _open_repo(open_hub(text, hf_cache_dir))
+        try:
+            return _open_repo(open_hub(text, hf_cache_dir))
+        except SourceNotFoundError as exc:
+            # "models/llama" reads as a hub id too: say that no such local path exists either
+            raise SourceNotFoundError(
+                f"{str(exc).rstrip('.')} (nor is there a local path {text!r})"
+            ) from None
     raise SourceNotFoundError(
         f"{text!r} is not an existing file or directory, a hub id (org/name[@revision]) or a demo "
         f"({', '.join(PREFIX + n for n in DEMOS)}); check the path"

@@ -10,6 +10,7 @@ GGUF look the same to them.
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -88,9 +89,31 @@ class TensorStore(abc.ABC):
     def describe(self) -> str:
         """A short human description (the file or directory) used in messages."""
 
-    @abc.abstractmethod
+    #: payload bytes sampled per tensor for the identity: (positions, bytes each)
+    SAMPLES = (5, 64)
+
     def identity_material(self) -> bytes:
-        """Bytes that identify the tensor index (names, shapes, types, offsets)."""
+        """Bytes that identify the weights: every tensor's name, type, shape and sampled payload.
+
+        Independent of the file layout (one file or shards, offsets), but any
+        re-training or fine-tune changes it: a few 64-byte windows spread over
+        each tensor's payload are hashed.  Cost: ``5 * 64`` bytes per tensor.
+        """
+        h = hashlib.sha256()
+        for name in self.names():
+            info = self.info(name)
+            h.update(f"{name}|{info.dtype}|{list(info.shape)}|".encode())
+            n, width = self.SAMPLES
+            if info.nbytes:
+                starts = sorted({min(max(info.nbytes - width, 0), (info.nbytes - width) * i // max(n - 1, 1))
+                                 for i in range(n)})
+                for start in starts:
+                    h.update(self._payload_bytes(name, max(start, 0), min(width, info.nbytes)))
+        return h.digest()
+
+    @abc.abstractmethod
+    def _payload_bytes(self, name: str, start: int, length: int) -> bytes:
+        """``length`` raw bytes of tensor ``name``'s stored payload from byte ``start``."""
 
     # -- payload --------------------------------------------------------------
     def read(self, name: str) -> torch.Tensor:
@@ -110,6 +133,25 @@ class TensorStore(abc.ABC):
 
     @abc.abstractmethod
     def _read(self, name: str, info: TensorInfo) -> torch.Tensor: ...
+
+    def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` (first axis) of a stored tensor, reading only their bytes.
+
+        Lets a computation stream a block of rows from every layer, so that an
+        all-pairs Gram over layers needs memory O(layers x block), not O(model).
+        """
+        info = self.info(name)
+        if not info.shape or not 0 <= start <= stop <= info.shape[0]:
+            raise ValueError(f"rows {start}:{stop} out of range for {name} of shape {list(info.shape)}")
+        tensor = self._read_rows(name, info, start, stop)
+        row_bytes = info.nbytes // info.shape[0] if info.shape[0] else 0
+        self.bytes_read += (stop - start) * row_bytes
+        self.tensors_read.append(f"{name}[{start}:{stop}]")
+        return tensor
+
+    def _read_rows(self, name: str, info: TensorInfo, start: int, stop: int) -> torch.Tensor:
+        # fallback for formats without ranged reads
+        return self._read(name, info)[start:stop]
 
     def storage_dtypes(self, names: Iterable[str]) -> list[str]:
         """Sorted distinct storage types among ``names``."""

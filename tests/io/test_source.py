@@ -286,3 +286,22 @@ def test_errors_are_standard_exceptions_too():
     assert issubclass(SourceNotFoundError, FileNotFoundError)
     for cls in (UnsupportedSourceError, CorruptCheckpointError, InvalidArgumentError, UnsupportedArchitectureError):
         assert issubclass(cls, ValueError) and issubclass(cls, geomlib.GeomlibError)
+
+
+def test_missing_relative_path_that_looks_like_a_hub_id_says_both(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(SourceNotFoundError) as err:
+        geomlib.open_model("models/llama")
+    msg = str(err.value)
+    assert "HF_HUB_OFFLINE" in msg and "nor is there a local path 'models/llama'" in msg
+    assert "\n" not in msg
+
+
+def test_directory_with_one_uppercase_gguf_opens_it(tmp_path):
+    from tests.factories.gguf import write_gguf
+    from tests.factories.hf import tiny_model
+
+    write_gguf(tmp_path / "d" / "MODEL.GGUF", tiny_model("qwen2", n_layers=1), "qwen2")
+    assert geomlib.open_model(tmp_path / "d").arch == "qwen2"
