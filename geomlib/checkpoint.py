@@ -351,6 +351,65 @@ class Checkpoint:
                       leave=False):
             yield L, self.layer(L, fams, dtype, device)
 
+    # -- blocks: the same slice of every layer, for all-pairs reductions ---------------------
+    def block_axis(self, family: str) -> tuple[int, int]:
+        """``(n, elems)``: a family's matrix splits into ``n`` blocks of ``elems`` elements each.
+
+        Blocks follow the stored rows, so :meth:`read_block` reads one
+        contiguous byte range per block; every layer splits the same way.
+        """
+        self._check_families(family)
+        stored = next((names[family] for names in self._weights if family in names), None)
+        if stored is None:
+            raise InvalidArgumentError(f"{self.source} has no {family} in any layer; choose one of {self.families}")
+        shape = self._planned_shape(family, stored)
+        if len(shape) == 1:
+            return shape[0], 1
+        return (shape[1], shape[0]) if self._plan[family].transpose else (shape[0], shape[1])
+
+    def read_block(
+        self,
+        L: int,
+        family: str,
+        start: int,
+        stop: int,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+    ) -> torch.Tensor | None:
+        """Block ``start:stop`` of layer ``L``'s ``family`` matrix, reading only its bytes.
+
+        Returns
+        -------
+        Tensor or None
+            Rows ``start:stop`` of ``W`` (columns for transposed storage such as
+            GPT-2's ``Conv1D``); any consistent element subset serves a
+            Frobenius inner product.  None if the layer lacks the family.
+        """
+        L = self._check_layer(L)
+        stored = self._weights[L].get(family)
+        if stored is None:
+            return None
+        self._validate_layer(L)
+        dev, dtype = resolve_device(device), self._check_dtype(dtype)
+        src, rows = self._plan[family], self._rows(family)
+        if src.transpose:
+            t = self._store.read_rows(stored, start, stop).to(dev)  # stored rows are W's columns
+            if rows is not None:
+                t = t[:, rows.to(dev) if isinstance(rows, torch.Tensor) else rows]
+            t = t.T
+        else:
+            sel = torch.arange(self._store.info(stored).shape[0])
+            if rows is not None:
+                sel = sel[rows]
+            sel = sel[start:stop]
+            # fused layouts (NeoX's interleaved heads) select several contiguous runs
+            breaks = (torch.nonzero(sel[1:] - sel[:-1] != 1).flatten() + 1).tolist()
+            runs = [(int(r[0]), int(r[-1]) + 1) for r in torch.tensor_split(sel, breaks) if len(r)]
+            parts = [self._store.read_rows(stored, a, b) for a, b in runs]
+            t = torch.cat(parts) if parts else self._store.read_rows(stored, 0, 0)
+            t = t.to(dev)
+        return t.to(dtype).contiguous()
+
     def head(self, weights: Mapping[str, torch.Tensor] | torch.Tensor, family: str, h: int) -> torch.Tensor:
         """The slice of a layer's weight that belongs to attention head ``h``.
 

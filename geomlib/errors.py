@@ -43,3 +43,8 @@ class InvalidArgumentError(GeomlibError, ValueError):
 
 class HubError(GeomlibError, OSError):
     """A Hugging Face hub repository could not be resolved or downloaded."""
+
+
+class GeomlibWarning(UserWarning):
+    """A degenerate input (zero matrix, NaN or Inf weights, a family missing in some layers)
+    was turned into NaN; the same text is recorded in the dataset's ``attrs``."""

@@ -1,0 +1,372 @@
+"""Weight-level geometry of a whole checkpoint, streamed layer by layer.
+
+Two passes over the file, each holding O(1) layers (or O(layers x block)):
+
+1. **per-layer pass** (:func:`_adjacent_pass`): norms, adjacent-pair residual
+   statistics, adjacent aligned cosines and their null baselines, norm-gain
+   vectors.  Only the previous layer is kept, in the narrowest dtype that holds
+   its values exactly.
+2. **Gram pass** (:func:`_gram_pass`): the all-pairs Frobenius cosine of each
+   family from an L x L Gram accumulated over row blocks read from every layer.
+
+Optionally (``aligned_pairs="all"``) a third pass computes the aligned cosine
+of every pair, holding as many layers as the memory budget allows.
+
+The result is a dict of plain arrays; :func:`build_dataset` attaches names and
+coordinates once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..arch.families import FAMILIES, MATRIX_FAMILIES, NORM_FAMILIES, RESIDUAL_AXIS
+from ..checkpoint import Checkpoint
+from ..device import resolve_device
+from ..errors import GeomlibWarning
+from ..metrics import (
+    NULL_KINDS,
+    aligned_cos,
+    cos_from_gram,
+    direction_pca,
+    gaussian_aligned_null,
+    residual_stats,
+    scale_track_pca,
+    scrambled_aligned_null,
+)
+from .params import WEIGHTS_SCHEMA, WeightParams
+
+SCHEMA_VERSION = WEIGHTS_SCHEMA
+ADJ_KEYS = ("resid_norm", "scalar_fit", "improve_frac", "resid_eff_rank", "resid_spec_entropy")
+
+
+@dataclass
+class _Accumulator:
+    n_layers: int
+    fam_index: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        F, n = len(self.fam_index), self.n_layers
+        nan = np.nan
+        self.scale = np.full((F, n), nan)
+        self.cos = np.full((F, n, n), nan)
+        self.adj = {k: np.full((F, n), nan) for k in ADJ_KEYS}
+        self.spectrum_method = np.full((F, n), "", dtype=object)
+        self.aligned = np.full((F, n, n), nan)
+        self.null_mean = np.full((len(NULL_KINDS), F, n), nan)
+        self.null_std = np.full((len(NULL_KINDS), F, n), nan)
+        self.gamma: dict[str, list[torch.Tensor | None]] = {}
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, GeomlibWarning, stacklevel=3)
+
+
+def _storage_dtype(ckpt: Checkpoint) -> torch.dtype:
+    """The narrowest float dtype that holds this checkpoint's layer values exactly."""
+    exact32 = {"F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+    types = set(ckpt.dtype.split(","))
+    if ckpt.format == "gguf":
+        # dequantization yields float32; Gemma's stored w+1 is undone in float64
+        return torch.float64 if ckpt.norm_offset else torch.float32
+    return torch.float32 if types <= exact32 else torch.float64
+
+
+def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, device: torch.device,
+                   progress: bool) -> None:
+    keep = _storage_dtype(ckpt)
+    prev: dict[str, torch.Tensor] = {}
+    seen_shapes: set[tuple[str, tuple[int, ...]]] = set()
+    offset = ckpt.norm_offset
+    for f in ckpt.families:
+        if f in NORM_FAMILIES:
+            acc.gamma[f] = [None] * ckpt.n_layers
+    bar = tqdm(range(ckpt.n_layers), desc="per-layer pass", unit="layer", disable=not progress)
+    for L in bar:
+        for f in ckpt.families:
+            i = acc.fam_index[f]
+            got = ckpt.layer(L, [f], dtype=keep, device=device).get(f)
+            if got is None:
+                acc.warn(f"layer {L} has no {f} although other layers do: its {f} values are NaN")
+                prev.pop(f, None)
+                continue
+            W = got.to(torch.float64)
+            if f in NORM_FAMILIES:
+                W = W + offset  # effective gain (Gemma stores w and applies 1 + w)
+                acc.gamma[f][L] = W.cpu()
+            finite = bool(torch.isfinite(W).all())
+            norm = float(torch.linalg.vector_norm(W)) if finite else math.nan
+            acc.scale[i, L] = norm
+            if not finite:
+                acc.warn(f"layer {L} {f} has NaN or Inf weights: its metrics are NaN")
+            elif norm == 0:
+                acc.warn(f"layer {L} {f} is all zeros: its cosines are NaN")
+            elif f in MATRIX_FAMILIES:
+                acc.aligned[i, L, L] = 1.0  # max_R <W R, W>/|W|² = 1, attained at R = I
+            if f in prev:
+                a = prev[f].to(torch.float64)
+                stats = residual_stats(a, W, spectrum=f in MATRIX_FAMILIES,
+                                       exact_max_dim=params.exact_spectrum_max_dim)
+                for k in ADJ_KEYS:
+                    acc.adj[k][i, L - 1] = stats[k]
+                acc.spectrum_method[i, L - 1] = stats["spectrum_method"]
+                if stats["spectrum_method"] == "zero-residual" and f in MATRIX_FAMILIES:
+                    acc.warn(f"layers {L - 1} and {L} {f} are identical up to scale: residual spectrum is NaN")
+                if f in MATRIX_FAMILIES:
+                    ax = RESIDUAL_AXIS[f]
+                    acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a, W, ax)
+                    if params.null_draws:
+                        m, s = scrambled_aligned_null(a, W, ax, params.null_draws, params.seed + L)
+                        acc.null_mean[1, i, L - 1], acc.null_std[1, i, L - 1] = m, s
+                        key = (f, tuple(W.shape))
+                        if key not in seen_shapes:
+                            seen_shapes.add(key)
+                            m, s = gaussian_aligned_null(tuple(W.shape), ax, params.null_draws, params.seed,
+                                                         device)
+                            acc.null_mean[0, i, : ckpt.n_layers - 1] = m
+                            acc.null_std[0, i, : ckpt.n_layers - 1] = s
+                del a
+            prev[f] = got  # a NaN layer still pairs, to NaN, with the next one
+            del W
+
+
+def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, device: torch.device,
+               progress: bool) -> None:
+    n = ckpt.n_layers
+    budget = params.block_mib * 2**20
+    fams = [f for f in ckpt.families if f in MATRIX_FAMILIES]
+    for f in ckpt.families:
+        if f in NORM_FAMILIES:
+            # gains are tiny: their Gram comes from the vectors kept in pass 1 (offset included)
+            vecs = acc.gamma[f]
+            dim = next(v.numel() for v in vecs if v is not None)
+            X = torch.stack([v if v is not None else torch.full((dim,), math.nan, dtype=torch.float64)
+                             for v in vecs])
+            acc.cos[acc.fam_index[f]] = cos_from_gram(X @ X.T).numpy()
+    plan = []
+    for f in fams:
+        axis, elems = ckpt.block_axis(f)
+        rows = max(1, min(axis, budget // max(1, n * elems * 8)))
+        plan += [(f, a, min(a + rows, axis)) for a in range(0, axis, rows)]
+    grams = {f: torch.zeros(n, n, dtype=torch.float64, device=device) for f in fams}
+    for f, a, b in tqdm(plan, desc="all-pairs Gram", unit="block", disable=not progress):
+        X = None
+        for L in range(n):
+            blk = ckpt.read_block(L, f, a, b, dtype=torch.float64, device=device)
+            if X is None:
+                X = torch.full((n, blk.numel() if blk is not None else 0), math.nan, dtype=torch.float64,
+                               device=device)
+            if blk is not None:
+                X[L] = blk.reshape(-1)
+        grams[f] += X @ X.T
+    for f in fams:
+        acc.cos[acc.fam_index[f]] = cos_from_gram(grams[f]).cpu().numpy()
+
+
+def _aligned_all_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, device: torch.device,
+                      progress: bool) -> None:
+    """Aligned cosine of every pair: hold a chunk of layers, stream the rest past it."""
+    n, keep = ckpt.n_layers, _storage_dtype(ckpt)
+    budget = params.block_mib * 2**20
+    fams = [f for f in ckpt.families if f in MATRIX_FAMILIES]
+    total = len(fams) * n * (n - 1) // 2
+    bar = tqdm(total=total, desc="all-pairs aligned", unit="pair", disable=not progress)
+    for f in fams:
+        i, ax = acc.fam_index[f], RESIDUAL_AXIS[f]
+        axis, elems = ckpt.block_axis(f)
+        chunk = max(1, min(n, budget // max(1, axis * elems * keep.itemsize)))
+        for c0 in range(0, n, chunk):
+            held = {L: ckpt.layer(L, [f], dtype=keep, device=device).get(f) for L in range(c0, min(c0 + chunk, n))}
+            for L2 in range(c0, n):
+                w2 = held.get(L2)
+                if w2 is None and L2 >= c0 + chunk:
+                    w2 = ckpt.layer(L2, [f], dtype=keep, device=device).get(f)
+                for L1, w1 in held.items():
+                    if L1 >= L2:
+                        continue
+                    if w1 is not None and w2 is not None:
+                        v = aligned_cos(w1.to(torch.float64), w2.to(torch.float64), ax)
+                        acc.aligned[i, L1, L2] = acc.aligned[i, L2, L1] = v
+                    bar.update(1)
+    bar.close()
+
+
+def compute_weight_arrays(ckpt: Checkpoint, params: WeightParams = WeightParams(), device: str | None = "auto",
+                          progress: bool = True) -> dict:
+    """Run the passes and return plain arrays (families in :data:`FAMILIES` order)."""
+    dev = resolve_device(device)
+    acc = _Accumulator(ckpt.n_layers, {f: i for i, f in enumerate(FAMILIES)})
+    with torch.no_grad():
+        _adjacent_pass(ckpt, acc, params, dev, progress)
+        _gram_pass(ckpt, acc, params, dev, progress)
+        if params.aligned_pairs == "all":
+            _aligned_all_pass(ckpt, acc, params, dev, progress)
+    out = {
+        "scale": acc.scale,
+        "cos": acc.cos,
+        "aligned_cos": acc.aligned,
+        "aligned_null_mean": acc.null_mean,
+        "aligned_null_std": acc.null_std,
+        "spectrum_method": acc.spectrum_method,
+        **acc.adj,
+        "warnings": acc.warnings,
+        "device": str(dev),
+    }
+    out.update(_scale_pca(acc))
+    out.update(_gamma(acc, ckpt.n_layers))
+    return out
+
+
+def _scale_pca(acc: _Accumulator) -> dict:
+    fam = [f for f, i in acc.fam_index.items() if np.all(np.isfinite(acc.scale[i]) & (acc.scale[i] > 0))]
+    F, n = len(acc.fam_index), acc.n_layers
+    k = min(len(fam), n)
+    loadings = np.full((F, k), np.nan)
+    if k == 0:
+        acc.warn("no family has a finite positive norm in every layer: the scale-track PCA is empty")
+        return {"scale_pca_explained": np.zeros(0), "scale_pca_loadings": loadings, "scale_pca_scores": np.zeros((0, n))}
+    logs = torch.tensor(np.log(np.stack([acc.scale[acc.fam_index[f]] for f in fam])))
+    res = scale_track_pca(logs)
+    for j, f in enumerate(fam):
+        loadings[acc.fam_index[f]] = res["loadings"][j, :k].numpy()
+    return {
+        "scale_pca_explained": res["explained"][:k].numpy(),
+        "scale_pca_loadings": loadings,
+        "scale_pca_scores": res["scores"][:k].numpy(),
+        "scale_pca_families": fam,
+    }
+
+
+def _gamma(acc: _Accumulator, n: int) -> dict:
+    F = len(acc.fam_index)
+    out = {
+        "gamma_norm": np.full((F, n), np.nan),
+        "gamma_pca_explained": np.full((F, n), np.nan),
+        "gamma_pca_scores": np.full((F, n, n), np.nan),
+        "gamma_proj_top1": np.full((F, n), np.nan),
+        "gamma_resid_top1": np.full((F, n), np.nan),
+    }
+    for f, vecs in acc.gamma.items():
+        i = acc.fam_index[f]
+        if any(v is None for v in vecs):
+            acc.warn(f"{f} is missing in some layers: its γ PCA is NaN")
+            continue
+        X = torch.stack(vecs)
+        out["gamma_norm"][i] = torch.linalg.vector_norm(X, dim=1).numpy()
+        if not bool(torch.isfinite(X).all()) or bool((out["gamma_norm"][i] == 0).any()):
+            acc.warn(f"{f} has a zero or non-finite gain vector: its γ PCA is NaN")
+            continue
+        res = direction_pca(X)
+        k = res["explained"].numel()
+        out["gamma_pca_explained"][i, :k] = res["explained"].numpy()
+        out["gamma_pca_scores"][i, :, :k] = res["scores"].numpy()
+        out["gamma_proj_top1"][i] = res["proj_top1"].numpy()
+        out["gamma_resid_top1"][i] = res["resid_top1"].numpy()
+    return out
+
+
+_DESCRIPTIONS = {
+    "scale": "Frobenius norm ‖W_L‖ (norm families: effective gain, Gemma's +1 applied)",
+    "cos": "Frobenius cosine ⟨W_L, W_L'⟩/(‖W_L‖‖W_L'‖), every pair",
+    "aligned_cos": "max over orthogonal R on the residual-stream side of ⟨W_L R, W_L'⟩/(‖W_L‖‖W_L'‖) "
+                   "= ‖W_Lᵀ W_L'‖_* / (‖W_L‖‖W_L'‖); NaN where not computed and for norm gains",
+    "delta": "aligned_cos − cos",
+    "aligned_null_mean": "null aligned_cos for pair (layer, layer+1): gaussian = independent Gaussian matrices "
+                         "of the same shape; scrambled = non-residual side of W_{L+1} scrambled by a random "
+                         "signed permutation (spectrum and residual-side Gram kept)",
+    "aligned_null_std": "standard deviation over the null draws",
+    "resid_norm": "pair (layer, layer+1): ‖W_{L+1}/‖W_{L+1}‖ − W_L/‖W_L‖‖_F (√2 for orthogonal layers)",
+    "scalar_fit": "pair (layer, layer+1): √(1 − cos²), the residual after the best scalar fit",
+    "improve_frac": "pair (layer, layer+1): (resid_norm − scalar_fit)/resid_norm (seed 003)",
+    "resid_eff_rank": "pair (layer, layer+1): exp(entropy of normalized σ² of the residual Δ)",
+    "resid_spec_entropy": "pair (layer, layer+1): entropy (nats) of normalized σ² of the residual Δ",
+    "spectrum_method": "how the residual spectrum was computed: exact, randomized, zero-residual or none",
+    "scale_pca_explained": "variance fraction of each mode of the centered log-scale track",
+    "scale_pca_loadings": "loading of each family on each mode (NaN: family not in the PCA)",
+    "scale_pca_scores": "diag(S) Vh: each layer's coordinate on each mode",
+    "gamma_norm": "‖γ_L‖ of the effective norm gain",
+    "gamma_pca_explained": "variance fraction of each PC of the centered unit gain vectors",
+    "gamma_pca_scores": "coordinate of each centered unit gain vector on each PC (deterministic signs)",
+    "gamma_proj_top1": "unit γ_L · PC1 (uncentered, as seed 004)",
+    "gamma_resid_top1": "√(1 − gamma_proj_top1²)",
+}
+
+
+def build_dataset(ckpt: Checkpoint, arrays: dict, params: WeightParams) -> xr.Dataset:
+    """Attach names, coordinates and provenance to :func:`compute_weight_arrays` output."""
+    n = ckpt.n_layers
+    fam = list(FAMILIES)
+    FL, FLL = ("family", "layer"), ("family", "layer", "layer_b")
+    data = {
+        "scale": (FL, arrays["scale"]),
+        "cos": (FLL, arrays["cos"]),
+        "aligned_cos": (FLL, arrays["aligned_cos"]),
+        "delta": (FLL, arrays["aligned_cos"] - arrays["cos"]),
+        "aligned_null_mean": (("null", "family", "layer"), arrays["aligned_null_mean"]),
+        "aligned_null_std": (("null", "family", "layer"), arrays["aligned_null_std"]),
+        "spectrum_method": (FL, arrays["spectrum_method"].astype(str)),
+        **{k: (FL, arrays[k]) for k in ADJ_KEYS},
+        "scale_pca_explained": (("mode",), arrays["scale_pca_explained"]),
+        "scale_pca_loadings": (("family", "mode"), arrays["scale_pca_loadings"]),
+        "scale_pca_scores": (("mode", "layer"), arrays["scale_pca_scores"]),
+        "gamma_norm": (FL, arrays["gamma_norm"]),
+        "gamma_pca_explained": (("family", "pc"), arrays["gamma_pca_explained"]),
+        "gamma_pca_scores": (("family", "layer", "pc"), arrays["gamma_pca_scores"]),
+        "gamma_proj_top1": (FL, arrays["gamma_proj_top1"]),
+        "gamma_resid_top1": (FL, arrays["gamma_resid_top1"]),
+    }
+    coords = {
+        "family": fam,
+        "layer": np.arange(n),
+        "layer_b": np.arange(n),
+        "null": list(NULL_KINDS),
+        "mode": np.arange(len(arrays["scale_pca_explained"])),
+        "pc": np.arange(n),
+    }
+    ds = xr.Dataset(data, coords=coords)
+    for name, text in _DESCRIPTIONS.items():
+        if name in ds:
+            ds[name].attrs["description"] = text
+    for name in ds.data_vars:
+        if ds[name].dtype.kind == "f":
+            ds[name] = ds[name].astype(np.float64)
+    summary = ckpt.summary()
+    ds.attrs.update({k: v for k, v in summary.items()})
+    ds.attrs.update(
+        {
+            "analysis": "weights",
+            "schema_version": SCHEMA_VERSION,
+            "geomlib_version": __version__,
+            "torch_version": torch.__version__.split("+")[0],
+            "params": json.dumps(params.as_dict(), sort_keys=True),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": arrays["device"],
+            "scale_pca_families": ",".join(arrays.get("scale_pca_families", [])),
+            "warnings": "\n".join(arrays["warnings"]),
+            "families_present": ",".join(ckpt.families),
+        }
+    )
+    if ckpt.quantization:
+        ds.attrs["quantization_note"] = (
+            f"weights are stored quantized ({ckpt.quantization}); every metric includes quantization noise"
+        )
+    return ds
+
+
+def run(ckpt: Checkpoint, params: WeightParams, device: str | None = "auto", progress: bool = True) -> xr.Dataset:
+    """The weights analysis of ``ckpt`` as a Dataset (the entry point :mod:`~geomlib.dataset.api` calls)."""
+    return build_dataset(ckpt, compute_weight_arrays(ckpt, params, device, progress), params)
+
+
+__all__ = ["SCHEMA_VERSION", "WeightParams", "build_dataset", "compute_weight_arrays", "run"]

@@ -1,0 +1,195 @@
+"""The weights analysis end to end on checkpoints with planted structure (known answers)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import geomlib
+from geomlib.arch.families import MATRIX_FAMILIES, RESIDUAL_AXIS
+from geomlib.dataset import adjacent
+from geomlib.errors import GeomlibWarning
+from tests.factories import synthetic
+
+MAT = list(MATRIX_FAMILIES)
+
+
+def rotate(layer: dict, seed: int) -> dict:
+    """The same layer with every matrix rotated on its residual-stream side (a gauge change)."""
+    R = synthetic.orthogonal(layer["q_proj"].shape[1], seed)
+    out = {}
+    for fam, w in layer.items():
+        if fam in RESIDUAL_AXIS:
+            out[fam] = w @ R if RESIDUAL_AXIS[fam] == 1 else R.T @ w
+        else:
+            out[fam] = w.clone()
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """6 layers: 0 random, 1 = 0, 2 = 1 rotated, 3 = 2.5 x 2, 4 random, 5 = 4 + rank-3 norm-preserving update."""
+
+    def plant(L, fresh, prev):
+        if L == 1:
+            return {k: v.clone() for k, v in prev[0].items()}
+        if L == 2:
+            return rotate(prev[1], seed=11)
+        if L == 3:
+            return {k: 2.5 * v for k, v in prev[2].items()}
+        if L == 5:
+            out = {}
+            g = torch.Generator().manual_seed(5)
+            for fam, w in prev[4].items():
+                if w.ndim == 1:
+                    out[fam] = w * 1.5
+                    continue
+                u, _ = torch.linalg.qr(torch.randn(w.shape[0], 3, generator=g, dtype=torch.float64))
+                v, _ = torch.linalg.qr(torch.randn(w.shape[1], 3, generator=g, dtype=torch.float64))
+                d = u @ v.T
+                out[fam] = w - 2 * float((w * d).sum()) / float((d * d).sum()) * d
+            return out
+        return fresh
+
+    path, layers = synthetic.build(tmp_path_factory.mktemp("planted") / "m", 6, plant, dtype=torch.float64)
+    with pytest.warns(GeomlibWarning, match="identical up to scale"):
+        ds = geomlib.compute(path, cache_dir=tmp_path_factory.mktemp("cache"), progress=False, null_draws=16,
+                             aligned_pairs="all")
+    return ds, layers
+
+
+def adj(ds, var, fam, L):
+    """Value of ``var`` for the pair (L, L+1): pairwise variables hold it at [L, L+1], adjacent ones at [L]."""
+    da = adjacent(ds[var]) if "layer_b" in ds[var].dims else ds[var]
+    return float(da.sel(family=fam, layer=L))
+
+
+def test_identical_layers_cos_one_delta_zero(planted):
+    ds, _ = planted
+    for fam in MAT + ["input_ln", "post_attn_ln"]:
+        assert adj(ds, "cos", fam, 0) == pytest.approx(1.0, abs=1e-12)
+    for fam in MAT:
+        assert adj(ds, "aligned_cos", fam, 0) == pytest.approx(1.0, abs=1e-10)
+        assert adj(ds, "delta", fam, 0) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_residual_rotation_aligned_one_raw_small(planted):
+    ds, _ = planted
+    for fam in MAT:
+        assert abs(adj(ds, "cos", fam, 1)) < 0.35, fam
+        assert adj(ds, "aligned_cos", fam, 1) == pytest.approx(1.0, abs=1e-10), fam
+        assert adj(ds, "delta", fam, 1) > 0.6
+
+
+def test_planted_rescale_scalar_fit_zero_and_scale_track(planted):
+    ds, layers = planted
+    for fam in MAT:
+        assert adj(ds, "scalar_fit", fam, 2) < 1e-12
+        assert math.isnan(adj(ds, "resid_eff_rank", fam, 2))  # zero residual: NaN, not 0
+        s2, s3 = float(ds.scale.sel(family=fam, layer=2)), float(ds.scale.sel(family=fam, layer=3))
+        assert s3 / s2 == pytest.approx(2.5, rel=1e-12)
+        assert s2 == pytest.approx(float(layers[2][fam].norm()), rel=1e-12)
+    assert "identical up to scale" in ds.attrs["warnings"]
+
+
+def test_independent_gaussians_cos_zero_aligned_inside_gaussian_null(planted):
+    ds, _ = planted
+    for fam in MAT:
+        assert abs(adj(ds, "cos", fam, 3)) < 0.3
+        a = adj(ds, "aligned_cos", fam, 3)
+        m = float(ds.aligned_null_mean.sel(null="gaussian", family=fam, layer=3))
+        s = float(ds.aligned_null_std.sel(null="gaussian", family=fam, layer=3))
+        assert abs(a - m) < 4 * s + 1e-3, (fam, a, m, s)
+
+
+def test_planted_rank_r_update_residual_rank_r(planted):
+    ds, _ = planted
+    for fam in MAT:
+        assert adj(ds, "resid_eff_rank", fam, 4) == pytest.approx(3.0, rel=1e-6), fam
+
+
+def test_all_pairs_cos_equals_direct_computation(planted):
+    ds, layers = planted
+    for fam in MAT + ["input_ln"]:
+        flat = torch.stack([layers[L][fam].reshape(-1) for L in range(6)])
+        nrm = flat.norm(dim=1)
+        want = (flat @ flat.T) / (nrm[:, None] * nrm[None, :])
+        np.testing.assert_allclose(ds.cos.sel(family=fam).values, want.numpy(), atol=1e-12)
+
+
+def test_all_pairs_aligned_is_symmetric_and_matches_adjacent(planted):
+    ds, _ = planted
+    a = ds.aligned_cos.sel(family="q_proj").values
+    assert np.isfinite(a).all()
+    np.testing.assert_allclose(a, a.T, atol=1e-12)
+    # layers 0, 1 and 2 are one matrix up to a gauge rotation: every pair among them aligns to 1
+    np.testing.assert_allclose(a[:3, :4], 1.0, atol=1e-10)
+
+
+def test_dataset_schema(planted):
+    ds, _ = planted
+    assert set(ds.dims) >= {"family", "layer", "layer_b", "null", "mode", "pc"}
+    assert list(ds.layer.values) == list(range(6)) and list(ds.layer_b.values) == list(range(6))
+    assert list(ds.null.values) == ["gaussian", "scrambled"]
+    assert ds.sizes["mode"] == min(9, 6) and ds.sizes["pc"] == 6
+    for v in ds.data_vars:
+        if ds[v].dtype.kind == "f":
+            assert ds[v].dtype == np.float64, v
+    assert np.isnan(ds.cos.sel(family="q_norm")).all()  # absent family: NaN, not dropped
+    assert np.isnan(ds.aligned_cos.sel(family="input_ln")).all()  # a rotation aligns any two vectors
+    for key in ("source", "identity", "geomlib_version", "params", "created", "schema_version", "quantization",
+                "phase_method"):
+        assert key in ds.attrs, key
+    assert ds.phase.dims == ("layer",)
+
+
+def _write_degenerate(tmp_path, kind):
+    def plant(L, fresh, prev):
+        if L == 2:
+            if kind == "zero":
+                fresh["up_proj"] = torch.zeros_like(fresh["up_proj"])
+            elif kind == "nan":
+                fresh["up_proj"][3, 4] = math.nan
+            else:
+                del fresh["up_proj"]
+        return fresh
+
+    path, _ = synthetic.build(tmp_path / kind, 5, plant, dtype=torch.float32)
+    return path
+
+
+@pytest.mark.parametrize("kind, said", [("zero", "all zeros"), ("nan", "NaN or Inf"), ("missing", "has no up_proj")])
+def test_degenerate_layers_give_nan_and_a_recorded_warning(tmp_path, kind, said):
+    path = _write_degenerate(tmp_path, kind)
+    with pytest.warns(GeomlibWarning, match=said):
+        ds = geomlib.compute(path, cache_dir=tmp_path / "c", progress=False, null_draws=0)
+    assert said in ds.attrs["warnings"]
+    up = ds.cos.sel(family="up_proj")
+    assert np.isnan(up.sel(layer=2)).all() and np.isnan(up.sel(layer_b=2)).all()
+    assert np.isfinite(up.sel(layer=0, layer_b=1))
+    for var in ("resid_norm", "aligned_cos"):
+        assert np.isnan(adjacent(ds[var]).sel(family="up_proj", layer=[1, 2]) if var == "aligned_cos"
+                        else ds[var].sel(family="up_proj", layer=[1, 2])).all()
+    # other families are untouched
+    assert np.isfinite(ds.cos.sel(family="gate_proj")).all()
+
+
+def test_null_draws_zero_skips_baselines(tmp_path):
+    path, _ = synthetic.build(tmp_path / "m", 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeomlibWarning)
+        ds = geomlib.compute(path, cache_dir=tmp_path / "c", progress=False, null_draws=0)
+    assert np.isnan(ds.aligned_null_mean).all()
+    assert np.isfinite(adjacent(ds.aligned_cos).sel(family="q_proj")).all()
+
+
+def test_bf16_checkpoint_is_computed_in_float64(tmp_path):
+    path, layers = synthetic.build(tmp_path / "bf", 3, dtype=torch.bfloat16)
+    ds = geomlib.compute(path, cache_dir=tmp_path / "c", progress=False, null_draws=0)
+    w = [layers[L]["k_proj"].to(torch.bfloat16).double() for L in range(3)]
+    want = float((w[0] * w[1]).sum() / (w[0].norm() * w[1].norm()))
+    assert float(ds.cos.sel(family="k_proj", layer=0, layer_b=1)) == pytest.approx(want, abs=1e-13)
