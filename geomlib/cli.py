@@ -30,10 +30,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _phases(text: str | None) -> tuple[list[int] | None, list[str] | None]:
-    """``--phases 7,10,32`` or ``--phases A:0,B:7,C:10`` -> (boundaries, names)."""
+def _phases(text: str | None) -> tuple[str | list[int] | None, list[str] | None]:
+    """``--phases auto|seed``, ``--phases 7,10,32`` or ``--phases A:0,B:7,C:10`` -> (spec, names)."""
     if not text:
         return None, None
+    if text.strip().lower() in ("auto", "seed"):
+        return text.strip().lower(), None
     items = [t.strip() for t in text.split(",") if t.strip()]
     try:
         if all(":" in t for t in items):
@@ -45,23 +47,50 @@ def _phases(text: str | None) -> tuple[list[int] | None, list[str] | None]:
         return [int(t) for t in items], None
     except ValueError:
         raise InvalidArgumentError(
-            f"--phases {text!r} is not understood; give the first layer of each later phase (7,10,32) "
-            "or named starts beginning at 0 (A:0,B:7,C:10)"
+            f"--phases {text!r} is not understood; give auto, seed, the first layer of each later phase "
+            "(7,10,32) or named starts beginning at 0 (A:0,B:7,C:10)"
         ) from None
+
+
+#: analysis parameters: passed on only when given, so each analysis keeps its own defaults
+#: and `report` does not exclude cache entries computed with other values
+_PARAMS = ("aligned_pairs", "null_draws", "seed", "k", "text", "max_tokens")
+
+
+def _analyses(text: str) -> list[str]:
+    from .dataset.params import ANALYSES
+
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in names if a not in ANALYSES]
+    if bad or not names:
+        raise InvalidArgumentError(
+            f"--analyses {text!r} is not understood; give a comma-separated subset of {', '.join(ANALYSES)}"
+        )
+    return names
 
 
 def _compute_kwargs(args: argparse.Namespace) -> dict:
     boundaries, names = _phases(args.phases)
-    return dict(
+    kw = dict(
+        analyses=_analyses(args.analyses),
         cache_dir=args.cache,
         device=args.device,
         phases=boundaries,
         phase_names=names,
+        n_phases=args.n_phases,
         progress=not args.quiet,
-        aligned_pairs=args.aligned_pairs,
-        null_draws=args.null_draws,
-        seed=args.seed,
     )
+    given = {k: getattr(args, k) for k in _PARAMS if getattr(args, k) is not None}
+    if args.no_dynamic:
+        given["dynamic"] = False
+    # an option of an analysis that was not selected has nothing to change: drop it
+    import dataclasses
+
+    from .dataset.params import ANALYSES
+
+    accepted = {f.name for a in kw["analyses"] for f in dataclasses.fields(ANALYSES[a][0])}
+    kw.update({k: v for k, v in given.items() if k in accepted})
+    return kw
 
 
 def _cmd_compute(args: argparse.Namespace) -> int:
@@ -95,26 +124,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .dataset.report import render
 
     kw = _compute_kwargs(args)
-    # parameters left at their defaults must not exclude entries computed with other ones
-    params = {k: kw.pop(k) for k in ("aligned_pairs", "null_draws", "seed")}
-    explicit = {k: v for k, v in params.items() if v is not None}
-    ds = load(args.source, **kw, **explicit)
-    sys.stdout.write(render(ds))
+    ds = load(args.source, **kw)
+    sys.stdout.write(render(ds, anchor=args.anchor))
     return 0
 
 
-def _add_compute_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+def _add_compute_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("--analyses", default="weights,heads", metavar="LIST",
+                   help="comma-separated: weights (seeds 003/000/004), heads (seeds 001/002, attention "
+                        "entropy); default: weights,heads")
     p.add_argument("--cache", metavar="DIR", help="cache directory (default: $GEOMLIB_CACHE or ./cache)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
-    p.add_argument("--aligned-pairs", choices=("adjacent", "all"), default="adjacent" if defaults else None,
+    p.add_argument("--aligned-pairs", choices=("adjacent", "all"),
                    help="pairs whose Procrustes-aligned cos-sim is computed (default: adjacent)")
-    p.add_argument("--null-draws", type=int, default=8 if defaults else None, metavar="N",
-                   help="seeded draws per null baseline, 0 to skip (default: 8)")
-    p.add_argument("--seed", type=int, default=0 if defaults else None, help="seed of the null draws (default: 0)")
+    p.add_argument("--null-draws", type=int, metavar="N",
+                   help="seeded draws per null baseline, 0 to skip (default: 8 for weights, 32 for heads)")
+    p.add_argument("--seed", type=int, help="seed of the null draws (default: 0)")
+    p.add_argument("--k", type=int, metavar="K", help="eigenvectors per head for principal angles (default: 8)")
+    p.add_argument("--no-dynamic", action="store_true",
+                   help="skip the forward pass (no attention entropy; phases then fall back to weight profiles)")
+    p.add_argument("--text", metavar="FILE",
+                   help="UTF-8 text for the attention-entropy forward pass (default: built-in public-domain text)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="tokens of the text used (default: 512)")
     p.add_argument("--phases", metavar="SPEC",
-                   help="phase boundaries: first layer of each later phase (7,10,32) or named (A:0,B:7,C:10); "
-                        "default: the seeds' presets / fractional rule")
+                   help="phases: 'auto' (default: change points of the attention-entropy profile, else of "
+                        "a weight profile, number chosen by an extended BIC), 'seed' (the seeds' presets / "
+                        "fractional rule), the first layer of each later phase (7,10,32) or named starts "
+                        "(A:0,B:7,C:10)")
+    p.add_argument("--n-phases", type=int, metavar="N",
+                   help="number of automatic phases (default: chosen by an extended BIC, at most 8)")
     p.add_argument("--hf-cache", metavar="DIR", help="Hugging Face hub cache to use (default: HF_HUB_CACHE)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -133,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compute", help="compute the weight geometry of SOURCE into the cache",
                           description="Stream SOURCE layer by layer and cache its weight geometry as netCDF.")
-    _add_compute_options(comp, defaults=True)
+    _add_compute_options(comp)
     comp.add_argument("--force", action="store_true", help="recompute even if a valid cache entry exists")
     comp.set_defaults(func=_cmd_compute)
 
@@ -143,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="print the seeds' tables and verdicts with null bands",
                          description="Print the seeds' tables for SOURCE from the cache (computing what is missing).")
-    _add_compute_options(rep, defaults=False)
+    _add_compute_options(rep)
+    rep.add_argument("--anchor", type=int, default=-1, metavar="L",
+                     help="anchor layer of the seed 001/002 tables (default: -1, the last)")
     rep.set_defaults(func=_cmd_report)
     return p
 

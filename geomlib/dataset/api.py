@@ -13,7 +13,7 @@ import xarray as xr
 from ..errors import InvalidArgumentError
 from . import cache
 from .params import ANALYSES
-from .phases import apply_phases, phase_labels
+from .phases import apply_phases, check_phase_spec
 
 
 def _split_params(analyses: tuple[str, ...], params: dict) -> dict[str, dict]:
@@ -32,11 +32,25 @@ def _split_params(analyses: tuple[str, ...], params: dict) -> dict[str, dict]:
     return out
 
 
+#: attributes that differ per analysis file: prefixed with the analysis name when merged
+_PER_ANALYSIS = ("params", "created", "device", "cache_key", "schema_version")
+
+
 def _merge(parts: list[xr.Dataset]) -> xr.Dataset:
-    merged = xr.merge(parts, combine_attrs="drop_conflicts", join="outer", compat="no_conflicts")
+    """One Dataset from the analyses' files; per-analysis provenance keeps its analysis prefix."""
+    renamed = []
+    for p in parts:
+        q = p.copy()
+        a = q.attrs.pop("analysis")
+        for k in _PER_ANALYSIS:
+            if k in q.attrs:
+                q.attrs[f"{a}_{k}"] = q.attrs.pop(k)
+        q.attrs.pop("warnings", None)
+        renamed.append(q)
+    merged = xr.merge(renamed, combine_attrs="drop_conflicts", join="outer", compat="no_conflicts")
     merged.attrs["analyses"] = ",".join(p.attrs["analysis"] for p in parts)
-    for k in ("analysis", "cache_key"):
-        merged.attrs.pop(k, None)
+    merged.attrs["warnings"] = "\n".join(w for p in parts for w in str(p.attrs.get("warnings", "")).splitlines()
+                                         if w)
     return merged
 
 
@@ -46,8 +60,9 @@ def compute(
     cache_dir: str | os.PathLike | None = None,
     device: str | None = "auto",
     *,
-    phases: Sequence[int] | None = None,
+    phases: str | Sequence[int] | None = None,
     phase_names: Sequence[str] | None = None,
+    n_phases: int | None = None,
     force: bool = False,
     progress: bool = True,
     hf_cache_dir: str | os.PathLike | None = None,
@@ -60,19 +75,29 @@ def compute(
     source : str or path
         Anything :func:`geomlib.open_model` accepts.
     analyses : iterable of str
-        ``"weights"``: the weight-level geometry (:mod:`geomlib.dataset.weights`).
+        ``"weights"`` (default): the weight-level geometry, seeds 003/000/004
+        (:mod:`geomlib.dataset.weights`); ``"heads"``: per-head QK/OV operators,
+        seeds 001/002, and attention entropy from a forward pass, which needs
+        the model's tokenizer unless ``dynamic=False``
+        (:mod:`geomlib.dataset.heads`).  The command line computes both.
     cache_dir : path, optional
         Cache root (default ``$GEOMLIB_CACHE``, else ``./cache``).
     device : str
         ``"auto"`` uses CUDA when present.
-    phases, phase_names : optional
-        First layer of each phase after the first, and their names; default:
-        the seeds' presets / fractional rule.  Labels only: never recomputes.
+    phases, phase_names, n_phases : optional
+        ``"auto"`` (default): phases fitted by change-point segmentation of
+        the attention-entropy profile, else of a weight profile, their number
+        ``n_phases`` or chosen by an extended BIC; ``"seed"``: the seeds' presets /
+        fractional rule; or the first layer of each phase after the first.
+        ``phase_names``: one name per phase.  See
+        :func:`~geomlib.dataset.phases.apply_phases`.  Labels only: never recomputes.
     force : bool
         Recompute even when a valid cache entry exists.
     **params
-        Analysis parameters, e.g. ``aligned_pairs="all"``, ``null_draws=8``
-        (see :class:`~geomlib.dataset.params.WeightParams`).
+        Analysis parameters, e.g. ``aligned_pairs="all"``, ``null_draws=8``,
+        ``dynamic=False``, ``k=8`` (see :class:`~geomlib.dataset.params.WeightParams`
+        and :class:`~geomlib.dataset.params.HeadParams`); a keyword shared by
+        both analyses (``null_draws``, ``seed``, ``block_mib``) applies to both.
 
     Returns
     -------
@@ -88,19 +113,26 @@ def compute(
     root = cache.cache_root(cache_dir)
     parts = []
     with open_model(source, hf_cache_dir=hf_cache_dir) as ckpt:
-        phase_labels(ckpt.n_layers, phases, phase_names)  # bad boundaries fail before any work
+        check_phase_spec(ckpt.n_layers, phases, phase_names, n_phases)  # a bad spec fails before any work
+        plans = []
         for a in analyses:
             cls, schema, module = ANALYSES[a]
             key = cache.cache_key(a, ckpt.identity, per[a].as_dict(), schema)
             path = cache.entry_path(root, ckpt.source, ckpt.identity, a, key)
             ds = cache.read(path) if path.exists() and not force else None
-            if ds is None or ds.attrs.get("cache_key") != key:
-                mod = importlib.import_module(f".{module}", __package__)
+            if ds is not None and ds.attrs.get("cache_key") != key:
+                ds = None
+            mod = importlib.import_module(f".{module}", __package__)
+            if ds is None and hasattr(mod, "preflight"):
+                mod.preflight(ckpt, per[a])  # every check before any expensive work
+            plans.append((a, key, path, ds, mod))
+        for a, key, path, ds, mod in plans:
+            if ds is None:
                 ds = mod.run(ckpt, per[a], device=device, progress=progress)
                 ds.attrs["cache_key"] = key
                 cache.write_atomic(ds, path)
             parts.append(ds)
-    return apply_phases(_merge(parts), phases, phase_names)
+    return apply_phases(_merge(parts), phases, phase_names, n_phases)
 
 
 def load(
@@ -108,8 +140,9 @@ def load(
     analyses: Iterable[str] | str = ("weights",),
     cache_dir: str | os.PathLike | None = None,
     *,
-    phases: Sequence[int] | None = None,
+    phases: str | Sequence[int] | None = None,
     phase_names: Sequence[str] | None = None,
+    n_phases: int | None = None,
     device: str | None = "auto",
     progress: bool = True,
     **params,
@@ -133,6 +166,6 @@ def load(
                 and (want is None or json.loads(str(e.attrs.get("params", "{}"))) == want)]
         if not hits:
             return compute(source, analyses, cache_dir, device, phases=phases, phase_names=phase_names,
-                           progress=progress, **params)
+                           n_phases=n_phases, progress=progress, **params)
         found.append(cache.read(max(hits, key=lambda e: str(e.attrs.get("created", ""))).path))
-    return apply_phases(_merge(found), phases, phase_names)
+    return apply_phases(_merge(found), phases, phase_names, n_phases)

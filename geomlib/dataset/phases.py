@@ -1,8 +1,12 @@
 """Phase labels along depth, phase coordinates and per-phase summaries (xarray groupby).
 
-The seeds hard-code "measured entropy boundaries" for two models and a
-fractional rule for the rest.  :func:`seed_phase` reproduces that rule exactly;
-:func:`phase_labels` applies it, or user-given boundaries, to a whole model.
+Phases are fitted to the model by default: an exact change-point segmentation
+(:mod:`geomlib.dataset.segment`) of its per-layer attention-entropy profile
+(``attn_entropy``, layer × head) when the dataset has one, of a weight profile
+otherwise.  The seeds instead hard-coded "measured entropy boundaries" for two
+models and a fractional rule for the rest; :func:`seed_phase` reproduces that
+rule exactly and ``phases="seed"`` applies it.  :func:`phase_labels` applies
+the seed rule or user-given boundaries to a whole model.
 
 Phases are labels, not data: they are attached when a dataset is returned and
 are not part of the cache key, so trying other boundaries never recomputes.
@@ -17,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InvalidArgumentError
+from .segment import Segmentation, informative, segment
 
 
 #: seed 000's tables: n_layers -> (model they were measured on, last layer of each phase)
@@ -97,22 +102,263 @@ def phase_labels(
     return labels, "user", starts
 
 
-def apply_phases(ds: xr.Dataset, boundaries: Sequence[int] | None = None,
-                 names: Sequence[str] | None = None) -> xr.Dataset:
-    """``ds`` with a ``phase`` coordinate on ``layer`` (and ``phase_b`` on ``layer_b``).
+#: defaults of the automatic phases: at most this many phases ...
+AUTO_K_MAX = 8
+#: ... of at least this many layers (with data) each
+AUTO_MIN_SIZE = 2
+#: ``attn_entropy`` is segmented when at least this fraction of the layers has a finite value
+ENTROPY_MIN_COVERAGE = 0.5
 
-    Without ``boundaries`` the seeds' presets apply (64 layers: Qwen3-32B,
-    36: Qwen3-4B) and their fractional rule otherwise; the method and the
-    first layer of each phase are recorded in ``attrs``.
+
+def _kind(boundaries) -> str:
+    """``"auto"``, ``"seed"`` or ``"user"`` for a phase spec."""
+    if boundaries is None:
+        return "auto"
+    if isinstance(boundaries, str):
+        key = boundaries.strip().lower()
+        if key in ("auto", "seed"):
+            return key
+        raise InvalidArgumentError(
+            f"phases={boundaries!r} is not a phase spec; pass 'auto' (default), 'seed' or the first layer "
+            "of each later phase, e.g. [7, 10, 32]"
+        )
+    return "user"
+
+
+def check_phase_spec(
+    n_layers: int,
+    boundaries: str | Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
+    n_phases: int | None = None,
+    *,
+    min_size: int = AUTO_MIN_SIZE,
+) -> str:
+    """Validate a phase spec before any data is read; return its kind (``"auto"``, ``"seed"``, ``"user"``).
+
+    :func:`geomlib.compute` calls this first, so that a bad spec fails before
+    the checkpoint is streamed.  Parameters as in :func:`apply_phases`.
+    """
+    kind = _kind(boundaries)
+    most = max(1, n_layers // min_size)
+    if n_phases is not None:
+        if kind != "auto":
+            raise InvalidArgumentError(
+                f"n_phases={n_phases!r} applies to automatic phases only, not to phases={boundaries!r}; "
+                "drop n_phases or pass phases='auto'"
+            )
+        if isinstance(n_phases, bool) or not isinstance(n_phases, (int, np.integer)) or n_phases < 1:
+            raise InvalidArgumentError(f"n_phases={n_phases!r} is not allowed; pass a positive integer")
+        if n_phases > most:
+            raise InvalidArgumentError(
+                f"n_phases={n_phases} phases of at least {min_size} layers do not fit in {n_layers} layers; "
+                f"ask for at most {most}"
+            )
+    if kind == "seed":
+        if names is not None:
+            raise InvalidArgumentError(
+                f"phase_names {list(names)} cannot rename the seed phases; pass boundaries with the names instead"
+            )
+    elif kind == "user":
+        phase_labels(n_layers, boundaries, names)
+    elif names is not None:
+        names = [str(x) for x in names]
+        if not names or len(set(names)) != len(names) or (n_phases is not None and len(names) != n_phases) \
+                or len(names) > most:
+            raise InvalidArgumentError(
+                f"phase_names {names} must be distinct, at most {most} for {n_layers} layers"
+                + (f" and {n_phases} for n_phases={n_phases}" if n_phases is not None else "")
+                + "; with automatic phases their number sets the number of phases"
+            )
+    return kind
+
+
+def entropy_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, str]:
+    """The (layer, head) attention-entropy profile, or None and why it cannot be used.
+
+    Usable when ``attn_entropy`` exists and at least half of the layers
+    (:data:`ENTROPY_MIN_COVERAGE`) have a finite value: with fewer, the
+    boundaries would be set by the layers that happen to be measured.
+    """
+    if "attn_entropy" not in ds.data_vars:
+        return None, "no attn_entropy in the dataset"
+    da = ds["attn_entropy"]
+    if "layer" not in da.dims:
+        return None, "attn_entropy has no layer dimension"
+    n = ds.sizes["layer"]
+    X = np.asarray(da.transpose("layer", ...).values, dtype=np.float64).reshape(n, -1)
+    have = int(np.isfinite(X).any(axis=1).sum())
+    if have < max(2, int(np.ceil(ENTROPY_MIN_COVERAGE * n))):
+        return None, f"attn_entropy is finite in {have}/{n} layers only (fewer than {ENTROPY_MIN_COVERAGE:.0%})"
+    if not informative(X).any():
+        return None, "attn_entropy does not vary along the layers"
+    return X, f"attn_entropy: {n} layers × {X.shape[1]} heads, nats, not standardized, finite in {have}/{n} layers"
+
+
+def weight_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, list[str]]:
+    """The per-layer weight profile segmented when there is no usable entropy, and its column names.
+
+    Columns: ``ln ‖W_L‖`` of every family (``scale``; the log because norms
+    change multiplicatively along depth) and, for each norm family, the
+    projection of the unit gain vector on its first principal direction
+    (``gamma_proj_top1``, seed 004's per-layer direction coordinate).  These
+    are the per-layer quantities the seeds tabulate by phase.  Pair
+    quantities such as the adjacent cosines are left out: they dip *at* a
+    boundary instead of stepping *across* it, which a piecewise-constant
+    model does not describe.  The columns are in different units, so
+    :func:`segment` z-scores them.
+    """
+    cols, names = [], []
+    n = ds.sizes["layer"]
+    if "scale" in ds.data_vars and set(ds["scale"].dims) == {"family", "layer"}:
+        sc = np.asarray(ds["scale"].transpose("layer", "family").values, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log(np.where(sc > 0, sc, np.nan))
+        for i, f in enumerate(ds["scale"]["family"].values):
+            cols.append(logs[:, i])
+            names.append(f"ln scale {f}")
+    if "gamma_proj_top1" in ds.data_vars and set(ds["gamma_proj_top1"].dims) == {"family", "layer"}:
+        g = np.asarray(ds["gamma_proj_top1"].transpose("layer", "family").values, dtype=np.float64)
+        for i, f in enumerate(ds["gamma_proj_top1"]["family"].values):
+            cols.append(g[:, i])
+            names.append(f"gamma_proj_top1 {f}")
+    if not cols:
+        return None, []
+    X = np.column_stack(cols).reshape(n, -1)
+    return (X, names) if informative(X).any() else (None, [])
+
+
+def auto_phases(
+    ds: xr.Dataset,
+    n_phases: int | None = None,
+    *,
+    k_max: int = AUTO_K_MAX,
+    min_size: int = AUTO_MIN_SIZE,
+) -> tuple[list[int], str, str, str, Segmentation | None]:
+    """Phase starts fitted by change-point segmentation.
+
+    ``attn_entropy`` (layer × head, not standardized) when usable
+    (:func:`entropy_profile`), else the weight profile (:func:`weight_profile`,
+    z-scored); the number of phases is ``n_phases`` or minimises the extended
+    BIC (:data:`~geomlib.dataset.segment.EBIC_FORMULA`) over ``1..k_max``.  With
+    neither profile the seeds' rule applies (``n_phases`` cannot be honoured
+    then, and is an error).
+
+    Returns
+    -------
+    starts : list of int
+        First layer of every phase, 0 included.
+    method : str
+        ``"changepoint:<entropy|weights>:<ebic|user-k>"``, or the seed method
+        (``"preset:..."``, ``"fractional"``) when nothing could be segmented.
+    criterion : str
+        The model, the criterion with its value for every k, and the choice.
+    profile : str
+        What was segmented (or why nothing was).
+    segmentation : Segmentation or None
     """
     n = ds.sizes["layer"]
-    labels, method, starts = phase_labels(n, boundaries, names)
-    ds = ds.assign_coords(phase=("layer", np.array(labels, dtype=object).astype(str)))
+    X, why_not = entropy_profile(ds)
+    if X is not None:
+        seg = segment(X, n_phases, k_max=k_max, min_size=min_size, standardize=False)
+        return list(seg.starts), f"changepoint:entropy:{seg.chosen_by}", seg.describe(), why_not, seg
+    W, names = weight_profile(ds)
+    if W is not None:
+        seg = segment(W, n_phases, k_max=k_max, min_size=min_size, standardize=True)
+        used = ", ".join(names[i] for i in seg.features)
+        profile = f"weights ({why_not}): {used}; z-scored"
+        return list(seg.starts), f"changepoint:weights:{seg.chosen_by}", seg.describe(), profile, seg
+    if n_phases is not None:
+        raise InvalidArgumentError(
+            f"n_phases={n_phases} needs a profile to segment, but this dataset has neither a usable attn_entropy "
+            f"({why_not}) nor the weight variables scale / gamma_proj_top1; pass boundaries or phases='seed'"
+        )
+    _, method, starts = phase_labels(n)
+    return starts, method, _seed_criterion(n), f"nothing to segment ({why_not}; no varying weight profile)", None
+
+
+def _seed_criterion(n_layers: int) -> str:
+    if n_layers in PRESETS:
+        return (f"seed 000's entropy boundaries measured on {PRESETS[n_layers][0]} ({n_layers} layers), "
+                "applied by depth")
+    return "seed 000's fractional rule: phases start where L/n reaches " + ", ".join(
+        f"{b:g}" for _, b in FRACTIONAL)
+
+
+def apply_phases(
+    ds: xr.Dataset,
+    boundaries: str | Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
+    n_phases: int | None = None,
+    *,
+    k_max: int = AUTO_K_MAX,
+    min_size: int = AUTO_MIN_SIZE,
+) -> xr.Dataset:
+    """``ds`` with a ``phase`` coordinate on ``layer`` (and ``phase_b`` on ``layer_b``).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Any dataset with a ``layer`` dimension.
+    boundaries : {"auto", "seed"} or sequence of int, optional
+        ``None`` / ``"auto"`` (default): fitted by :func:`auto_phases`:
+        change-point segmentation of ``attn_entropy`` when present and
+        finite in at least half of the layers, else of a weight profile.
+        ``"seed"``: the seeds' presets (64 layers: Qwen3-32B, 36: Qwen3-4B)
+        and their fractional rule otherwise.  A sequence: the first layer of
+        each phase after the first (``[7, 10, 32]``).
+    names : sequence of str, optional
+        One name per phase (default A, B, C, ...; the seed phases keep
+        theirs).  With automatic phases and no ``n_phases``, their number
+        sets the number of phases.
+    n_phases : int, optional
+        Number of automatic phases; default: chosen by the extended BIC.
+    k_max, min_size : int
+        Largest number of phases the criterion considers, and the fewest layers (with
+        data) in an automatic phase.
+
+    Returns
+    -------
+    xarray.Dataset
+        With ``attrs`` (also on the ``phase`` coordinate, without the prefix):
+        ``phase_method`` (``"changepoint:entropy:ebic"``,
+        ``"changepoint:weights:user-k"``, ``"preset:Qwen3-32B"``,
+        ``"fractional"``, ``"user"``, ...), ``phase_starts`` (int64, first
+        layer of each phase, 0 included), ``phase_names`` (comma-separated),
+        ``phase_criterion`` (how the boundaries were found; for change points
+        the formula, its value for every k and the chosen k),
+        ``phase_profile`` (what was segmented) and, for change points,
+        ``phase_sse`` / ``phase_ebic`` (float64 per k = 1..k_max, NaN where
+        infeasible).
+    """
+    n = ds.sizes["layer"]
+    kind = check_phase_spec(n, boundaries, names, n_phases, min_size=min_size)
+    numbers: dict[str, np.ndarray] = {}
+    if kind == "seed":
+        labels, method, starts = phase_labels(n)
+        criterion, profile = _seed_criterion(n), "none (fixed rule)"
+    elif kind == "user":
+        labels, method, starts = phase_labels(n, boundaries, names)
+        criterion, profile = "boundaries given by the user", "none"
+    else:
+        want = n_phases if n_phases is not None else (len(names) if names is not None else None)
+        starts, method, criterion, profile, seg = auto_phases(ds, want, k_max=k_max, min_size=min_size)
+        if seg is None:
+            labels = [seed_phase(L, n) for L in range(n)]
+        else:
+            labels = phase_labels(n, starts[1:], names)[0]
+            numbers = {"phase_sse": seg.sse, "phase_ebic": seg.ebic}
+    meta = {"method": method, "starts": np.array(starts, dtype=np.int64), "criterion": criterion,
+            "profile": profile}
+    values = np.array(labels, dtype=object).astype(str)
+    ds = ds.assign_coords(phase=xr.Variable("layer", values, attrs=meta))
     if "layer_b" in ds.dims:
-        ds = ds.assign_coords(phase_b=("layer_b", np.array(labels, dtype=object).astype(str)))
-    ds.attrs["phase_method"] = method
-    ds.attrs["phase_starts"] = np.array(starts, dtype=np.int64)
+        ds = ds.assign_coords(phase_b=xr.Variable("layer_b", values, attrs=meta))
+    # a dataset that already went through apply_phases must not keep numbers of the previous spec
+    for key in [k for k in ds.attrs if k.startswith("phase_")]:
+        del ds.attrs[key]
+    ds.attrs.update({f"phase_{k}": v for k, v in meta.items()})
     ds.attrs["phase_names"] = ",".join(dict.fromkeys(labels))
+    ds.attrs.update(numbers)
     return ds
 
 

@@ -24,6 +24,7 @@ def _f(x: float, spec: str = "+.4f", width: int = 10) -> str:
 
 
 def _present(ds: xr.Dataset, fams) -> list[str]:
+    # which families the model has: weights attrs list them; the heads analysis alone has none
     have = set(str(ds.attrs.get("families_present", "")).split(","))
     return [f for f in fams if f in have]
 
@@ -34,8 +35,9 @@ def _header(ds: xr.Dataset) -> list[str]:
     lines = [
         f"geomlib report: {a.get('source')} ({a.get('arch')}, {a.get('n_layers')} layers, "
         f"{a.get('n_heads')}/{a.get('n_kv_heads')} heads, storage {a.get('dtype')})",
-        f"identity {str(a.get('identity', ''))[:16]}…, geomlib {a.get('geomlib_version')}, computed {a.get('created')}"
-        f" on {a.get('device')}",
+        f"identity {str(a.get('identity', ''))[:16]}…, geomlib {a.get('geomlib_version')}; "
+        + "; ".join(f"{an} computed {a.get(an + '_created')} on {a.get(an + '_device')}"
+                    for an in str(a.get("analyses", "")).split(",") if an),
         f"phases ({a.get('phase_method')}): " + ", ".join(
             f"{p}={int(ds.layer[ds.phase == p].min())}-{int(ds.layer[ds.phase == p].max())}" for p in phase_order(ds)),
     ]
@@ -172,6 +174,155 @@ def seed004(ds: xr.Dataset) -> list[str]:
     return out
 
 
-def render(ds: xr.Dataset) -> str:
-    """The full text report of a weights Dataset."""
-    return "\n".join(_header(ds) + seed003(ds) + seed000(ds) + seed004(ds)) + "\n"
+def _band(ds: xr.Dataset, kind: str, metric: str) -> tuple[float, float]:
+    m = float(ds[f"{kind}_null_mean"].sel(metric=metric))
+    s = float(ds[f"{kind}_null_std"].sel(metric=metric))
+    return m, s
+
+
+def _band_text(m: float, s: float) -> str:
+    return "no null draws" if not np.isfinite(m) else f"null {m:+.3f} ± {2 * s:.3f}"
+
+
+def _beside(value: float, m: float, s: float, higher: str, lower: str) -> str:
+    """Where ``value`` falls against the null band mean ± 2σ."""
+    if not (np.isfinite(value) and np.isfinite(m) and np.isfinite(s)):
+        return "no null band"
+    if value > m + 2 * s:
+        return higher
+    if value < m - 2 * s:
+        return lower
+    return "inside the null band: indistinguishable from random heads"
+
+
+def seed001(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
+    n = ds.sizes["layer"]
+    K = kind.upper()
+    cos_mat = ds[f"{kind}_cos"].mean("head")
+    out = ["", f"=== Seed 001 ({K}): operator cos-sim between layers, mean over {ds.sizes['head']} heads ==="]
+    diag = float(np.nanmean(np.diag(cos_mat.values)))
+    adj = adjacent(cos_mat).values
+    m, s = _band(ds, kind, "cos")
+    out.append(f" diagonal (1 by construction): {diag:.4f}")
+    out.append(f" adjacent layers: mean {np.nanmean(adj):+.4f} min {np.nanmin(adj):+.4f} max {np.nanmax(adj):+.4f}"
+               f"   [{_band_text(m, s)}]")
+    out.append(f" layer -> anchor L={anchor}:   (T = optimal scalar onto the anchor, resid = √(1 − cos²))")
+    out.append(f" {'L':>3} {'phase':>6} {'cos':>8} {'T_opt':>8} {'resid':>8}")
+    c = ds[f"{kind}_cos"].sel(layer_b=anchor)
+    T = ds[f"{kind}_T"].sel(layer_b=anchor).mean("head")
+    r = ds[f"{kind}_resid"].sel(layer_b=anchor).mean("head")
+    for L in range(n):
+        out.append(f" {L:>3} {str(ds.phase.values[L]):>6} {float(c.sel(layer=L).mean()):+8.4f} "
+                   f"{float(T.sel(layer=L)):+8.3f} {float(r.sel(layer=L)):8.4f}")
+    out.append(f" long range: cos(0, last) = {float(cos_mat[0, -1]):+.3f}, cos(mid, last) = "
+               f"{float(cos_mat[n // 2, -1]):+.3f}")
+    out += ["", f"=== Seed 001 ({K}): top-k eigenvalue sign agreement vs anchor L={anchor} "
+                "(pairs eigenvalues by magnitude rank: an arbitrary pairing) ==="]
+    thirds = np.array_split(np.arange(n), 3)
+    sm, ss = _band(ds, kind, "sign_agree")
+    for t in ds.topk.values:
+        a = ds[f"{kind}_sign_agree"].sel(layer_b=anchor, topk=t)
+        parts = " ".join(f"{name} {float(a.sel(layer=idx).mean()):.3f}"
+                         for name, idx in zip(("early", "mid", "late"), thirds) if len(idx))
+        out.append(f" top-{int(t):>3}: mean {float(a.mean()):.3f}  by depth: {parts}")
+    out.append(f" random heads at top-{int(ds.attrs.get('eigvec_k', 8))}: {_band_text(sm, ss)}")
+    fp = ds[f"{kind}_frac_pos"].mean("head").values
+    out.append(f" fraction of positive eigenvalues per layer: min {np.nanmin(fp):.3f} max {np.nanmax(fp):.3f} "
+               "(1/2 by construction for full-rank factors: not a finding)")
+    k = int(ds.attrs.get("eigvec_k", 8))
+    out += ["", f"=== Seed 001 ({K}): top-{k} eigensubspace principal angles vs anchor L={anchor} ==="]
+    out.append(f" {'L':>3} {'meanCosPA':>10} {'minCosPA':>10} {'max_top1':>10}")
+    for L in range(n):
+        out.append(f" {L:>3} {float(ds[f'{kind}_pa_mean'].sel(layer=L, layer_b=anchor).mean()):>10.4f} "
+                   f"{float(ds[f'{kind}_pa_min'].sel(layer=L, layer_b=anchor).mean()):>10.4f} "
+                   f"{float(ds[f'{kind}_top1_overlap'].sel(layer=L, layer_b=anchor).max()):>10.4f}")
+    pm, ps = _band(ds, kind, "pa_mean")
+    gaps = ds[f"{kind}_eigengap"]
+    near = int((gaps < 1e-3).sum())
+    out.append(f" random top-{k} subspaces: mean cos {_band_text(pm, ps)}; {near} (layer, head) with a relative "
+               f"eigengap < 1e-3 at the top-{k} boundary (their subspaces are not well defined)")
+    to_anchor = c.mean("head").drop_sel(layer=anchor).values
+    mean_to_anchor = float(np.nanmean(to_anchor))
+    out += ["", f"=== Seed 001 ({K}) verdict ==="]
+    out.append(f" mean operator cos-sim to anchor: {mean_to_anchor:+.4f}; adjacent: {np.nanmean(adj):+.4f}; "
+               f"{_band_text(m, s)}")
+    seed_word = ("STRONG" if mean_to_anchor > 0.9 else "MEDIUM" if mean_to_anchor > 0.5 else
+                 "WEAK" if mean_to_anchor > 0.1 else "REJECTED")
+    out.append(f" seed 001's scale: {seed_word}; against the null: "
+               + _beside(float(np.nanmean(adj)), m, s, "adjacent operators share structure beyond random heads",
+                         "adjacent operators are anti-aligned beyond random heads"))
+    return out
+
+
+def seed002(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
+    n, H = ds.sizes["layer"], ds.sizes["head"]
+    K = kind.upper()
+    sc = ds[f"{kind}_shape_cos"]
+    iu = np.triu_indices(n, 1)
+    per_head = np.array([np.nanmean(sc.sel(head=h).values[iu]) for h in range(H)])
+    m, s = _band(ds, kind, "shape_cos")
+    out = ["", f"=== Seed 002 ({K}): (1) spectral shape σ/σ_max across layers, per-head mean pairwise cos ===",
+           f" mean {per_head.mean():.4f} std {per_head.std():.4f} min {per_head.min():.4f} max {per_head.max():.4f}"
+           f"   [{_band_text(m, s)}]",
+           " " + _beside(float(per_head.mean()), m, s, "shapes agree more than random heads' do",
+                         "shapes agree less than random heads' do")]
+    out += ["", f"=== Seed 002 ({K}): (2) scalar rescale of σ_L onto anchor L={anchor} ==="]
+    out.append(f" {'L':>3} {'mean resid':>10} {'max resid':>10} {'mean T':>8}")
+    rr = ds[f"{kind}_rescale_resid"].sel(layer_b=anchor)
+    TT = ds[f"{kind}_rescale_T"].sel(layer_b=anchor)
+    for L in range(n):
+        out.append(f" {L:>3} {float(rr.sel(layer=L).mean()):>10.4f} {float(rr.sel(layer=L).max()):>10.4f} "
+                   f"{float(TT.sel(layer=L).mean()):>8.3f}")
+    rv = rr.values
+    rm, rs = _band(ds, kind, "rescale_resid")
+    out.append(f" overall mean residual {np.nanmean(rv):.4f}, max {np.nanmax(rv):.4f}; frac < 0.10: "
+               f"{np.mean(rv < 0.10):.3f}, < 0.20: {np.mean(rv < 0.20):.3f}   [random heads: {_band_text(rm, rs)}]")
+    ent = ds["attn_entropy"] if "attn_entropy" in ds else None
+    if ent is not None and np.isfinite(ent.values).any():
+        cT = float(ds[f"{kind}_corr_T_entropy"].sel(layer_b=anchor))
+        cO = float(ds[f"{kind}_corr_opnorm_entropy"])
+        out.append(f" corr(T_L^h, entropy_L^h) = {cT:+.3f} (the seed expected negative: larger T, sharper, lower "
+                   f"entropy); corr(op_norm, entropy) = {cO:+.3f}")
+    else:
+        out.append(" attention entropy not available: correlations skipped (computed without --no-dynamic)")
+    out += ["", f"=== Seed 002 ({K}): (3) cross-head shape similarity within each layer ==="]
+    ch = ds[f"{kind}_cross_head_shape_cos"].values
+    out.append(" " + " ".join(f"{L}:{x:.3f}" for L, x in enumerate(ch)))
+    mean_resid = float(np.nanmean(rv))
+    seed_verdict = ("HYPOTHESIS SUPPORTED" if mean_resid < 0.1 else
+                    "PARTIALLY SUPPORTED" if mean_resid < 0.3 else "HYPOTHESIS REJECTED for pure scalar rescale")
+    out += ["", f"=== Seed 002 ({K}) verdict ===",
+            f" seed 002's rule on mean residual {mean_resid:.3f}: {seed_verdict}",
+            " against random heads of the same shapes (" + _band_text(rm, rs) + "): "
+            + _beside(mean_resid, rm, rs, "residual larger than for random heads: the rescale fits worse than chance",
+                      "residual below random heads: a shared spectrum shape beyond what random spectra give")]
+    return out
+
+
+def entropy_section(ds: xr.Dataset) -> list[str]:
+    if "attn_entropy" not in ds or not np.isfinite(ds["attn_entropy"].values).any():
+        return []
+    e = ds["attn_entropy"]
+    out = ["", "=== Attention entropy (nats, mean over query positions), mean over heads by layer ==="]
+    out.append(" " + " ".join(f"{L}:{float(x):.2f}" for L, x in enumerate(e.mean("head").values)))
+    out.append(" by phase: " + ", ".join(f"{p} {float(v):.3f}" for p, v in
+                                         zip(phase_order(ds), phase_mean(e.mean("head"), phase_order(ds)).values)))
+    return out
+
+
+def render(ds: xr.Dataset, anchor: int = -1) -> str:
+    """The full text report: weights (seeds 003, 000, 004) and heads (seeds 001, 002) where present."""
+    n = ds.sizes["layer"]
+    if not -n <= anchor < n:
+        from ..errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"anchor layer {anchor} is out of range for {n} layers; use 0..{n - 1} or -1")
+    anchor %= n
+    lines = _header(ds)
+    if "cos" in ds:
+        lines += seed003(ds) + seed000(ds) + seed004(ds)
+    lines += entropy_section(ds)
+    for kind in ("qk", "ov"):
+        if f"{kind}_cos" in ds:
+            lines += seed001(ds, anchor, kind) + seed002(ds, anchor, kind)
+    return "\n".join(lines) + "\n"

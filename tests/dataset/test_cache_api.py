@@ -57,8 +57,10 @@ def test_phases_are_labels_not_part_of_the_key(model, tmp_path):
     a = geomlib.compute(model, cache_dir=root, progress=False, null_draws=0)
     b = geomlib.compute(model, cache_dir=root, progress=False, null_draws=0, phases=[2], phase_names=["x", "y"])
     assert len(_nc_files(root)) == 1
-    assert a.attrs["phase_method"] == "fractional" and b.attrs["phase_method"] == "user"
+    assert a.attrs["phase_method"] == "changepoint:weights:ebic" and b.attrs["phase_method"] == "user"
     assert list(b.phase.values) == ["x", "x", "y", "y"]
+    c = geomlib.compute(model, cache_dir=root, progress=False, null_draws=0, phases="seed")
+    assert c.attrs["phase_method"] == "fractional" and len(_nc_files(root)) == 1
 
 
 def test_gemma_norms_use_the_effective_gain(tmp_path):
@@ -85,7 +87,7 @@ def test_load_serves_the_cache_without_importing_torch(model, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["4", "fractional"]
+    assert out.stdout.split() == ["4", "changepoint:weights:ebic"]
 
 
 def test_load_computes_what_is_missing(model, tmp_path):

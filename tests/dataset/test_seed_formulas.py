@@ -90,7 +90,7 @@ def test_seed003_scale_track_pca(qwen3):
 def deep(tmp_path_factory):
     # 64 layers: seed 004 hard-codes the Qwen3-32B phase boundaries, which geomlib's preset reproduces
     path, model = make_checkpoint(tmp_path_factory.mktemp("deep"), "qwen3", n_layers=64)
-    ds = geomlib.compute(path, cache_dir=tmp_path_factory.mktemp("c"), progress=False, null_draws=0)
+    ds = geomlib.compute(path, cache_dir=tmp_path_factory.mktemp("c"), progress=False, null_draws=0, phases="seed")
     gammas = np.stack([layer.input_layernorm.weight.detach().double().numpy() for layer in model.layers])
     return ds, gammas
 

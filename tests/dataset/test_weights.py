@@ -141,8 +141,8 @@ def test_dataset_schema(planted):
             assert ds[v].dtype == np.float64, v
     assert np.isnan(ds.cos.sel(family="q_norm")).all()  # absent family: NaN, not dropped
     assert np.isnan(ds.aligned_cos.sel(family="input_ln")).all()  # a rotation aligns any two vectors
-    for key in ("source", "identity", "geomlib_version", "params", "created", "schema_version", "quantization",
-                "phase_method"):
+    for key in ("source", "identity", "geomlib_version", "weights_params", "weights_created",
+                "weights_schema_version", "quantization", "phase_method"):
         assert key in ds.attrs, key
     assert ds.phase.dims == ("layer",)
 

@@ -1,0 +1,585 @@
+"""Per-head attention entropy from a real forward pass over a built-in text.
+
+``attn_entropy[layer, head]`` is the mean over query positions of the Shannon
+entropy (nats) of that head's attention distribution, measured while the model
+reads a fixed text with its own tokenizer.  It is the one *dynamic* analysis of
+geomlib: it needs the whole model (transformers builds it) and the tokenizer,
+where every other analysis reads weights one layer at a time.
+
+The text
+    By default the opening paragraphs of chapter I ("Down the Rabbit-Hole") of
+    Lewis Carroll's *Alice's Adventures in Wonderland* (1865, public domain),
+    shipped as ``geomlib/data/alice.txt`` (about 400 words, ~480 tokens with
+    SmolLM2's tokenizer) and read with :mod:`importlib.resources`.  Pass
+    ``text=`` (a string, or a path to a UTF-8 file) to measure another one;
+    its sha256 is recorded so results from different texts are never mixed.
+
+How the model is run
+    * ``AutoModel`` (the base model, no LM head), ``attn_implementation="eager"``
+      because SDPA/flash kernels never materialize the attention probabilities,
+      float32 weights, ``use_safetensors=True`` (never a pickle), never
+      ``trust_remote_code``, ``local_files_only=True`` (nothing is downloaded).
+    * The attention maps are not collected for the whole model: a forward hook
+      on every attention module reduces its ``(1, heads, q, k)`` probabilities
+      to ``heads`` numbers as soon as the layer has run, so memory holds one
+      layer's map at a time.  Transformers 5 eager attention modules return
+      ``(output, weights)`` whatever ``output_attentions`` says; the modules
+      are found through the model's own ``_can_record_outputs["attentions"]``
+      declaration (what ``output_attentions=True`` itself hooks).
+    * Safetensors checkpoints whose float32 weights exceed ``max_memory``
+      (default a quarter of physical RAM) are loaded with
+      ``device_map="auto"``: accelerate keeps what fits in memory and streams
+      the rest from disk layer by layer during the forward pass.
+    * GGUF files are loaded by transformers, which dequantizes **every** tensor
+      into a float32 state dict before building the model, so peak memory is
+      about twice the float32 weights and cannot be offloaded; a GGUF whose
+      float32 weights exceed the budget is refused with a
+      :class:`~geomlib.errors.GeomlibError` that says how to skip the analysis.
+      The tokenizer is rebuilt from the GGUF's ``tokenizer.ggml.*`` metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import importlib.resources
+import inspect
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..checkpoint import Checkpoint
+from ..device import resolve_device
+from ..errors import (
+    CorruptCheckpointError,
+    GeomlibError,
+    InvalidArgumentError,
+    SourceNotFoundError,
+    UnsupportedSourceError,
+)
+from ..metrics.attention import mean_entropy
+
+#: where the built-in text comes from (recorded in provenance)
+TEXT_SOURCE = (
+    "Lewis Carroll, Alice's Adventures in Wonderland (1865), chapter I 'Down the Rabbit-Hole', "
+    "opening paragraphs (public domain)"
+)
+#: the built-in text, inside the geomlib package
+TEXT_RESOURCE = "data/alice.txt"
+#: share of physical RAM the float32 weights may take before layers are offloaded to disk
+DEFAULT_RAM_SHARE = 0.25
+#: share of free GPU memory the float32 weights may take on CUDA
+GPU_SHARE = 0.8
+#: transformers' GGUF loader holds the dequantized state dict and the model at once
+GGUF_PEAK_FACTOR = 2
+#: files any one of which lets AutoTokenizer build a tokenizer from an HF directory
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+_NO_DYNAMIC = "skip the dynamic analysis with dynamic=False (--no-dynamic on the command line)"
+
+
+def builtin_text() -> str:
+    """The built-in text (see :data:`TEXT_SOURCE`), exactly as shipped."""
+    return importlib.resources.files("geomlib").joinpath(TEXT_RESOURCE).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class EntropyResult:
+    """Per-head attention entropy of one model on one text.
+
+    Attributes
+    ----------
+    values : (n_layers, n_heads) float64 ndarray
+        Mean over query positions of the Shannon entropy (nats) of each head's
+        attention distribution.  Causal models: query ``i`` sees ``i + 1``
+        keys, so ``0 <= values <= mean_i log(i + 1) <= log(n_tokens)``.
+    n_tokens : int
+        Tokens the model read (after truncation to ``max_tokens`` and to the
+        model's maximum positions; special tokens the tokenizer adds included).
+    text_sha256 : str
+        sha256 of the UTF-8 text before tokenization.
+    text_source : str
+        :data:`TEXT_SOURCE` for the built-in text, else ``"user text"`` or the file name.
+    method : str
+        One line saying how the numbers were made.
+    device : str
+        Where the forward pass ran (``"cpu"``, ``"cuda:0"``).
+    offloaded : bool
+        Whether some layers were offloaded (memory budget exceeded).
+    """
+
+    values: np.ndarray
+    n_tokens: int
+    text_sha256: str
+    text_source: str
+    method: str
+    device: str
+    offloaded: bool
+
+    def attrs(self) -> dict[str, str | int]:
+        """Provenance as netCDF-safe attributes (prefixed ``entropy_``)."""
+        return {
+            "entropy_method": self.method,
+            "entropy_n_tokens": int(self.n_tokens),
+            "entropy_text_sha256": self.text_sha256,
+            "entropy_text_source": self.text_source,
+            "entropy_device": self.device,
+            "entropy_offloaded": int(self.offloaded),
+        }
+
+
+# -- arguments -------------------------------------------------------------------------------
+def _resolve_text(text: str | os.PathLike | None) -> tuple[str, str]:
+    """``(text, source label)``: the built-in text, a string as given, or a file's contents."""
+    if text is None:
+        return builtin_text(), TEXT_SOURCE
+    if isinstance(text, os.PathLike):
+        path = Path(text)
+        try:
+            content = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SourceNotFoundError(f"text file {path} does not exist; pass an existing UTF-8 text file") from None
+        except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
+            raise InvalidArgumentError(
+                f"text file {path} cannot be read as UTF-8 text ({exc.__class__.__name__}); pass a plain UTF-8 file"
+            ) from None
+        label = f"file {path.name}"
+    elif isinstance(text, str):
+        content, label = text, "user text"
+    else:
+        raise InvalidArgumentError(
+            f"text must be a string, a path to a UTF-8 file or None (the built-in text), not {type(text).__name__}"
+        )
+    if not content.strip():
+        raise InvalidArgumentError(f"the {label} is empty; attention entropy needs a text of a few hundred tokens")
+    return content, label
+
+
+def _check_positive_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgumentError(f"{name}={value!r} is not an integer >= {minimum}; pass e.g. {name}=512")
+    return value
+
+
+def _physical_ram() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 << 30
+
+
+def _float32_bytes(ckpt: Checkpoint) -> int:
+    """Bytes the checkpoint's tensors take once loaded in float32 (from headers; nothing is read)."""
+    store = ckpt._store
+    return 4 * sum(math.prod(store.info(n).shape) for n in store.names())
+
+
+# -- tokenizer ----------------------------------------------------------------------------------
+def _gguf_has_tokenizer(ckpt: Checkpoint, path: Path) -> bool:
+    # the store's reader already parsed the metadata: parsing SmolLM2's 49k-token vocabulary again costs ~4 s
+    reader = getattr(ckpt._store, "_reader", None)
+    if reader is None:
+        import gguf
+
+        reader = gguf.GGUFReader(path, "r")
+    return "tokenizer.ggml.model" in reader.fields and "tokenizer.ggml.tokens" in reader.fields
+
+
+def _load_tokenizer(ckpt: Checkpoint, where: Path, gguf_file: str | None):
+    from transformers import AutoTokenizer
+
+    label = ckpt.source
+    if gguf_file is not None:
+        if not _gguf_has_tokenizer(ckpt, where / gguf_file):
+            raise SourceNotFoundError(
+                f"{label} has no tokenizer (no tokenizer.ggml.* metadata in the GGUF), and attention entropy "
+                f"tokenizes a text with the model's own tokenizer; use a GGUF converted with its tokenizer, or "
+                f"{_NO_DYNAMIC}"
+            )
+        kw = {"gguf_file": gguf_file}
+    else:
+        if not any((where / f).is_file() for f in TOKENIZER_FILES):
+            raise SourceNotFoundError(
+                f"{label} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}...), and attention entropy "
+                f"tokenizes a text with the model's own tokenizer; copy the model's tokenizer files into {where}, "
+                f"or {_NO_DYNAMIC}"
+            )
+        kw = {}
+    try:
+        return AutoTokenizer.from_pretrained(where, local_files_only=True, trust_remote_code=False, **kw)
+    except GeomlibError:
+        raise
+    except Exception as exc:  # transformers raises ValueError/OSError/KeyError with multi-line texts
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CorruptCheckpointError(
+            f"the tokenizer of {label} could not be loaded by transformers ({first}); attention entropy needs it: "
+            f"fix the tokenizer files, or {_NO_DYNAMIC}"
+        ) from None
+
+
+def check_tokenizer(ckpt: Checkpoint) -> None:
+    """Fail now, in one sentence, if ``ckpt`` has no tokenizer to read the text with.
+
+    Cheap (file names or GGUF metadata only); lets callers refuse before any
+    expensive work rather than after it.
+    """
+    where, gguf_file = _model_location(ckpt)
+    if gguf_file is not None:
+        ok = _gguf_has_tokenizer(ckpt, where / gguf_file)
+        what = "no tokenizer.ggml.* metadata in the GGUF"
+    else:
+        ok = any((where / f).is_file() for f in TOKENIZER_FILES)
+        what = f"no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}...) in {where}"
+    if not ok:
+        raise SourceNotFoundError(
+            f"{ckpt.source} has no tokenizer ({what}), and attention entropy tokenizes a text with the model's "
+            f"own tokenizer; add the tokenizer, or {_NO_DYNAMIC}"
+        )
+
+
+# -- model --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _transformers_bars(enabled: bool) -> Iterator[None]:
+    """Silence transformers' own loading bars when the caller asked for no progress."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    # the GGUF loader calls a module-level tqdm that ignores transformers' switch (and tqdm reads
+    # TQDM_DISABLE only at import): hand it a disabled tqdm for the duration of the call
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None)
+    if not enabled:
+        hf_logging.disable_progress_bar()
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if before:
+            hf_logging.enable_progress_bar()
+        else:
+            hf_logging.disable_progress_bar()
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
+
+
+def _model_location(ckpt: Checkpoint) -> tuple[Path, str | None]:
+    """``(directory, gguf file name or None)`` that transformers loads from."""
+    resolved = Path(ckpt.origin["resolved"])
+    if ckpt.format == "gguf":
+        return resolved.parent, resolved.name
+    if getattr(ckpt._store, "lazy", False):
+        # a hub checkpoint downloads shards on demand: the identity touches every one of them
+        _ = ckpt.identity
+    where = resolved.parent if resolved.is_file() else resolved
+    if not (where / "config.json").is_file():
+        raise SourceNotFoundError(
+            f"{ckpt.source} resolved to {where}, which has no config.json for transformers to build the model "
+            f"from; download the full model directory, or {_NO_DYNAMIC}"
+        )
+    return where, None
+
+
+def _load_model(ckpt: Checkpoint, where: Path, gguf_file: str | None, dev: torch.device, budget: int,
+                offload_dir: str):
+    """Build the eager float32 base model; ``(model, input device, offloaded)``."""
+    from transformers import AutoModel
+
+    kw = dict(attn_implementation="eager", dtype=torch.float32, local_files_only=True, trust_remote_code=False)
+    need = _float32_bytes(ckpt)
+    gpu_budget = 0
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        gpu_budget = int(free * GPU_SHARE)
+    offloaded = False
+    if gguf_file is not None:
+        if need * GGUF_PEAK_FACTOR > budget:
+            raise UnsupportedSourceError(
+                f"{ckpt.source} takes {need / 2**30:.1f} GiB in float32 and transformers dequantizes a whole GGUF "
+                f"in memory (about {GGUF_PEAK_FACTOR}x that at peak), more than the {budget / 2**30:.1f} GiB budget; "
+                f"pass a larger max_memory, use the safetensors checkpoint (which can be offloaded), or "
+                f"{_NO_DYNAMIC}"
+            )
+        kw["gguf_file"] = gguf_file
+    else:
+        kw["use_safetensors"] = True
+        if dev.type == "cuda" and need <= gpu_budget:
+            kw["device_map"] = {"": dev.index or 0}
+        elif dev.type == "cuda" or need > budget:
+            # accelerate places whole layers: what fits the budgets stays resident, the rest is read from
+            # offload_dir (or straight from the safetensors files) when its layer runs
+            max_memory: dict[int | str, int] = {"cpu": int(budget)}
+            if dev.type == "cuda":
+                max_memory[dev.index or 0] = gpu_budget
+            kw.update(device_map="auto", max_memory=max_memory, offload_folder=offload_dir)
+    try:
+        model = AutoModel.from_pretrained(where, **kw)
+    except GeomlibError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CorruptCheckpointError(
+            f"transformers could not build {ckpt.source} for the attention-entropy forward pass ({first}); "
+            f"{_NO_DYNAMIC}"
+        ) from None
+    model.eval()
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        places = {str(v) for v in device_map.values()}
+        offloaded = bool(places & {"cpu", "disk"}) if dev.type == "cuda" else "disk" in places
+        first_param = next((p for p in model.parameters() if p.device.type != "meta"), None)
+        in_dev = first_param.device if first_param is not None else torch.device("cpu")
+        # the embedding runs first: its device is where the ids must go
+        emb = model.get_input_embeddings()
+        emb_w = getattr(emb, "weight", None)
+        if emb_w is not None and emb_w.device.type != "meta":
+            in_dev = emb_w.device
+        return model, in_dev, offloaded
+    if dev.type == "cuda":
+        if need <= gpu_budget:
+            model.to(dev)
+        else:
+            dev = torch.device("cpu")  # GGUF too large for the GPU: it is already in RAM, run it there
+    return model, dev, offloaded
+
+
+# -- attention modules -----------------------------------------------------------------------------
+def _attention_specs(model) -> list[tuple[type | None, str | None, int, str | None]]:
+    """``(class, class-name suffix, output index, layer-name filter)`` of the modules whose output holds
+    the self-attention probabilities, from the model's ``_can_record_outputs`` (what transformers itself
+    hooks for ``output_attentions``); empty on transformers versions without it."""
+    declared = getattr(type(model), "_can_record_outputs", None) or {}
+    spec = declared.get("attentions")
+    if spec is None:
+        return []
+    out = []
+    for s in spec if isinstance(spec, list) else [spec]:
+        if isinstance(s, type):
+            out.append((s, None, 1, None))
+        elif isinstance(s, str):
+            out.append((None, s, 1, None))
+        else:  # transformers.utils.output_capturing.OutputRecorder
+            out.append((getattr(s, "target_class", None), getattr(s, "class_name", None),
+                        int(getattr(s, "index", 1)), getattr(s, "layer_name", None)))
+    return out
+
+
+def _attention_modules(model) -> list[tuple[str, torch.nn.Module, int]]:
+    """Every self-attention module in execution (registration) order, with its output index."""
+    found = []
+    for name, module in model.named_modules():
+        for cls, class_name, index, layer_name in _attention_specs(model):
+            if not ((cls is not None and isinstance(module, cls)) or (class_name and name.endswith(class_name))):
+                continue
+            if layer_name is not None and f".{layer_name.strip('.')}." not in f".{name}.":
+                continue
+            found.append((name, module, index))
+            break
+    return found
+
+
+def _forward_kwargs(model) -> dict:
+    params = inspect.signature(model.forward).parameters
+    # no KV cache: a single pass never reuses it, and it would hold every layer's keys and values
+    return {"use_cache": False} if "use_cache" in params else {}
+
+
+def _run_hooks(model, ids: torch.Tensor, bar) -> list[torch.Tensor]:
+    """One forward pass; each attention module's map is reduced to per-head means inside its hook."""
+    modules = _attention_modules(model)
+    per_module: list[list[torch.Tensor]] = [[] for _ in modules]
+    handles = []
+
+    def make_hook(i: int, index: int):
+        def hook(module, args, output):
+            probs = output[index] if isinstance(output, (tuple, list)) else None
+            if probs is None:
+                raise CorruptCheckpointError(
+                    f"attention module {modules[i][0]} returned no attention probabilities; transformers did not "
+                    "run eager attention for this model, so its entropy cannot be measured"
+                )
+            # (batch=1, heads, q, k) -> (heads,), in float64, now: the map itself is not kept
+            per_module[i].append(mean_entropy(probs.detach()[0]).cpu())
+            bar.update(1)
+
+        return hook
+
+    try:
+        for i, (_, module, index) in enumerate(modules):
+            handles.append(module.register_forward_hook(make_hook(i, index)))
+        with torch.no_grad():
+            model(input_ids=ids, **_forward_kwargs(model))
+    finally:
+        for h in handles:
+            h.remove()
+    if any(len(v) != 1 for v in per_module):
+        counts = sorted({len(v) for v in per_module})
+        raise CorruptCheckpointError(
+            f"the attention modules of {type(model).__name__} ran {counts} times in one forward pass instead of "
+            "once each; geomlib cannot attribute their maps to layers"
+        )
+    return [v[0] for v in per_module]
+
+
+def _run_outputs(model, ids: torch.Tensor, bar) -> list[torch.Tensor]:
+    """One forward pass with ``output_attentions=True``, reduced afterwards (holds every layer's map)."""
+    with torch.no_grad():
+        out = model(input_ids=ids, output_attentions=True, **_forward_kwargs(model))
+    atts = getattr(out, "attentions", None) or ()
+    rows = []
+    for a in atts:
+        if a is None:
+            raise CorruptCheckpointError(
+                f"{type(model).__name__} returned no attention probabilities; transformers did not run eager "
+                "attention for this model, so its entropy cannot be measured"
+            )
+        rows.append(mean_entropy(a.detach()[0]).cpu())
+        bar.update(1)
+    return rows
+
+
+# -- public -------------------------------------------------------------------------------------
+def attention_entropy(
+    ckpt: Checkpoint,
+    text: str | os.PathLike | None = None,
+    device: str | torch.device | None = "auto",
+    max_tokens: int = 512,
+    progress: bool = True,
+    max_memory: int | None = None,
+    *,
+    _collect: str = "auto",
+) -> EntropyResult:
+    """Per-layer, per-head attention entropy of ``ckpt`` reading ``text``.
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+        From :func:`geomlib.open_model`; a safetensors directory (with its
+        tokenizer files) or a GGUF file (with ``tokenizer.ggml.*`` metadata).
+    text : str, path-like or None
+        The text to read: None for the built-in one (:func:`builtin_text`),
+        a string for itself, a :class:`os.PathLike` for a UTF-8 file's contents.
+    device : str or torch.device or None
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda[:n]"``; None is CPU.
+    max_tokens : int
+        Tokens kept (the tokenizer truncates; also capped at the model's
+        maximum positions).  At least 2.
+    progress : bool
+        tqdm bars: one bar over the stages and the layers of the forward pass.
+    max_memory : int, optional
+        RAM budget in bytes for the float32 weights; default a quarter of
+        physical memory.  Safetensors models above it are offloaded to disk
+        layer by layer; GGUF models above it are refused.
+
+    Returns
+    -------
+    EntropyResult
+        ``values`` is the ``(ckpt.n_layers, ckpt.n_heads)`` float64 array of
+        mean entropies in nats; provenance in the other fields.
+
+    Raises
+    ------
+    SourceNotFoundError
+        No tokenizer (files, or GGUF metadata): the message says how to skip
+        the analysis (``dynamic=False``).
+    UnsupportedSourceError
+        A GGUF too large to dequantize within the budget.
+    GeomlibError
+        Any other failure to build or run the model, in one sentence.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(ckpt, Checkpoint):
+        raise InvalidArgumentError(
+            f"attention_entropy needs a Checkpoint from geomlib.open_model, not {type(ckpt).__name__}"
+        )
+    content, text_label = _resolve_text(text)
+    max_tokens = _check_positive_int("max_tokens", max_tokens, 2)
+    if max_memory is not None:
+        max_memory = _check_positive_int("max_memory", max_memory, 1)
+    if _collect not in ("auto", "hooks", "outputs"):
+        raise InvalidArgumentError(f"_collect={_collect!r}; use 'auto', 'hooks' or 'outputs'")
+    dev = resolve_device(device)
+    budget = int(max_memory if max_memory is not None else _physical_ram() * DEFAULT_RAM_SHARE)
+    where, gguf_file = _model_location(ckpt)
+
+    bar = tqdm(total=2 + ckpt.n_layers, desc=f"attention entropy {ckpt.source}: tokenizer", unit="step",
+               disable=not progress, leave=False)
+    model = None
+    try:
+        with _transformers_bars(progress):
+            tokenizer = _load_tokenizer(ckpt, where, gguf_file)
+            bar.update(1)
+            bar.set_description(f"attention entropy {ckpt.source}: model")
+            with tempfile.TemporaryDirectory(prefix="geomlib-offload-") as offload_dir:
+                model, in_dev, offloaded = _load_model(ckpt, where, gguf_file, dev, budget, offload_dir)
+                bar.update(1)
+                cfg = model.config
+                limit = max_tokens
+                for key in ("max_position_embeddings", "n_positions"):
+                    v = getattr(cfg, key, None)
+                    if isinstance(v, int) and v > 0:
+                        limit = min(limit, v)
+                enc = tokenizer(content, truncation=True, max_length=limit, return_tensors="pt")
+                ids = enc["input_ids"][:, :limit]
+                n_tokens = int(ids.shape[1])
+                if n_tokens < 2:
+                    raise InvalidArgumentError(
+                        f"the {text_label} is {n_tokens} token(s) long for {ckpt.source}'s tokenizer; attention "
+                        "entropy needs at least 2 (a few hundred is typical)"
+                    )
+                ids = ids.to(in_dev)
+                bar.set_description(f"attention entropy {ckpt.source}: forward")
+                use_hooks = _collect == "hooks" or (_collect == "auto" and _attention_specs(model))
+                rows = _run_hooks(model, ids, bar) if use_hooks else _run_outputs(model, ids, bar)
+                run_device = str(in_dev)
+                n_model_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None)
+    finally:
+        bar.close()
+        del model
+        gc.collect()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+    if len(rows) != ckpt.n_layers or any(r.shape != (ckpt.n_heads,) for r in rows):
+        shapes = sorted({tuple(r.shape) for r in rows})
+        raise CorruptCheckpointError(
+            f"the forward pass of {ckpt.source} gave {len(rows)} attention maps with {shapes} heads "
+            f"(transformers' config: {n_model_heads} heads) but the checkpoint has {ckpt.n_layers} layers of "
+            f"{ckpt.n_heads} heads; the model transformers built does not match what geomlib read"
+        )
+    values = torch.stack(rows).numpy().astype(np.float64)
+    import transformers
+
+    method = (
+        f"eager attention, float32 base model (transformers {transformers.__version__}, "
+        f"{'GGUF dequantized' if gguf_file else 'safetensors'}); per query the Shannon entropy in nats of its "
+        f"attention row, in float64; mean over the {n_tokens} query positions"
+    )
+    return EntropyResult(
+        values=values,
+        n_tokens=n_tokens,
+        text_sha256=hashlib.sha256(content.encode("utf-8")).hexdigest(),
+        text_source=text_label,
+        method=method,
+        device=run_device + (" (offloaded)" if offloaded else ""),
+        offloaded=offloaded,
+    )
+
+
+__all__ = ["EntropyResult", "TEXT_SOURCE", "attention_entropy", "builtin_text"]

@@ -1,0 +1,334 @@
+"""Per-head operator geometry (seeds 001 and 002) for every (layer, layer_b, head), streamed.
+
+For each head and layer the QK operator ``g = W_Qᵀ W_K`` and the OV operator
+``W_O W_V`` (hidden x hidden, rank ≤ d) are handled in factored form
+(:mod:`geomlib.metrics.operators`); no hidden x hidden matrix is ever formed.
+
+Pass 1 reads one layer at a time and keeps its reduced spectra (singular
+values, signed eigenvalues of the symmetric part, top-k eigenvectors).  Pass 2
+computes the all-pairs operator gram ⟨g_L, g_L'⟩ holding as many layers'
+factors as the memory budget allows and streaming the others past them:
+O(L² H d² hidden) work.  Everything else is derived from the reduced spectra.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..checkpoint import Checkpoint
+from ..device import resolve_device
+from ..metrics.operators import (
+    head_factors,
+    operator_gram,
+    operator_spectrum,
+    principal_cosines,
+    rescale_fit,
+    sign_agreement,
+    spectrum_shape,
+    vector_cos,
+)
+from .params import HEADS_SCHEMA, HeadParams
+
+SCHEMA_VERSION = HEADS_SCHEMA
+KINDS = ("qk", "ov")
+NULL_METRICS = ("cos", "shape_cos", "rescale_resid", "pa_mean", "pa_min", "top1_overlap", "sign_agree")
+_NEEDS = {"qk": ("q_proj", "k_proj"), "ov": ("o_proj", "v_proj")}
+
+
+def topk_grid(two_d: int) -> list[int]:
+    """Seed 001's top-k ladder 2, 4, 8, ... capped at 2d (2d itself included)."""
+    grid, t = [], 2
+    while t < two_d:
+        grid.append(t)
+        t *= 2
+    return grid + [two_d]
+
+
+def _factors(ckpt: Checkpoint, w: dict, kind: str):
+    return head_factors(w, ckpt.n_heads, ckpt.n_kv_heads, ckpt.head_dim, kind)
+
+
+def _kinds(ckpt: Checkpoint) -> list[str]:
+    return [k for k in KINDS if all(f in ckpt.families for f in _NEEDS[k])]
+
+
+def _pairwise(n: int, fn) -> np.ndarray:
+    """Stack ``fn(L)`` -> (n, ...) over L into (n, n, ...)."""
+    return np.stack([fn(L) for L in range(n)])
+
+
+def _operator_arrays(ckpt: Checkpoint, params: HeadParams, dev: torch.device, progress: bool,
+                     warns: list[str]) -> dict:
+    n, H, d = ckpt.n_layers, ckpt.n_heads, ckpt.head_dim
+    kinds = _kinds(ckpt)
+    fams = sorted({f for k in kinds for f in _NEEDS[k]})
+    k = params.k
+    red = {kind: {"sv": np.full((n, H, d), np.nan), "eig": np.full((n, H, 2 * d), np.nan),
+                  "gap": np.full((n, H), np.nan), "frac": np.full((n, H), np.nan),
+                  "vecs": torch.full((n, H, min(k, 2 * d), ckpt.hidden), math.nan, dtype=torch.float64)}
+           for kind in kinds}
+    present = [True] * n
+    for L in tqdm(range(n), desc="per-head spectra", unit="layer", disable=not progress):
+        w = ckpt.layer(L, fams, device=dev)
+        if set(fams) - set(w) or not all(bool(torch.isfinite(t).all()) for t in w.values()):
+            warns.append(f"layer {L} lacks finite {'/'.join(fams)} weights: its per-head values are NaN")
+            present[L] = False
+            continue
+        for kind in kinds:
+            s = operator_spectrum(*_factors(ckpt, w, kind), k=k)
+            r = red[kind]
+            r["sv"][L], r["eig"][L] = s["singvals"].cpu().numpy(), s["sym_eigs"].cpu().numpy()
+            r["gap"][L], r["frac"][L] = s["eigengap"].cpu().numpy(), s["frac_pos"].cpu().numpy()
+            r["vecs"][L] = s["eigvecs"].cpu()
+    # pass 2: the all-pairs gram, a chunk of layers held, the rest streamed past
+    gram = {kind: np.full((n, n, H), np.nan) for kind in kinds}
+    per_layer = sum(math.prod(ckpt._store.info(ckpt.tensor_names(0)[f]).shape) for f in fams) * 8
+    chunk = max(1, min(n, params.block_mib * 2**20 // max(1, 2 * per_layer)))
+    ok = [L for L in range(n) if present[L]]
+    bar = tqdm(total=len(ok) * (len(ok) + 1) // 2, desc="operator gram", unit="pair", disable=not progress)
+    for c0 in range(0, len(ok), chunk):
+        held = {}
+        for L in ok[c0:c0 + chunk]:
+            w = ckpt.layer(L, fams, device=dev)
+            held[L] = {kind: _factors(ckpt, w, kind) for kind in kinds}
+        for L2 in ok[c0:]:
+            if L2 in held:
+                f2 = held[L2]
+            else:
+                w = ckpt.layer(L2, fams, device=dev)
+                f2 = {kind: _factors(ckpt, w, kind) for kind in kinds}
+            for L1, f1 in held.items():
+                if L1 > L2:
+                    continue
+                for kind in kinds:
+                    g = operator_gram(*f1[kind], *f2[kind]).cpu().numpy()
+                    gram[kind][L1, L2] = gram[kind][L2, L1] = g
+                bar.update(1)
+    bar.close()
+    out = {}
+    for kind in kinds:
+        r, G = red[kind], gram[kind]
+        diag = np.einsum("llh->lh", G)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm = np.where(diag > 0, np.sqrt(np.where(diag > 0, diag, np.nan)), np.nan)
+            cos = np.clip(G / (norm[:, None, :] * norm[None, :, :]), -1, 1)
+            T = G / np.where(diag > 0, diag, np.nan)[None, :, :]  # optimal scalar of g_L onto g_{layer_b}
+        idx = np.arange(n)
+        cos[idx, idx] = np.where(np.isfinite(norm), 1.0, np.nan)
+        vec = r["vecs"]
+        pa = [principal_cosines(vec[L][None], vec) for L in range(n)]  # each (n, H, k)
+        pa = torch.stack(pa).numpy()  # (n, n, H, k)
+        top1 = torch.einsum("ahx,bhx->abh", vec[:, :, 0], vec[:, :, 0]).numpy() ** 2
+        lam = torch.from_numpy(r["eig"])
+        grid = topk_grid(2 * d)
+        agree = np.stack([_pairwise(n, lambda L, t=t: sign_agreement(lam[L][None], lam, t).numpy()) for t in grid],
+                         axis=-1)
+        sv = torch.from_numpy(r["sv"])
+        shape = spectrum_shape(sv)
+        shape_cos = _pairwise(n, lambda L: vector_cos(shape[L][None], shape).numpy())
+        fit = [rescale_fit(sv[L][None].expand(n, -1, -1), sv) for L in range(n)]
+        cross = np.full(n, np.nan)
+        if H > 1:
+            iu = np.triu_indices(H, 1)
+            for L in range(n):
+                c = vector_cos(shape[L][:, None], shape[L][None, :]).numpy()
+                cross[L] = c[iu].mean()
+        out.update({
+            f"{kind}_gram": G,
+            f"{kind}_cos": cos,
+            f"{kind}_T": T,
+            f"{kind}_resid": np.sqrt(np.clip(1 - cos**2, 0, 1)),
+            f"{kind}_sym_eigs": r["eig"],
+            f"{kind}_frac_pos": r["frac"],
+            f"{kind}_eigengap": r["gap"],
+            f"{kind}_sign_agree": agree,
+            f"{kind}_pa_mean": pa.mean(axis=-1),
+            f"{kind}_pa_min": pa.min(axis=-1),
+            f"{kind}_top1_overlap": top1,
+            f"{kind}_singvals": r["sv"],
+            f"{kind}_shape_cos": shape_cos,
+            f"{kind}_rescale_T": np.stack([t.numpy() for t, _ in fit]),
+            f"{kind}_rescale_resid": np.stack([q.numpy() for _, q in fit]),
+            f"{kind}_cross_head_shape_cos": cross,
+        })
+    out["topk"] = topk_grid(2 * d)
+    out["kinds"] = kinds
+    return out
+
+
+def _nulls(ckpt: Checkpoint, params: HeadParams, dev: torch.device) -> dict:
+    """Null distributions of the pairwise metrics for random Gaussian heads of the model's shapes."""
+    d, hidden, k = ckpt.head_dim, ckpt.hidden, params.k
+    out = {}
+    for i, kind in enumerate(_kinds(ckpt)):
+        mean = np.full(len(NULL_METRICS), np.nan)
+        std = np.full(len(NULL_METRICS), np.nan)
+        if params.null_draws:
+            gen = torch.Generator().manual_seed(params.seed + 1000 * i)
+            B = params.null_draws  # one random head per draw, batched as heads
+
+            def draw():
+                return [torch.randn(B, hidden, d, generator=gen, dtype=torch.float64).to(dev) for _ in range(2)]
+
+            (P1, Q1), (P2, Q2) = draw(), draw()
+            g12 = operator_gram(P1, Q1, P2, Q2)
+            c = g12 / (operator_gram(P1, Q1, P1, Q1) * operator_gram(P2, Q2, P2, Q2)).sqrt()
+            s1, s2 = operator_spectrum(P1, Q1, k), operator_spectrum(P2, Q2, k)
+            sh1, sh2 = spectrum_shape(s1["singvals"]), spectrum_shape(s2["singvals"])
+            _, rr = rescale_fit(s1["singvals"], s2["singvals"])
+            pc = principal_cosines(s1["eigvecs"], s2["eigvecs"])
+            vals = {
+                "cos": c,
+                "shape_cos": vector_cos(sh1, sh2),
+                "rescale_resid": rr,
+                "pa_mean": pc.mean(-1),
+                "pa_min": pc.min(-1).values,
+                "top1_overlap": (s1["eigvecs"][:, 0] * s2["eigvecs"][:, 0]).sum(-1) ** 2,
+                "sign_agree": sign_agreement(s1["sym_eigs"], s2["sym_eigs"], min(k, 2 * d)),
+            }
+            for j, m in enumerate(NULL_METRICS):
+                v = vals[m].cpu().double()
+                mean[j], std[j] = float(v.mean()), float(v.std())
+        out[f"{kind}_null_mean"], out[f"{kind}_null_std"] = mean, std
+    return out
+
+
+def _correlations(arr: dict, entropy: np.ndarray | None) -> dict:
+    out = {}
+    for kind in arr["kinds"]:
+        n = arr[f"{kind}_rescale_T"].shape[0]
+        corr_T = np.full(n, np.nan)
+        corr_op = np.nan
+        if entropy is not None:
+            e = entropy.reshape(-1)
+            for a in range(n):
+                t = arr[f"{kind}_rescale_T"][:, a, :].reshape(-1)
+                ok = np.isfinite(t) & np.isfinite(e)
+                if ok.sum() > 2 and np.std(t[ok]) > 0 and np.std(e[ok]) > 0:
+                    corr_T[a] = np.corrcoef(t[ok], e[ok])[0, 1]
+            op = arr[f"{kind}_singvals"][:, :, 0].reshape(-1)
+            ok = np.isfinite(op) & np.isfinite(e)
+            if ok.sum() > 2 and np.std(op[ok]) > 0 and np.std(e[ok]) > 0:
+                corr_op = float(np.corrcoef(op[ok], e[ok])[0, 1])
+        out[f"{kind}_corr_T_entropy"] = corr_T
+        out[f"{kind}_corr_opnorm_entropy"] = corr_op
+    return out
+
+
+_DESC = {
+    "gram": "⟨M_L^h, M_L'^h⟩_F of the per-head operator (QK: W_Qᵀ W_K; OV: W_O W_V), from d x d factors",
+    "cos": "gram / √(gram_LL gram_L'L') (normalized by the gram diagonal, as seed 001's note requires)",
+    "T": "gram / gram_L'L': the optimal scalar of M_L onto M_{layer_b}",
+    "resid": "√(1 − cos²): the residual fraction left by that scalar",
+    "sym_eigs": "eigenvalues of (M + Mᵀ)/2 on span[P Q], signed, sorted by |λ| descending",
+    "frac_pos": "fraction of positive eigenvalues of the symmetric part: 1/2 by construction when the factors "
+                "have full rank (sym(P Qᵀ) has inertia (d, d)), so not a finding",
+    "eigengap": "(|λ_k| − |λ_{k+1}|)/|λ_k| at the top-k boundary; small values mean the top-k subspace cuts "
+                "a near-degenerate block and its principal angles are not well defined",
+    "sign_agree": "fraction of the top-k eigenvalues whose signs agree between layer and layer_b, pairing by "
+                  "magnitude rank (seed 001's pairing, which is arbitrary)",
+    "pa_mean": "mean cosine of the principal angles between the top-k eigenvector subspaces",
+    "pa_min": "smallest such cosine",
+    "top1_overlap": "(u₁ · u₁')² of the leading eigenvectors",
+    "singvals": "singular values of M (from the 2d x 2d core), descending",
+    "shape_cos": "cosine between the spectra shapes σ/σ_max of layer and layer_b",
+    "rescale_T": "scalar T minimising ‖σ_L − T σ_{layer_b}‖ (seed 002, anchor = layer_b)",
+    "rescale_resid": "‖σ_L − T σ_{layer_b}‖ / ‖σ_L‖",
+    "cross_head_shape_cos": "mean cosine of spectrum shapes between pairs of heads of the layer",
+    "corr_T_entropy": "Pearson correlation over (layer, head) of rescale_T (anchor = layer_b) with attn_entropy",
+    "corr_opnorm_entropy": "Pearson correlation over (layer, head) of the operator norm σ_max with attn_entropy",
+    "null_mean": "mean over seeded random-Gaussian heads of the model's shapes (pairs of independent heads)",
+    "null_std": "standard deviation over those draws",
+}
+
+
+def preflight(ckpt: Checkpoint, params: HeadParams) -> None:
+    """Refuse early what would fail late: no attention operators, or no tokenizer for the forward pass."""
+    from ..errors import UnsupportedArchitectureError
+
+    if not _kinds(ckpt):
+        raise UnsupportedArchitectureError(
+            f"{ckpt.source} has no q/k or o/v projections, so it has no per-head operators; "
+            "compute analyses=['weights'] only"
+        )
+    if params.dynamic:
+        from .entropy import check_tokenizer
+
+        check_tokenizer(ckpt)
+
+
+def run(ckpt: Checkpoint, params: HeadParams, device: str | None = "auto", progress: bool = True) -> xr.Dataset:
+    """The per-head analysis of ``ckpt`` as a Dataset (entry point for :mod:`geomlib.dataset.api`)."""
+    dev = resolve_device(device)
+    warns: list[str] = []
+    with torch.no_grad():
+        arr = _operator_arrays(ckpt, params, dev, progress, warns)
+        nulls = _nulls(ckpt, params, dev)
+    entropy, ent_meta = None, {}
+    if params.dynamic:
+        from .entropy import attention_entropy
+
+        res = attention_entropy(ckpt, text=Path(params.text) if params.text else None, device=device,
+                                max_tokens=params.max_tokens, progress=progress)
+        entropy = np.asarray(res.values, dtype=np.float64)
+        ent_meta = res.attrs()  # entropy_* keys, netCDF-safe
+    arr.update(_correlations(arr, entropy))
+    n, H, d = ckpt.n_layers, ckpt.n_heads, ckpt.head_dim
+    LLH, LH = ("layer", "layer_b", "head"), ("layer", "head")
+    data = {}
+    for kind in arr["kinds"]:
+        p = kind + "_"
+        for v in ("gram", "cos", "T", "resid", "pa_mean", "pa_min", "top1_overlap", "shape_cos", "rescale_T",
+                  "rescale_resid"):
+            data[p + v] = (LLH, arr[p + v])
+        data[p + "sym_eigs"] = (("layer", "head", "eig"), arr[p + "sym_eigs"])
+        data[p + "singvals"] = (("layer", "head", "rank"), arr[p + "singvals"])
+        data[p + "frac_pos"] = (LH, arr[p + "frac_pos"])
+        data[p + "eigengap"] = (LH, arr[p + "eigengap"])
+        data[p + "sign_agree"] = (LLH + ("topk",), arr[p + "sign_agree"])
+        data[p + "cross_head_shape_cos"] = (("layer",), arr[p + "cross_head_shape_cos"])
+        data[p + "corr_T_entropy"] = (("layer_b",), arr[p + "corr_T_entropy"])
+        data[p + "corr_opnorm_entropy"] = ((), arr[p + "corr_opnorm_entropy"])
+        data[p + "null_mean"] = (("metric",), nulls[p + "null_mean"])
+        data[p + "null_std"] = (("metric",), nulls[p + "null_std"])
+    data["attn_entropy"] = (LH, entropy if entropy is not None else np.full((n, H), np.nan))
+    ds = xr.Dataset(data, coords={
+        "layer": np.arange(n), "layer_b": np.arange(n), "head": np.arange(H), "eig": np.arange(2 * d),
+        "rank": np.arange(d), "topk": np.array(arr["topk"]), "metric": list(NULL_METRICS)})
+    for name in ds.data_vars:
+        key = name.split("_", 1)[1] if name.startswith(("qk_", "ov_")) else name
+        if key in _DESC:
+            ds[name].attrs["description"] = _DESC[key]
+    ds["attn_entropy"].attrs["description"] = (
+        "mean over query positions of the Shannon entropy (nats) of each head's attention distribution, "
+        "from an eager forward pass over the text in attrs" if entropy is not None else
+        "not computed (dynamic=False): NaN")
+    if not params.dynamic:
+        warns.append("attention entropy not computed (dynamic=False / --no-dynamic)")
+    ds.attrs.update(ckpt.summary())
+    ds.attrs.update({
+        "analysis": "heads",
+        "schema_version": SCHEMA_VERSION,
+        "geomlib_version": __version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "params": json.dumps(params.as_dict(), sort_keys=True),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": str(dev),
+        "warnings": "\n".join(warns),
+        "operators": ",".join(arr["kinds"]),
+        "eigvec_k": params.k,
+        "frac_pos_note": "the fraction of positive eigenvalues of sym(W_Qᵀ W_K) is 1/2 by construction when W_Q "
+                         "and W_K have full rank; seed 001 printed it as a finding",
+        "sign_agree_note": "sign agreement pairs eigenvalues by magnitude rank, which is arbitrary",
+        **ent_meta,
+    })
+    return ds

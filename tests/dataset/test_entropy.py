@@ -1,0 +1,293 @@
+"""Attention entropy from a real forward pass, on tiny real checkpoints with real tokenizers.
+
+Every model is saved by the factories as a real safetensors directory or GGUF
+file, with a tiny tokenizer trained on the built-in text (a ``tokenizers`` BPE,
+saved the way ``save_pretrained`` saves it, or written into the GGUF's
+``tokenizer.ggml.*`` metadata).  The reference numbers come from the factory's
+own in-memory model run with ``output_attentions=True`` on ids produced by the
+``tokenizers`` object directly, reduced with ``torch.special.entr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import geomlib
+from geomlib.dataset.entropy import TEXT_SOURCE, EntropyResult, attention_entropy, builtin_text
+from geomlib.errors import GeomlibError, InvalidArgumentError, SourceNotFoundError, UnsupportedSourceError
+from tests.factories.gguf import write_gguf
+from tests.factories.hf import MODEL_TYPES, make_checkpoint, tiny_model
+
+VOCAB = 128
+# every architecture geomlib reads; the encoders attend both ways
+CAUSAL = {mt: mt not in ("bert", "mpnet") for mt in MODEL_TYPES}
+# gpt2's tiny default has 64 positions: give every model room for the default 512 tokens
+OVERRIDES = {"gpt2": dict(n_positions=1024)}
+
+
+def word_tokenizer(vocab_size: int = VOCAB):
+    """A BPE over whitespace-split words, trained on the built-in text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.train_from_iterator([builtin_text()], trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"]))
+    assert tk.get_vocab_size() <= vocab_size
+    return tk
+
+
+def save_tokenizer(tk, directory: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]").save_pretrained(directory)
+
+
+def byte_level_tokenizer(vocab_size: int):
+    """A GPT-2 style byte-level BPE (what SmolLM2's GGUF holds), trained on the built-in text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator([builtin_text()], trainer)
+    return tk
+
+
+def reference_entropy(model, ids: list[int]) -> np.ndarray:
+    """(layers, heads) mean over queries of the entropy of the returned attention maps."""
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), output_attentions=True)
+    return np.stack([torch.special.entr(a[0].double()).sum(-1).mean(-1).numpy() for a in out.attentions])
+
+
+def check_bounds(values: np.ndarray, n: int, causal: bool) -> None:
+    assert np.isfinite(values).all()
+    assert (values >= 0).all()
+    assert (values <= math.log(n) + 1e-9).all()
+    if causal:
+        # query i sees i + 1 keys: the mean entropy is at most the mean of log(i + 1)
+        assert (values <= np.log(np.arange(1, n + 1)).mean() + 1e-9).all()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return word_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, tokenizer):
+    """model_type -> (directory with weights and tokenizer, in-memory model)."""
+    root = tmp_path_factory.mktemp("entropy")
+    out = {}
+    for mt in CAUSAL:
+        path, model = make_checkpoint(root, mt, n_layers=3, vocab_size=VOCAB, **OVERRIDES.get(mt, {}))
+        save_tokenizer(tokenizer, path)
+        out[mt] = (path, model)
+    return out
+
+
+# -- the built-in text ------------------------------------------------------------------------------
+def test_builtin_text_ships_with_the_package():
+    res = importlib.resources.files("geomlib").joinpath("data/alice.txt")
+    assert res.is_file()
+    text = builtin_text()
+    assert text == res.read_text(encoding="utf-8")
+    assert text.startswith("Alice was beginning to get very tired of sitting by her sister on the bank")
+    assert 350 <= len(text.split()) <= 450
+    assert "Wonderland" in TEXT_SOURCE and "public domain" in TEXT_SOURCE
+
+
+def test_builtin_text_is_package_data_in_pyproject():
+    # a wheel only carries non-Python files that package-data names (tomllib would need Python 3.11)
+    root = Path(geomlib.__file__).resolve().parent.parent
+    text = (root / "pyproject.toml").read_text()
+    section = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    assert 'geomlib = ["data/*.txt"]' in section
+
+
+# -- numbers ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_type", list(CAUSAL))
+def test_matches_output_attentions_of_the_same_model(checkpoints, tokenizer, model_type):
+    path, model = checkpoints[model_type]
+    ckpt = geomlib.open_model(path)
+    res = attention_entropy(ckpt, device="cpu", max_tokens=96, progress=False)
+    assert isinstance(res, EntropyResult)
+    assert res.values.shape == (ckpt.n_layers, ckpt.n_heads) == (3, 4)
+    assert res.values.dtype == np.float64
+    ids = tokenizer.encode(builtin_text()).ids[:96]
+    assert res.n_tokens == len(ids) == 96
+    np.testing.assert_allclose(res.values, reference_entropy(model, ids), rtol=1e-6, atol=1e-9)
+    check_bounds(res.values, res.n_tokens, CAUSAL[model_type])
+    assert res.text_sha256 == hashlib.sha256(builtin_text().encode()).hexdigest()
+    assert res.text_source == TEXT_SOURCE
+    assert res.device == "cpu" and not res.offloaded
+    assert "eager" in res.method and "safetensors" in res.method
+    attrs = res.attrs()
+    assert attrs["entropy_n_tokens"] == 96 and attrs["entropy_offloaded"] == 0
+    assert all(isinstance(v, (str, int)) for v in attrs.values())
+
+
+def test_default_max_tokens_truncates_the_text(checkpoints, tokenizer):
+    path, model = checkpoints["bert"]
+    res = attention_entropy(geomlib.open_model(path), device="cpu", progress=False)
+    ids = tokenizer.encode(builtin_text()).ids
+    assert len(ids) > 512 and res.n_tokens == 512  # the word-level BPE splits finely: the cap applies
+    np.testing.assert_allclose(res.values, reference_entropy(model, ids[:512]), rtol=1e-6, atol=1e-9)
+    check_bounds(res.values, 512, causal=False)
+
+
+def test_capped_at_the_models_maximum_positions(tmp_path, tokenizer):
+    path, model = make_checkpoint(tmp_path, "gpt2", n_layers=2, vocab_size=VOCAB)  # n_positions 64
+    save_tokenizer(tokenizer, path)
+    res = attention_entropy(geomlib.open_model(path), device="cpu", progress=False)
+    assert res.n_tokens == 64
+    np.testing.assert_allclose(res.values, reference_entropy(model, tokenizer.encode(builtin_text()).ids[:64]),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_hooks_and_output_attentions_agree(checkpoints):
+    ckpt = geomlib.open_model(checkpoints["qwen3"][0])
+    hooks = attention_entropy(ckpt, device="cpu", max_tokens=40, progress=False, _collect="hooks")
+    outputs = attention_entropy(ckpt, device="cpu", max_tokens=40, progress=False, _collect="outputs")
+    np.testing.assert_array_equal(hooks.values, outputs.values)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_offloaded_model_gives_the_same_numbers(tmp_path, tokenizer, share):
+    path, _ = make_checkpoint(tmp_path, "llama", n_layers=4, vocab_size=VOCAB)
+    save_tokenizer(tokenizer, path)
+    ckpt = geomlib.open_model(path)
+    full = attention_entropy(ckpt, device="cpu", max_tokens=64, progress=False)
+    nbytes = (path / "model.safetensors").stat().st_size
+    # a budget below the weights forces accelerate's device_map: all (share 0) or some layers on disk
+    small = attention_entropy(ckpt, device="cpu", max_tokens=64, progress=False,
+                              max_memory=max(1, int(nbytes * share)))
+    assert small.offloaded and not full.offloaded
+    assert "offloaded" in small.device
+    np.testing.assert_allclose(small.values, full.values, rtol=1e-12, atol=1e-12)
+
+
+def test_text_as_string_or_file(checkpoints, tmp_path, tokenizer):
+    path, model = checkpoints["llama"]
+    ckpt = geomlib.open_model(path)
+    text = "Down, down, down. Would the fall never come to an end? Alice had no idea what Latitude was."
+    f = tmp_path / "t.txt"
+    f.write_text(text, encoding="utf-8")
+    a = attention_entropy(ckpt, text=text, device="cpu", progress=False)
+    b = attention_entropy(ckpt, text=f, device="cpu", progress=False)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert a.text_sha256 == b.text_sha256 == hashlib.sha256(text.encode()).hexdigest()
+    assert a.text_source == "user text" and b.text_source == "file t.txt"
+    ids = tokenizer.encode(text).ids
+    assert a.n_tokens == len(ids)
+    np.testing.assert_allclose(a.values, reference_entropy(model, ids), rtol=1e-6, atol=1e-9)
+
+
+def test_progress_bar(checkpoints, capsys):
+    attention_entropy(geomlib.open_model(checkpoints["gpt2"][0]), device="cpu", max_tokens=16, progress=True)
+    assert "attention entropy" in capsys.readouterr().err
+
+
+def test_device_auto_runs(checkpoints):
+    res = attention_entropy(geomlib.open_model(checkpoints["llama"][0]), device="auto", max_tokens=16,
+                            progress=False)
+    assert res.device.startswith("cuda" if torch.cuda.is_available() else "cpu")
+    assert res.values.shape == (3, 4)
+
+
+# -- GGUF -------------------------------------------------------------------------------------------------
+def add_tokenizer(tk):
+    """A GGUFWriter edit adding ``tk`` as llama.cpp writes a GPT-2 style BPE (tokenizer.ggml.model 'gpt2')."""
+    vocab = tk.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    merges = json.loads(tk.to_str())["model"]["merges"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+
+    def edit(w):
+        w.add_tokenizer_model("gpt2")
+        w.add_token_list(tokens)
+        w.add_token_types([1] * len(tokens))
+        w.add_token_merges(merges)
+
+    return edit
+
+
+def test_gguf_model_and_tokenizer_from_the_file(tmp_path):
+    tk = byte_level_tokenizer(320)
+    model = tiny_model("llama", n_layers=2, vocab_size=320)
+    path = write_gguf(tmp_path / "m.gguf", model, "llama", edit=add_tokenizer(tk))
+    ckpt = geomlib.open_model(path)
+    res = attention_entropy(ckpt, device="cpu", max_tokens=80, progress=False)
+    ids = tk.encode(builtin_text()).ids[:80]
+    assert res.n_tokens == len(ids) == 80
+    assert res.values.shape == (2, 4)
+    # F32 GGUF: transformers undoes llama.cpp's q/k permutation, so the numbers are the HF model's
+    np.testing.assert_allclose(res.values, reference_entropy(model, ids), rtol=1e-5, atol=1e-7)
+    check_bounds(res.values, 80, causal=True)
+    assert "GGUF" in res.method
+
+
+def test_gguf_over_the_budget_is_refused(tmp_path):
+    tk = byte_level_tokenizer(320)
+    path = write_gguf(tmp_path / "m.gguf", tiny_model("llama", n_layers=2, vocab_size=320), "llama",
+                      edit=add_tokenizer(tk))
+    with pytest.raises(UnsupportedSourceError, match="dequantizes a whole GGUF.*dynamic=False"):
+        attention_entropy(geomlib.open_model(path), device="cpu", progress=False, max_memory=1000)
+
+
+# -- errors ------------------------------------------------------------------------------------------------
+def test_missing_tokenizer_files(tmp_path):
+    path, _ = make_checkpoint(tmp_path, "llama", n_layers=2, vocab_size=VOCAB)
+    with pytest.raises(SourceNotFoundError, match="tokenizer.*dynamic=False") as info:
+        attention_entropy(geomlib.open_model(path), device="cpu", progress=False)
+    assert isinstance(info.value, GeomlibError)
+    assert str(path) in str(info.value)
+
+
+def test_gguf_without_tokenizer_metadata(tmp_path):
+    path = write_gguf(tmp_path / "m.gguf", tiny_model("llama", n_layers=2), "llama")
+    with pytest.raises(SourceNotFoundError, match="tokenizer.ggml.*dynamic=False"):
+        attention_entropy(geomlib.open_model(path), device="cpu", progress=False)
+
+
+def test_bad_arguments(checkpoints, tmp_path):
+    ckpt = geomlib.open_model(checkpoints["llama"][0])
+    with pytest.raises(InvalidArgumentError, match="empty"):
+        attention_entropy(ckpt, text="   \n", progress=False)
+    with pytest.raises(InvalidArgumentError, match="at least 2"):
+        attention_entropy(ckpt, text="Alice", device="cpu", progress=False)
+    with pytest.raises(SourceNotFoundError, match="does not exist"):
+        attention_entropy(ckpt, text=tmp_path / "missing.txt", progress=False)
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(InvalidArgumentError, match="max_tokens"):
+            attention_entropy(ckpt, max_tokens=bad, progress=False)
+    with pytest.raises(InvalidArgumentError, match="max_memory"):
+        attention_entropy(ckpt, max_memory=0, progress=False)
+    with pytest.raises(InvalidArgumentError, match="text must be"):
+        attention_entropy(ckpt, text=b"bytes", progress=False)
+    with pytest.raises(InvalidArgumentError, match="Checkpoint"):
+        attention_entropy(str(checkpoints["llama"][0]), progress=False)
+
+
+# -- the real demo -------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_demo_smollm2_entropy_is_finite_bounded_and_deterministic():
+    ckpt = geomlib.open_model("demo:smollm2-135m")
+    a = attention_entropy(ckpt, device="cpu", progress=False)
+    b = attention_entropy(ckpt, device="cpu", progress=False)
+    assert a.values.shape == (30, 9)
+    assert 400 <= a.n_tokens <= 512  # the whole built-in text, with SmolLM2's own tokenizer
+    check_bounds(a.values, a.n_tokens, causal=True)
+    np.testing.assert_array_equal(a.values, b.values)
+    # trained heads differ: some attend sharply (sinks, previous token), some broadly
+    assert a.values.min() < 1.0 < 3.0 < a.values.max()
+    assert "GGUF" in a.method and a.text_source == TEXT_SOURCE
