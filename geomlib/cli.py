@@ -129,6 +129,51 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .plot.export import write
+    from .plot.views import Selection
+    from .dataset import load
+
+    kw = _compute_kwargs(args)
+    ds = load(args.source, **kw)
+    head = -1 if args.head in (None, "mean") else _int(args.head, "--head")
+    pair = None
+    if args.pair:
+        a, _, b = args.pair.partition(",")
+        pair = (_int(a, "--pair"), _int(b, "--pair"))
+    sel = Selection(anchor=args.anchor, family=args.family, phase=args.phase, operator=args.operator, head=head,
+                    op_metric=args.metric, pair=pair)
+    _check_selection(ds, sel)
+    path = write(ds, args.view, sel, args.format, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidArgumentError(f"{flag} {text!r} is not an integer; pass e.g. {flag} 3") from None
+
+
+def _check_selection(ds, sel) -> None:
+    from .dataset.phases import phase_order
+
+    n = ds.sizes["layer"]
+    fams = [str(f) for f in ds["family"].values] if "family" in ds.dims else []
+    if fams and sel.family not in fams:
+        raise InvalidArgumentError(f"--family {sel.family!r} is not one of {', '.join(fams)}")
+    if not -n <= sel.anchor < n:
+        raise InvalidArgumentError(f"--anchor {sel.anchor} is out of range for {n} layers; use 0..{n - 1} or -1")
+    if sel.phase != "all" and sel.phase not in phase_order(ds):
+        raise InvalidArgumentError(f"--phase {sel.phase!r} is not one of all, {', '.join(phase_order(ds))}")
+    H = ds.sizes.get("head", 0)
+    if sel.head >= H:
+        raise InvalidArgumentError(f"--head {sel.head} is out of range for {H} heads; use 0..{H - 1} or mean")
+    if sel.pair is not None and not all(0 <= x < n for x in sel.pair):
+        raise InvalidArgumentError(f"--pair {sel.pair} is out of range for {n} layers")
+
+
 def _add_compute_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("--analyses", default="weights,heads", metavar="LIST",
@@ -185,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compute_options(rep)
     rep.add_argument("--anchor", type=int, default=-1, metavar="L",
                      help="anchor layer of the seed 001/002 tables (default: -1, the last)")
+
+    from .plot.names import FORMATS, VIEW_NAMES
+
+    exp = sub.add_parser("export", help="export a dashboard view as PNG/SVG/PDF or its data as netCDF/CSV",
+                         description="Export one view of SOURCE's cached analyses (computing what is missing), "
+                                     "with a provenance caption, e.g. --view cos --family q_proj --format pdf -o fig.pdf")
+    _add_compute_options(exp)
+    exp.add_argument("--view", choices=list(VIEW_NAMES), default="cos", help="which view (default: cos)")
+    exp.add_argument("--format", choices=list(FORMATS), help="output format (default: from the file suffix)")
+    exp.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    exp.add_argument("--family", default="q_proj", help="weight family (default: q_proj)")
+    exp.add_argument("--anchor", type=int, default=-1, metavar="L", help="anchor layer (default: -1, the last)")
+    exp.add_argument("--phase", default="all", help="phase to highlight (default: all)")
+    exp.add_argument("--operator", choices=("qk", "ov"), default="qk", help="per-head operator (default: qk)")
+    exp.add_argument("--metric", choices=("cos", "pa_mean"), default="cos",
+                     help="operator heatmap: cos-sim or principal-angle cosines (default: cos)")
+    exp.add_argument("--head", default="mean", help="a head index or 'mean' (default: mean)")
+    exp.add_argument("--pair", metavar="L,LB", help="pair shown in the operator detail (default: anchor-1,anchor)")
+    exp.set_defaults(func=_cmd_export)
     rep.set_defaults(func=_cmd_report)
     return p
 

@@ -1,8 +1,9 @@
-"""The Voila dashboard's widgets.  The notebook only builds and displays :func:`build_app`.
+"""The Voila dashboard: the notebook only builds and displays :func:`build_app`.
 
-Nothing in geomlib imports this package; it depends on everything else.
+Nothing in geomlib imports this package.  Viewing cached results needs no
+torch; only the "compute" box imports it.
 """
 
-from .app import ModelBrowser, build_app
+from .app import Dashboard, build_app
 
-__all__ = ["ModelBrowser", "build_app"]
+__all__ = ["Dashboard", "build_app"]

@@ -1,111 +1,300 @@
-"""The dashboard application.
+"""The dashboard: one shared selection state, controls bound to it, one linked FigureWidget.
 
-For now it browses checkpoints: pick a bundled demo or type any source, and see
-the architecture facts geomlib reads from headers alone.  The geometry views
-arrive with the cached analyses.
+Every control writes a trait of :class:`Dashboard`; every view observes the
+traits; every click on a depth axis or a heatmap cell writes them too.  Only
+the panels whose inputs changed are rebuilt, and their traces are updated in
+place inside one ``batch_update``.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import time
 
 import ipywidgets as W
+import plotly.graph_objects as go
 import traitlets
 
 from ..errors import GeomlibError
-from ..io.demo import DEFAULT_DEMO, DEMOS, PREFIX
+from ..plot import export
+from .data import CatalogEntry, cache_dirs, catalog, families_with_data, open_model_data, phases_of
+from ..plot.layout import build_figure, overlays, panels, title_text
+from ..plot.views import VIEWS, Selection
 
-_LABELS = {
-    "arch": "architecture",
-    "n_layers": "layers",
-    "n_heads": "attention heads",
-    "n_kv_heads": "key/value heads",
-    "head_dim": "head dim",
-    "hidden": "hidden size",
-    "intermediate": "MLP size",
-    "families": "weight families",
-    "dtype": "storage dtype",
-    "quantization": "quantization",
-    "format": "format",
-    "identity": "identity (sha256)",
+#: which selection fields each panel depends on (row, column) -> fields
+DEPENDS = {
+    (0, 0): ("family", "anchor"), (0, 1): ("family", "anchor"), (0, 2): ("family",), (0, 3): ("family", "phase"),
+    (1, 0): ("operator", "op_metric", "head", "anchor", "pair"), (1, 1): ("operator", "op_metric", "head", "pair"),
+    (1, 2): ("operator", "head", "pair"), (1, 3): ("operator", "head", "pair"),
+    (2, 0): ("family", "phase", "anchor"), (2, 1): ("family",), (2, 2): ("family",),
+    (3, 0): (), (3, 1): (),
 }
+STATE = ("anchor", "family", "phase", "operator", "head", "op_metric", "pair")
 
 
-def facts_table(summary: dict[str, object]) -> str:
-    """An HTML table of a checkpoint summary (values escaped)."""
-    rows = "".join(
-        f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(label)}</th>"
-        f"<td class='geomlib-{key}'>{html.escape(str(summary.get(key, '')))}</td></tr>"
-        for key, label in _LABELS.items()
-    )
-    warn = ""
-    if summary.get("quantization") not in (None, "none"):
-        warn = (
-            "<p class='geomlib-quantized' style='color:#a15c00'>Quantized weights "
-            f"({html.escape(str(summary['quantization']))}): every number includes quantization noise.</p>"
-        )
-    return f"<table class='geomlib-facts'>{rows}</table>{warn}"
+def _facts(ds) -> str:
+    a = ds.attrs
+    rows = [("architecture", a.get("arch")), ("layers", a.get("n_layers")),
+            ("heads (q/kv)", f"{a.get('n_heads')}/{a.get('n_kv_heads')}"), ("head dim", a.get("head_dim")),
+            ("hidden", a.get("hidden")), ("storage", a.get("dtype")), ("quantization", a.get("quantization")),
+            ("analyses", a.get("analyses")), ("phases", a.get("phase_method")),
+            ("identity", str(a.get("identity", ""))[:16] + "…")]
+    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th>"
+                    f"<td class='geomlib-{k.split()[0]}'>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table class='geomlib-facts' style='font-size:12px'>{cells}</table>"
 
 
-class ModelBrowser(W.VBox):
-    """Choose a model source and show its facts.
+class Dashboard(W.VBox):
+    """The geomlib dashboard.
 
-    Traits
-    ------
-    source : str
-        The model source; setting it (from Python or the widgets) reopens the
-        checkpoint and redraws the facts table.
-    error : str
-        The last error as one readable line, empty when the source opened.
+    Traits (the shared state)
+    -------------------------
+    source : str            cached model shown
+    anchor : int            anchor layer (-1: the last)
+    family : str            weight family of view 1 (and γ family of view 3 when it is a norm)
+    phase : str             "all" or a phase name: shaded on every depth axis, filters per-phase bars
+    operator : "qk" | "ov"  per-head operator of view 2
+    head : int              -1 for the mean over heads, else one head
+    op_metric : "cos" | "pa_mean"   heatmap of view 2
+    pair : (int, int)       the (layer, layer_b) pair whose detail view 2 shows
+    busy, error, render_ms  computing / last error (one line) / last refresh time
     """
 
-    source = traitlets.Unicode(DEFAULT_DEMO)
+    source = traitlets.Unicode("")
+    anchor = traitlets.Int(-1)
+    family = traitlets.Unicode("q_proj")
+    phase = traitlets.Unicode("all")
+    operator = traitlets.Enum(("qk", "ov"), "qk")
+    head = traitlets.Int(-1)
+    op_metric = traitlets.Enum(("cos", "pa_mean"), "cos")
+    pair = traitlets.Tuple(traitlets.Int(), traitlets.Int(), default_value=(-1, -1))
+    busy = traitlets.Bool(False)
     error = traitlets.Unicode("")
+    render_ms = traitlets.Float(0.0)
 
-    def __init__(self, source: str = DEFAULT_DEMO, **kwargs) -> None:
-        self._picker = W.Dropdown(
-            options=[(f"{PREFIX}{n} - {d.description}", PREFIX + n) for n, d in DEMOS.items()],
-            description="demo",
-            layout=W.Layout(width="60em"),
-        )
-        # continuous_update=False: the value changes on Enter / blur, not per keystroke
-        self._path = W.Text(placeholder="or a path, .gguf file or org/name, then Enter", description="source",
-                            continuous_update=False, layout=W.Layout(width="60em"))
-        self._facts = W.HTML()
+    def __init__(self, source: str | None = None, roots=None, **kwargs) -> None:
+        self._roots = roots
+        self._entries: list[CatalogEntry] = catalog(roots if roots is not None else cache_dirs())
+        if not self._entries:
+            raise GeomlibError(
+                "no cached datasets were found (looked in $GEOMLIB_CACHE, ./cache, ../cache and the repository's "
+                "cache/); compute one with: geomlib compute demo:smollm2-135m"
+            )
+        self._ds = None
+        self._last: dict[tuple[int, int], tuple] = {}
+        self._build_controls()
+        super().__init__(**kwargs)
+        first = source or next((e.source for e in self._entries if e.source == "demo:smollm2-135m"),
+                               self._entries[0].source)
+        self._load(first)
+        # the traits lead: each widget takes its trait's value, then both stay in step
+        for widget, trait in ((self._anchor, "anchor"), (self._family, "family"), (self._phase, "phase"),
+                              (self._operator, "operator"), (self._metric, "op_metric"), (self._head, "head")):
+            W.link((self, trait), (widget, "value"))
+        fig, self._index = build_figure(self._ds, self.selection())
+        # build the figure completely, then wrap it (edits right after wrapping did not render)
+        self.figure = go.FigureWidget(fig)
+        self._wire_clicks()
+        self.children = [self._header, self._controls, self._compute_box, self.figure, self._export_box]
+        self.observe(self._on_state, names=list(STATE))
+        self.observe(self._on_source, names="source")
+
+    # -- state -----------------------------------------------------------------------------------------
+    def selection(self) -> Selection:
+        pair = None if self.pair == (-1, -1) else tuple(self.pair)
+        return Selection(self.anchor, self.family, self.phase, self.operator, self.head, self.op_metric, pair)
+
+    def _load(self, source: str) -> None:
+        self._ds = open_model_data(source, self._roots)
+        ds = self._ds
+        n = ds.sizes["layer"]
+        fams = families_with_data(ds) or [str(f) for f in ds["family"].values]
+        with self.hold_trait_notifications():
+            self.source = source
+            self._model.value = source
+            self._anchor.max = n - 1
+            self._family.options = fams
+            if self.family not in fams:
+                self.family = fams[0]
+            self._phase.options = ["all"] + phases_of(ds)
+            if self.phase not in self._phase.options:
+                self.phase = "all"
+            H = ds.sizes.get("head", 0)
+            self._head.options = [("mean", -1)] + [(str(h), h) for h in range(H)]
+            if self.head >= H:
+                self.head = -1
+            self.anchor = n - 1
+            self.pair = (-1, -1)
+        self._info.value = _facts(ds)
+        self._last = {}
+
+    # -- controls ----------------------------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        lay = W.Layout(width="auto")
+        self._model = W.Dropdown(options=[(e.label, e.source) for e in self._entries], description="model",
+                                 layout=W.Layout(width="46em"))
+        self._anchor = W.IntSlider(description="anchor", min=0, max=1, continuous_update=False,
+                                   layout=W.Layout(width="30em"))
+        self._family = W.Dropdown(description="family", layout=W.Layout(width="16em"))
+        self._phase = W.Dropdown(description="phase", options=["all"], layout=W.Layout(width="14em"))
+        self._operator = W.ToggleButtons(options=[("QK", "qk"), ("OV", "ov")], description="operator",
+                                         style={"button_width": "4em"})
+        self._metric = W.ToggleButtons(options=[("cos", "cos"), ("angles", "pa_mean")], description="metric",
+                                       style={"button_width": "5em"})
+        self._head = W.Dropdown(description="head", options=[("mean", -1)], layout=W.Layout(width="12em"))
+        self._model.observe(lambda ch: ch["new"] and ch["new"] != self.source and setattr(self, "source", ch["new"]),
+                            "value")
         self._status = W.HTML()
-        title = W.HTML("<h2>geomlib: layer geometry of transformer weights</h2>")
-        super().__init__([title, self._picker, self._path, self._status, self._facts], **kwargs)
-        self._picker.observe(lambda ch: setattr(self, "source", ch["new"]), "value")
-        self._path.observe(lambda ch: ch["new"].strip() and setattr(self, "source", ch["new"].strip()), "value")
-        self.source = source
-        self._render()
+        self._info = W.HTML()
+        self._header = W.HBox([W.HTML("<h3 style='margin:4px 0'>geomlib · layer geometry of transformer "
+                                      "weights</h3>"), self._info], layout=W.Layout(justify_content="space-between"))
+        self._controls = W.VBox([W.HBox([self._model, self._anchor], layout=lay),
+                                 W.HBox([self._family, self._phase, self._operator, self._metric, self._head],
+                                        layout=lay), self._status])
+        self._src = W.Text(placeholder="path, .gguf, org/name or demo:…", description="compute",
+                           layout=W.Layout(width="34em"))
+        self._go = W.Button(description="compute", icon="play", button_style="primary")
+        self._log = W.Output(layout=W.Layout(max_height="8em", overflow="auto"))
+        self._go.on_click(lambda _: self.compute(self._src.value.strip()))
+        self._compute_box = W.VBox([W.HBox([self._src, self._go]), self._log])
+        self._view = W.Dropdown(options=list(VIEWS), description="export", layout=W.Layout(width="14em"))
+        self._fmt = W.Dropdown(options=list(export.FORMATS), value="png", layout=W.Layout(width="8em"))
+        self._save = W.Button(description="export", icon="download")
+        self._links = W.HTML()
+        self._save.on_click(lambda _: self.export_to_link(self._view.value, self._fmt.value))
+        self._export_box = W.HBox([self._view, self._fmt, self._save, self._links])
 
-    @traitlets.observe("source")
+    def _freeze(self, frozen: bool) -> None:
+        for w in (self._model, self._anchor, self._family, self._phase, self._operator, self._metric, self._head,
+                  self._src, self._go, self._save):
+            w.disabled = frozen
+
+    # -- figure updates ------------------------------------------------------------------------------------
+    def _on_state(self, change) -> None:
+        self.refresh()
+
     def _on_source(self, change) -> None:
-        self._render()
-
-    def _render(self) -> None:
-        from ..checkpoint import open_model  # torch is imported only when a model is opened
-
-        self._status.value = f"<i>opening {html.escape(self.source)} ...</i>"
         try:
-            with open_model(self.source) as ckpt:
-                summary = ckpt.summary()
+            self._load(change["new"])
         except GeomlibError as exc:
-            self.error = str(exc)
-            self._status.value = f"<span class='geomlib-error' style='color:#b00020'>{html.escape(str(exc))}</span>"
+            self._set_error(exc)
             return
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> None:
+        """Rebuild the panels whose inputs changed and update the figure in place."""
+        t0 = time.perf_counter()
+        sel = self.selection()
+        res = sel.resolved(self._ds)
+        grid = panels(self._ds, sel)
+        with self.figure.batch_update():
+            for r, row in enumerate(grid):
+                for c, panel in enumerate(row):
+                    key = tuple(getattr(res, f) for f in DEPENDS[(r, c)])
+                    if not force and self._last.get((r, c)) == key:
+                        continue
+                    self._last[(r, c)] = key
+                    for i, trace in zip(self._index[r][c], panel.traces):
+                        props = trace.to_plotly_json()
+                        props.pop("type", None)
+                        self.figure.data[i].update(props, overwrite=True)
+            shapes, notes = overlays(self._ds, sel, grid)
+            # subplot titles are the first annotations, one per panel in row-major order.  Inside batch_update the
+            # figure still reads as before the batch, so the titles come from the new panels, not read back (read
+            # back, they overwrote the new titles whenever the notes changed: titles stuck on the old family)
+            titles = [dict(a.to_plotly_json(), text=p.title)
+                      for a, p in zip(self.figure.layout.annotations, [p for row in grid for p in row])]
+            self.figure.layout.shapes = shapes
+            self.figure.layout.annotations = titles + notes
+            self.figure.layout.title.text = title_text(self._ds, sel)
+        self.render_ms = (time.perf_counter() - t0) * 1000
         self.error = ""
-        self._status.value = f"<b class='geomlib-source'>{html.escape(self.source)}</b>"
-        self._facts.value = facts_table(summary)
-        if self.source in self._picker.options or self.source in dict(self._picker.options).values():
-            self._picker.value = self.source
+        self._status.value = ""
+
+    def _wire_clicks(self) -> None:
+        def on_cell(trace, points, state):
+            if points.point_inds:
+                L, Lb = int(points.ys[0]), int(points.xs[0])
+                with self.hold_trait_notifications():
+                    self.pair = (L, Lb)
+                    self.anchor = Lb
+
+        def on_depth(trace, points, state):
+            if points.point_inds:
+                self.anchor = int(points.xs[0])
+
+        def on_row(trace, points, state):
+            if points.point_inds:
+                self.anchor = int(points.ys[0])
+
+        def on_gamma(trace, points, state):
+            if points.point_inds:
+                self.anchor = int(trace.customdata[points.point_inds[0]])
+
+        idx = self._index
+        for r, c in ((0, 0), (0, 1), (1, 0)):
+            self.figure.data[idx[r][c][0]].on_click(on_cell)
+        for i in idx[0][2][2:] + idx[2][2] + idx[3][1]:
+            self.figure.data[i].on_click(on_depth)
+        self.figure.data[idx[3][0][0]].on_click(on_row)
+        for i in idx[2][0][:-1]:
+            self.figure.data[i].on_click(on_gamma)
+
+    # -- actions -------------------------------------------------------------------------------------------------
+    def _set_error(self, exc: Exception) -> None:
+        self.error = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        self._status.value = f"<span class='geomlib-error' style='color:#b00020'>{html.escape(self.error)}</span>"
+
+    def compute(self, source: str) -> None:
+        """Compute ``source`` (weights and heads) into the cache with progress shown, then show it."""
+        if not source:
+            self._set_error(GeomlibError("type a model source first: a path, a .gguf file, org/name or demo:NAME"))
+            return
+        self.busy = True
+        self._freeze(True)
+        self._log.clear_output()
+        try:
+            from ..dataset import compute  # the only path that imports torch
+
+            target = (self._roots or cache_dirs() or [None])[0]
+            with self._log:
+                compute(source, analyses=("weights", "heads"), cache_dir=target, progress=True)
+            self._entries = catalog(self._roots if self._roots is not None else cache_dirs())
+            self._model.options = [(e.label, e.source) for e in self._entries]
+            self.source = source
+        except GeomlibError as exc:
+            self._set_error(exc)
+        except ImportError:
+            self._set_error(GeomlibError("computing needs the compute extra: pip install 'geomlib[compute]'"))
+        finally:
+            self._freeze(False)
+            self.busy = False
+
+    def export_to_link(self, view: str, fmt: str) -> bytes | None:
+        """Render one export and offer it as a download link (the way files leave a Voila page)."""
+        self._freeze(True)
+        try:
+            data = export.render(self._ds, view, self.selection(), fmt)
+        except GeomlibError as exc:
+            self._set_error(exc)
+            return None
+        finally:
+            self._freeze(False)
+        name = f"{self.source.replace(':', '-').replace('/', '-')}-{view}{export.SUFFIX[fmt]}"
+        b64 = base64.b64encode(data).decode()
+        self._links.value = (f"<a class='geomlib-download' download='{html.escape(name)}' "
+                             f"href='data:{export.MIME[fmt]};base64,{b64}'>download {html.escape(name)}</a>")
+        return data
 
     @property
-    def facts_html(self) -> str:
-        return self._facts.value
+    def dataset(self):
+        return self._ds
 
 
-def build_app(source: str = DEFAULT_DEMO) -> W.Widget:
+def build_app(source: str | None = None, roots=None) -> Dashboard:
     """The whole dashboard, ready to ``display``."""
-    return ModelBrowser(source)
+    return Dashboard(source, roots)
+
+
+__all__ = ["Dashboard", "build_app"]

@@ -4,7 +4,7 @@ Names and coordinates are attached here, once; :mod:`geomlib.metrics` stays
 pure.  The cache, phases and :func:`load` of cached results need no torch.
 """
 
-from .api import compute, load
+from .api import cached, compute, load
 from .cache import cache_root, entries
 from .params import ANALYSES, WeightParams
 from .phases import adjacent, apply_phases, phase_direction_stats, phase_mean
@@ -15,6 +15,7 @@ __all__ = [
     "adjacent",
     "apply_phases",
     "cache_root",
+    "cached",
     "compute",
     "entries",
     "load",

@@ -169,3 +169,42 @@ def load(
                            n_phases=n_phases, progress=progress, **params)
         found.append(cache.read(max(hits, key=lambda e: str(e.attrs.get("created", ""))).path))
     return apply_phases(_merge(found), phases, phase_names, n_phases)
+
+
+def cached(
+    source: str | os.PathLike,
+    cache_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    *,
+    phases: str | Sequence[int] | None = None,
+    phase_names: Sequence[str] | None = None,
+    n_phases: int | None = None,
+) -> xr.Dataset:
+    """Every analysis cached for ``source`` (the newest of each), merged; never computes.
+
+    ``cache_dir`` may list several cache roots.  Needs neither torch nor the
+    weights: this is what the dashboard and Binder open.
+
+    Raises
+    ------
+    SourceNotFoundError
+        Nothing is cached for ``source``.
+    """
+    from ..errors import SourceNotFoundError
+
+    roots = list(cache_dir) if isinstance(cache_dir, (list, tuple)) else [cache_dir]
+    label = os.fspath(source)
+    newest: dict[str, cache.Entry] = {}
+    for root in roots:
+        for e in cache.entries(root):
+            if e.source != label or e.analysis not in ANALYSES or e.schema_version != ANALYSES[e.analysis][1]:
+                continue
+            best = newest.get(e.analysis)
+            if best is None or str(e.attrs.get("created", "")) > str(best.attrs.get("created", "")):
+                newest[e.analysis] = e
+    if not newest:
+        where = ", ".join(str(cache.cache_root(r)) for r in roots)
+        raise SourceNotFoundError(
+            f"nothing is cached for {label!r} under {where}; compute it first (geomlib compute {label})"
+        )
+    parts = [cache.read(newest[a].path) for a in ANALYSES if a in newest]
+    return apply_phases(_merge(parts), phases, phase_names, n_phases)

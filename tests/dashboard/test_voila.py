@@ -1,10 +1,25 @@
-"""The served dashboard: a real Voila server on loopback, rendered by headless Chromium."""
+"""The served dashboard: a real Voila server on loopback, driven by headless Chromium.
+
+One Voila server and one page for the whole module (the tests run in order
+and share the page's state): the page must draw all four views of the demo
+model, every control must reach the linked figure, a click on an operator
+heatmap cell must open that pair, exports must be real PNG/SVG/PDF files, and
+switching the model must redraw everything.  What is drawn is read from the
+plotly graph div itself (``gd.data`` / ``gd.layout`` / ``gd._fullLayout``) and
+compared with what geomlib computes here from the same cached Dataset.
+
+The Voila log, screenshots (full page and one per view) and the exported
+files land in ``test-artifacts/``.
+"""
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -12,12 +27,41 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
+SMOL, MINI = "demo:smollm2-135m", "demo:minilm-l6"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+VIEW_ROWS = ("cos", "operator", "gamma", "entropy")
+COLS = 4
+
+pytestmark = pytest.mark.slow
+
+GD = "document.querySelector('.js-plotly-plot')"
+# a JSON-able picture of what the graph div holds (typed arrays become lists)
+SNAPSHOT_JS = """() => {
+  const g = document.querySelector('.js-plotly-plot');
+  const arr = (v) => (v == null) ? null : (ArrayBuffer.isView(v) || Array.isArray(v))
+      ? Array.from(v, (e) => (ArrayBuffer.isView(e) || Array.isArray(e)) ? Array.from(e) : e) : v;
+  return {
+    title: g.layout.title.text,
+    annotations: (g.layout.annotations || []).map((a) => a.text),
+    shapes: (g.layout.shapes || []).map((s) => ({type: s.type, xref: s.xref, yref: s.yref, x0: s.x0, x1: s.x1,
+                                                  y0: s.y0, y1: s.y1, fill: s.fillcolor || null})),
+    data: g.data.map((d) => ({type: d.type || 'scatter', xaxis: d.xaxis || 'x', yaxis: d.yaxis || 'y',
+                              x: arr(d.x), y: arr(d.y), z: arr(d.z),
+                              color: d.marker ? arr(d.marker.color) : null,
+                              opacity: d.marker ? arr(d.marker.opacity) : null})),
+    subplots: Object.keys(g._fullLayout._plots || {}),
+    drag: g.querySelectorAll('.nsewdrag').length,
+  };
+}"""
 
 
+# -- server and browser ---------------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -25,12 +69,34 @@ def _free_port() -> int:
 
 
 def chromium_path() -> str:
-    """Debian's chromium (installed by .ci/run); never a browser downloaded by Playwright."""
+    """Debian's chromium; never a browser downloaded by Playwright."""
     for name in ("chromium", "chromium-browser"):
         found = shutil.which(name)
         if found:
             return found
-    pytest.fail("no system Chromium on PATH: install Debian's `chromium` package (.ci/run does)")
+    pytest.fail("no system Chromium on PATH: install Debian's `chromium` package (make test does)")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop Voila and whatever kernels it started (children of this one process only)."""
+    try:
+        import psutil
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except Exception:
+        children = []
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    for child in children:
+        try:
+            if child.is_running():
+                child.kill()
+        except Exception:
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +105,26 @@ def voila_url():
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "voila.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voila", str(ROOT / "notebooks" / "dashboard.ipynb"), f"--port={port}",
-         "--no-browser", "--Voila.ip=127.0.0.1", "--show_tracebacks=True"],
+        [sys.executable, "-m", "voila", "notebooks/dashboard.ipynb", f"--port={port}", "--no-browser",
+         "--Voila.ip=127.0.0.1"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
+        try:  # a static path: requesting the page itself would take the pre-heated kernel
+            urllib.request.urlopen(url + "voila/static/", timeout=5).close()
             break
         except urllib.error.HTTPError:
             break  # the server answered
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
+                _stop(proc)
+                log.close()
                 pytest.fail(f"voila did not start; see {log.name}")
-            time.sleep(0.5)
+            time.sleep(0.25)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    _stop(proc)
     log.close()
 
 
@@ -70,34 +133,348 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=chromium_path(),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )
+        b = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
 
-@pytest.mark.slow
-def test_dashboard_renders_demo_facts_and_reacts(voila_url, browser):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(voila_url, timeout=120_000)
-    facts = page.locator("table.geomlib-facts")
-    facts.wait_for(timeout=120_000)
-    assert page.locator("td.geomlib-arch").inner_text() == "llama"
-    assert page.locator("td.geomlib-n_layers").inner_text() == "30"
-    assert "quantization noise" in page.locator(".geomlib-quantized").inner_text()
-    page.screenshot(path=str(ARTIFACTS / "dashboard-demo.png"), full_page=True)
+class Dash:
+    """The page, the JavaScript errors seen on it, and helpers to read and wait on the plot."""
 
-    # choose the other demo in the dropdown: the kernel reopens and the table changes
-    page.locator("select").select_option(index=1)  # option 1 is demo:minilm-l6
+    def __init__(self, page):
+        self.page = page
+        self.errors: list[str] = []
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def snapshot(self) -> dict:
+        return self.page.evaluate(SNAPSHOT_JS)
+
+    def wait(self, predicate: str, timeout: float = 60_000) -> None:
+        """Wait until ``predicate`` (JavaScript over ``g``, the graph div) holds, then for the next frame."""
+        self.page.wait_for_function(
+            f"() => {{ const g = {GD}; return !!(g && g.data && g.layout && g._fullLayout && ({predicate})); }}",
+            timeout=timeout,
+        )
+        self.page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+    def dropdown(self, label: str):
+        """The <select> of the ipywidgets Dropdown described by ``label``."""
+        box = self.page.locator(".widget-dropdown").filter(
+            has=self.page.locator("label.widget-label", has_text=re.compile(rf"^{re.escape(label)}$")))
+        return box.locator("select")
+
+    def choose(self, select, startswith: str) -> str:
+        values = select.evaluate("s => Array.from(s.options, (o) => o.value)")
+        value = next(v for v in values if v.startswith(startswith))
+        select.select_option(value)
+        return value
+
+    def fit(self) -> None:
+        """Make the viewport as tall as the page: Voila scrolls an inner panel, not the document, so a
+        full-page screenshot is only the viewport otherwise."""
+        height = self.page.evaluate("""() => Math.max(document.documentElement.scrollHeight,
+            ...Array.from(document.querySelectorAll('.lm-BoxPanel-child, .jp-Notebook'), (e) => e.scrollHeight))""")
+        size = self.page.viewport_size
+        if height > size["height"]:
+            self.page.set_viewport_size({"width": size["width"], "height": int(height) + 20})
+
+    def screenshots(self, stem: str, n_rows: int = len(VIEW_ROWS)) -> None:
+        """The full page, then one clip per view (a subplot row with its titles and axis labels)."""
+        page = self.page
+        self.fit()
+        page.mouse.move(0, 0)  # no hover label in the pictures
+        page.screenshot(path=str(ARTIFACTS / f"{stem}-full.png"), full_page=True)
+        rows = page.evaluate("""(cols) => {
+          const g = document.querySelector('.js-plotly-plot'); const fl = g._fullLayout;
+          const r = g.getBoundingClientRect(); const top = r.top + window.scrollY, left = r.left + window.scrollX;
+          const out = {};
+          for (const [name, ax] of Object.entries(fl)) {
+            const m = /^yaxis(\\d*)$/.exec(name); if (!m || !ax.visible) continue;
+            const row = Math.floor(((m[1] ? +m[1] : 1) - 1) / cols);
+            const a = out[row] || [1e9, -1e9];
+            out[row] = [Math.min(a[0], top + ax._offset), Math.max(a[1], top + ax._offset + ax._length)];
+          }
+          return {rows: out, left: left, width: r.width};
+        }""", COLS)
+        for r in range(n_rows):
+            y0, y1 = rows["rows"][str(r)]
+            clip = {"x": rows["left"], "y": max(y0 - 40, 0), "width": rows["width"], "height": (y1 - y0) + 95}
+            page.screenshot(path=str(ARTIFACTS / f"{stem}-view{r + 1}-{VIEW_ROWS[r]}.png"), full_page=True,
+                            clip=clip)
+
+
+@pytest.fixture(scope="module")
+def dash(voila_url, browser):
+    page = browser.new_page(viewport={"width": 1700, "height": 1100})
+    d = Dash(page)
+    page.goto(voila_url, timeout=120_000)
+    d.wait("g.data.length > 0 && g.querySelectorAll('.nsewdrag').length > 0", timeout=120_000)
+    d.fit()
+    yield d
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def smol():
+    """What the page should draw, computed here from the same cached Dataset."""
+    from geomlib.dashboard.data import open_model_data
+    from geomlib.plot.layout import build_figure
+    from geomlib.plot.views import Selection
+
+    ds = open_model_data(SMOL)
+    fig, index = build_figure(ds, Selection())
+    return ds, fig, index
+
+
+def _grid(z) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in z], dtype=float)
+
+
+def _vals(v) -> np.ndarray:
+    return np.array([np.nan if e is None else e for e in v], dtype=float)
+
+
+def _trace_axes(snap) -> list[tuple[str, str, str]]:
+    return [(d["type"], d["xaxis"], d["yaxis"]) for d in snap["data"]]
+
+
+def _anchor_lines(snap) -> set:
+    """x positions of the dotted anchor lines on depth x axes."""
+    return {s["x0"] for s in snap["shapes"] if s["type"] == "line" and s["x0"] == s["x1"]
+            and str(s["yref"]).endswith("domain") and s["fill"] is None and s["x0"] is not None}
+
+
+def _bands(snap) -> list[tuple]:
+    return [(s["xref"], s["yref"], s["x0"], s["x1"], s["y0"], s["y1"]) for s in snap["shapes"] if s["type"] == "rect"]
+
+
+# -- tests ------------------------------------------------------------------------------------------------------
+def test_page_draws_all_four_views_of_the_demo_model(dash, smol):
+    ds, fig, index = smol
+    page = dash.page
+    n_panels = sum(map(len, index))
+    dash.wait(f"g.data.length === {len(fig.data)} && g.querySelectorAll('.nsewdrag').length === {n_panels}")
+    snap = dash.snapshot()
+
+    # the same traces on the same subplots as the figure built here: 4 rows (views), 13 panels
+    expected = [(t.type, t.xaxis or "x", t.yaxis or "y") for t in fig.data]
+    assert _trace_axes(snap) == expected
+    assert len(index) == 4 and [len(r) for r in index] == [4, 4, 3, 2]
+    for r, row in enumerate(index):
+        for c, traces in enumerate(row):
+            n = r * COLS + c + 1
+            sub = "xy" if n == 1 else f"x{n}y{n}"
+            assert sub in snap["subplots"], (VIEW_ROWS[r], c)
+            assert traces and all(snap["data"][i]["xaxis"] + snap["data"][i]["yaxis"] == sub for i in traces)
+    # subplot titles (the first annotations) are the panels' titles
+    titles = [a.text for a in fig.layout.annotations if a.text][:n_panels]
+    assert snap["annotations"][:n_panels] == titles
+    assert "raw cos-sim · q_proj" in titles[0] and "QK operator" in titles[4] and "γ PCA" in titles[8] \
+        and "attention entropy" in titles[11]
+
+    # real numbers: the cos heatmap is this model's q_proj cosine, the entropy heatmap is layers x heads
+    cos = _grid(snap["data"][index[0][0][0]]["z"])
+    np.testing.assert_allclose(cos, ds["cos"].sel(family="q_proj").values, rtol=1e-12, equal_nan=True)
+    assert cos.shape == (30, 30)
+    ent = _grid(snap["data"][index[3][0][0]]["z"])
+    assert ent.shape == (30, ds.sizes["head"]) and np.isfinite(ent).all()
+    heads = _vals(snap["data"][index[1][1][0]]["y"])
+    assert heads.shape == (9,) and np.isfinite(heads).all()
+    gamma_pts = sum(len(snap["data"][i]["x"] or []) for i in index[2][0][:-1])
+    assert gamma_pts == 30
+
+    # the quantization is said in the visible title, and in the facts table
+    assert "Q4_1 quantized" in snap["title"] and "anchor 29" in snap["title"]
+    title = page.locator(".js-plotly-plot .gtitle")
+    assert title.is_visible() and "Q4_1 quantized" in title.text_content()
+    assert page.locator("td.geomlib-architecture").inner_text() == "llama"
+    assert page.locator("td.geomlib-layers").inner_text() == "30"
+    assert page.locator("td.geomlib-quantization").inner_text() == "Q4_1"
+    # no Python traceback or warning printed into the page
+    assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+    assert page.locator(".geomlib-error").count() == 0
+
+    dash.screenshots("dashboard-smollm2")
+    assert not dash.errors, dash.errors
+
+
+def test_anchor_slider_moves_every_depth_overlay(dash, smol):
+    ds, fig, index = smol
+    page = dash.page
+    before = dash.snapshot()
+    assert 29 in _anchor_lines(before)
+
+    # drag the slider's handle to layer ~12 (continuous_update=False: the value is sent on release)
+    track = page.locator(".widget-slider .noUi-target").first
+    handle = page.locator(".widget-slider .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    tb, hb = track.bounding_box(), handle.bounding_box()
+    page.mouse.move(hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(tb["x"] + tb["width"] * 12 / 29, hb["y"] + hb["height"] / 2, steps=8)
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelector('.widget-slider .widget-readout').textContent.trim() !== '29'")
+    a = int(page.locator(".widget-slider .widget-readout").first.inner_text())
+    assert 9 <= a <= 15, a
+    dash.wait(f"g.layout.title.text.includes('anchor {a} ')")
+    after = dash.snapshot()
+
+    # the anchor marker on the L x L heatmaps, the anchor lines, the γ ring and the pair detail all follow
+    for r, c in ((0, 0), (0, 1), (1, 0)):
+        i = index[r][c][1]
+        assert before["data"][i]["x"] == [29] and after["data"][i]["x"] == [a] and after["data"][i]["y"] == [a]
+    assert a in _anchor_lines(after) and 29 not in _anchor_lines(after)
+    ring = index[2][0][-1]
+    assert after["data"][ring]["x"] != before["data"][ring]["x"]
+    assert after["annotations"][5].startswith(f"pair ({a - 1}, {a})")
+    bars = index[1][1][0]
+    np.testing.assert_allclose(_vals(after["data"][bars]["y"]), ds["qk_cos"].sel(layer=a - 1, layer_b=a).values,
+                               rtol=1e-12)
+    # what does not depend on the anchor stays
+    assert after["data"][index[0][0][0]]["z"] == before["data"][index[0][0][0]]["z"]
+    assert not dash.errors, dash.errors
+
+
+def test_family_dropdown_changes_the_weight_views(dash, smol):
+    ds, fig, index = smol
+    before = dash.snapshot()
+    # a norm gain first: its delta panel carries a note, and every row-1 title names it
+    dash.dropdown("family").select_option("input_ln")
+    dash.wait("g.layout.annotations[0].text.endsWith(' · input_ln')")
+    norm = dash.snapshot()
+    assert all(t.endswith(" · input_ln") for t in norm["annotations"][:4]), norm["annotations"][:4]
+    assert any("no aligned cos-sim for input_ln" in (t or "") for t in norm["annotations"][13:])
+    np.testing.assert_allclose(_grid(norm["data"][index[0][0][0]]["z"]), ds["cos"].sel(family="input_ln").values,
+                               rtol=1e-12, equal_nan=True)
+    # then a projection again: titles follow (they once stuck on the family before the note appeared)
+    dash.dropdown("family").select_option("k_proj")
+    dash.wait("g.layout.annotations[0].text.endsWith(' · k_proj') && g.layout.annotations[3].text.endsWith(' · k_proj')")
+    after = dash.snapshot()
+    assert all(t.endswith(" · k_proj") for t in after["annotations"][:4]), after["annotations"][:4]
+    assert len(after["annotations"]) == 13  # the note is gone
+
+    cos = _grid(after["data"][index[0][0][0]]["z"])
+    np.testing.assert_allclose(cos, ds["cos"].sel(family="k_proj").values, rtol=1e-12, equal_nan=True)
+    assert after["data"][index[0][0][0]]["z"] != before["data"][index[0][0][0]]["z"]
+    assert after["data"][index[0][1][0]]["z"] != before["data"][index[0][1][0]]["z"]  # delta heatmap
+    raw = index[0][2][2]  # adjacent raw cos line
+    assert after["data"][raw]["y"] != before["data"][raw]["y"]
+    bars = index[0][3][0]  # per-phase mean delta
+    assert after["data"][bars]["y"] != before["data"][bars]["y"]
+    # the operator view does not depend on the weight family
+    assert after["data"][index[1][0][0]]["z"] == before["data"][index[1][0][0]]["z"]
+    assert not dash.errors, dash.errors
+
+
+def test_phase_dropdown_shades_the_phase_and_dims_the_others(dash, smol):
+    ds, fig, index = smol
+    phases = list(dict.fromkeys(str(p) for p in ds["phase"].values))
+    first = phases[0]
+    layers = [L for L, p in enumerate(str(p) for p in ds["phase"].values) if p == first]
+    before = dash.snapshot()
+    assert not _bands(before)
+    dash.dropdown("phase").select_option(first)
+    dash.wait(f"g.layout.title.text.includes('phase {first}')")
+    after = dash.snapshot()
+
+    bands = _bands(after)
+    assert bands, "no phase band drawn"
+    on_x = [b for b in bands if not str(b[0]).endswith("domain")]
+    assert {(b[2], b[3]) for b in on_x} == {(min(layers) - 0.5, max(layers) + 0.5)}
+    colors = after["data"][index[0][3][0]]["color"]  # per-phase bars: the others greyed out
+    assert colors[phases.index(first)] != "#d0d0d0" and all(c == "#d0d0d0" for k, c in enumerate(colors)
+                                                            if k != phases.index(first))
+    dimmed = [after["data"][i]["opacity"] for i in index[2][0][:len(phases)]]  # γ scatter, one trace per phase
+    assert dimmed[phases.index(first)] == 1 and all(o < 1 for k, o in enumerate(dimmed) if k != phases.index(first))
+    assert not dash.errors, dash.errors
+
+
+def test_click_on_an_operator_cell_opens_that_pair(dash, smol):
+    ds, fig, index = smol
+    page = dash.page
+    L, Lb = 5, 17
+    before = dash.snapshot()
+    assert not before["annotations"][5].startswith(f"pair ({L}, {Lb})")
+
+    # the pixel of cell (layer L, layer_b Lb) from the subplot's axes; row 2, col 1 is subplot x5y5
+    drag = page.locator('.js-plotly-plot .nsewdrag[data-subplot="x5y5"]')
+    drag.scroll_into_view_if_needed()
+    rel = page.evaluate(f"([L, Lb]) => {{ const fl = {GD}._fullLayout; return [fl.xaxis5.d2p(Lb), fl.yaxis5.d2p(L)]; }}",
+                        [L, Lb])
+    box = drag.bounding_box()
+    x, y = box["x"] + rel[0], box["y"] + rel[1]
+    assert box["x"] < x < box["x"] + box["width"] and box["y"] < y < box["y"] + box["height"]
+    page.mouse.move(x, y)
+    page.wait_for_function("() => !!document.querySelector('.js-plotly-plot .hoverlayer .hovertext')")
+    page.mouse.click(x, y)
+    dash.wait(f"g.layout.annotations[5].text.startsWith('pair ({L}, {Lb})')")
+    after = dash.snapshot()
+
+    # per-head bars: title and values of the clicked pair; the spectra and sign panels follow
+    assert after["annotations"][5].startswith(f"pair ({L}, {Lb}): qk_cos per head")
+    bars = index[1][1][0]
+    np.testing.assert_allclose(_vals(after["data"][bars]["y"]), ds["qk_cos"].sel(layer=L, layer_b=Lb).values,
+                               rtol=1e-12)
+    assert after["data"][bars]["y"] != before["data"][bars]["y"]
+    assert f"σ_{L} vs T·σ_{Lb}" in after["annotations"][6] and after["annotations"][7].startswith(f"pair ({L}, {Lb})")
+    marker = index[1][0][2]  # the selected-pair square on the heatmap
+    assert after["data"][marker]["x"] == [Lb] and after["data"][marker]["y"] == [L]
+    assert f"anchor {Lb} " in after["title"]  # a cell click also moves the anchor to its layer_b
+
+    dash.screenshots("dashboard-smollm2-pair", n_rows=2)
+    assert not dash.errors, dash.errors
+
+
+@pytest.mark.parametrize("view,fmt,magic", [
+    ("operator", "png", (b"\x89PNG\r\n\x1a\n",)),
+    ("cos", "svg", (b"<svg", b"<?xml")),
+    ("gamma", "pdf", (b"%PDF-",)),
+])
+def test_export_gives_a_valid_file(dash, view, fmt, magic):
+    page = dash.page
+    dash.dropdown("export").select_option(view)
+    page.locator("select:has(option[value='pdf'])").select_option(fmt)
+    page.locator("button.widget-button[title='export']").click()
+    link = page.locator("a.geomlib-download")
     page.wait_for_function(
-        "() => document.querySelector('td.geomlib-arch')?.textContent === 'bert'", timeout=60_000
-    )
-    assert page.locator("td.geomlib-n_layers").inner_text() == "6"
-    page.screenshot(path=str(ARTIFACTS / "dashboard-minilm.png"), full_page=True)
-    assert not errors, errors
+        f"() => {{ const a = document.querySelector('a.geomlib-download'); "
+        f"return !!a && a.download.endsWith('-{view}.{fmt}'); }}", timeout=120_000)
+    href = link.get_attribute("href")
+    head, b64 = href.split(",", 1)
+    assert head == {"png": "data:image/png;base64", "svg": "data:image/svg+xml;base64",
+                    "pdf": "data:application/pdf;base64"}[fmt]
+    data = base64.b64decode(b64, validate=True)
+    assert data.lstrip().startswith(magic), data[:20]
+    name = link.get_attribute("download")
+    assert name.startswith("demo-smollm2-135m-")
+    (ARTIFACTS / f"export-{name}").write_bytes(data)
+    if fmt == "png":
+        w, h = struct.unpack(">II", data[16:24])
+        assert w >= 400 and h >= 300, (w, h)
+    elif fmt == "svg":
+        assert b"</svg>" in data[-200:]
+    else:
+        assert b"%%EOF" in data[-64:]
+    assert not dash.errors, dash.errors
+
+
+def test_model_dropdown_redraws_with_the_other_model(dash, smol):
+    ds, fig, index = smol
+    page = dash.page
+    dash.choose(dash.dropdown("model"), MINI)
+    dash.wait(f"g.layout.title.text.startsWith('{MINI}') && g.data[{index[0][0][0]}].z.length === 6", timeout=90_000)
+    snap = dash.snapshot()
+
+    assert len(snap["data"]) == len(fig.data)
+    cos = _grid(snap["data"][index[0][0][0]]["z"])
+    assert cos.shape == (6, 6) and np.isfinite(cos).all()
+    assert _grid(snap["data"][index[1][0][0]]["z"]).shape == (6, 6)
+    assert _grid(snap["data"][index[3][0][0]]["z"]).shape == (6, 12)
+    assert len(snap["data"][index[0][2][2]]["x"]) == 5  # adjacent pairs of 6 layers
+    assert "6 layers" in snap["title"] and "quantized" not in snap["title"] and "anchor 5 " in snap["title"]
+    assert page.locator("td.geomlib-architecture").inner_text() == "bert"
+    assert page.locator("td.geomlib-layers").inner_text() == "6"
+    assert page.locator(".widget-slider .widget-readout").first.inner_text().strip() == "5"
+    dash.screenshots("dashboard-minilm")
+    assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+    assert not dash.errors, dash.errors

@@ -1,0 +1,85 @@
+"""What the dashboard shows: the cached models it can find, and one model's Dataset.
+
+Torch-free: the dashboard (and Binder) browse cached results without the
+compute extra.  Computing a new model is the only path that imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..dataset import cache
+from ..dataset.api import cached
+from ..dataset.params import ANALYSES
+
+
+def cache_dirs() -> list[Path]:
+    """Cache roots to browse: ``$GEOMLIB_CACHE``, ``./cache``, ``../cache`` and the repository's ``cache/``.
+
+    Voila runs a notebook in its own directory, so the repository cache is
+    also looked up next to the notebook and next to the package.
+    """
+    cands = []
+    if os.environ.get("GEOMLIB_CACHE"):
+        cands.append(Path(os.environ["GEOMLIB_CACHE"]).expanduser())
+    cands += [Path("cache"), Path("..") / "cache", Path(__file__).resolve().parents[2] / "cache"]
+    out, seen = [], set()
+    for c in cands:
+        try:
+            key = c.resolve()
+        except OSError:
+            continue
+        if c.is_dir() and key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A model with at least one cached analysis."""
+
+    source: str
+    label: str
+    analyses: tuple[str, ...]
+
+
+def catalog(roots: list[Path] | None = None) -> list[CatalogEntry]:
+    """Every cached model, labelled with architecture, depth, quantization and analyses."""
+    roots = cache_dirs() if roots is None else roots
+    by_source: dict[str, list[cache.Entry]] = {}
+    for root in roots:
+        for e in cache.entries(root):
+            if e.analysis in ANALYSES and e.schema_version == ANALYSES[e.analysis][1]:
+                by_source.setdefault(e.source, []).append(e)
+    out = []
+    for source, es in sorted(by_source.items()):
+        a = es[0].attrs
+        q = str(a.get("quantization", "none"))
+        analyses = tuple(x for x in ANALYSES if any(e.analysis == x for e in es))
+        label = (f"{source} — {a.get('arch', '?')}, {a.get('n_layers', '?')} layers"
+                 f"{', ' + q + ' quantized' if q != 'none' else ''} [{'+'.join(analyses)}]")
+        out.append(CatalogEntry(source, label, analyses))
+    return out
+
+
+def open_model_data(source: str, roots: list[Path] | None = None) -> xr.Dataset:
+    """The merged cached Dataset of ``source`` with automatic phases."""
+    return cached(source, cache_dir=roots if roots is not None else cache_dirs())
+
+
+def families_with_data(ds: xr.Dataset) -> list[str]:
+    """Families that have a finite all-pairs cosine (the family dropdown's choices)."""
+    if "cos" not in ds:
+        return []
+    ok = np.isfinite(ds["cos"].values).any(axis=(1, 2))
+    return [str(f) for f, good in zip(ds["family"].values, ok) if good]
+
+
+def phases_of(ds: xr.Dataset) -> list[str]:
+    return list(dict.fromkeys(str(p) for p in ds["phase"].values))

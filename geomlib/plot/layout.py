@@ -1,0 +1,147 @@
+"""Assemble panels into one linked figure (the dashboard) or one figure per view (exports).
+
+One FigureWidget with subplots, not one widget per view: on a Voila page two
+FigureWidgets intermittently lose Python-side updates, one did not.  Overlays
+(phase bands, anchor lines, phase boundaries, "not computed" notes) are layout
+shapes and annotations recomputed with the traces.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import xarray as xr
+from plotly.subplots import make_subplots
+
+from .. import __version__
+from .views import ANCHOR_COLOR, VIEWS, Panel, Selection
+
+COLS = 4
+ROW_HEIGHT = 400
+VIEW_TITLES = {
+    "cos": "1 · weight cos-sim and delta (aligned − raw) against the null",
+    "operator": "2 · per-head operators (click a cell for the pair's detail)",
+    "gamma": "3 · norm-gain directions",
+    "entropy": "4 · attention entropy and phases",
+}
+
+
+def panels(ds: xr.Dataset, sel: Selection, views: tuple[str, ...] = tuple(VIEWS)) -> list[list[Panel]]:
+    sel = sel.resolved(ds)
+    return [[build(ds, sel) for build in VIEWS[v]] for v in views]
+
+
+def _axis_names(idx: int) -> tuple[str, str]:
+    return ("x", "y") if idx == 1 else (f"x{idx}", f"y{idx}")
+
+
+def _phase_spans(ds: xr.Dataset) -> list[tuple[str, int, int]]:
+    labels = [str(p) for p in ds["phase"].values]
+    spans, start = [], 0
+    for L in range(1, len(labels) + 1):
+        if L == len(labels) or labels[L] != labels[start]:
+            spans.append((labels[start], start, L - 1))
+            start = L
+    return spans
+
+
+def overlays(ds: xr.Dataset, sel: Selection, grid: list[list[Panel]], cols: int = COLS) -> tuple[list, list]:
+    """Shapes (phase bands, anchor lines, boundaries) and annotations (notes) for a panel grid."""
+    sel = sel.resolved(ds)
+    shapes, notes = [], []
+    spans = _phase_spans(ds)
+    chosen = [(a, b) for p, a, b in spans if p == sel.phase]
+    for r, row in enumerate(grid):
+        for c, panel in enumerate(row):
+            xa, ya = _axis_names(r * cols + c + 1)
+            band = dict(type="rect", fillcolor="rgba(255,215,0,0.22)", line=dict(width=0), layer="below")
+            line = dict(type="line", line=dict(color=ANCHOR_COLOR, width=1.5, dash="dot"))
+            if panel.depth_x:
+                for a, b in chosen:
+                    shapes.append(dict(band, xref=xa, yref=f"{ya} domain", x0=a - 0.5, x1=b + 0.5, y0=0, y1=1))
+                shapes.append(dict(line, xref=xa, yref=f"{ya} domain", x0=sel.anchor, x1=sel.anchor, y0=0, y1=1))
+            if panel.depth_y:
+                for a, b in chosen:
+                    shapes.append(dict(band, yref=ya, xref=f"{xa} domain", y0=a - 0.5, y1=b + 0.5, x0=0, x1=1))
+                if panel.depth_x:  # an L x L heatmap: the anchor row too
+                    shapes.append(dict(line, yref=ya, xref=f"{xa} domain", y0=sel.anchor, y1=sel.anchor, x0=0, x1=1))
+            if panel.boundaries:  # the fitted phase boundaries, always shown on the entropy view
+                for _, a, _ in spans[1:]:
+                    if panel.depth_y:
+                        shapes.append(dict(type="line", xref=f"{xa} domain", yref=ya, x0=0, x1=1, y0=a - 0.5,
+                                           y1=a - 0.5, line=dict(color="white", width=2)))
+                    else:
+                        shapes.append(dict(type="line", yref=f"{ya} domain", xref=xa, y0=0, y1=1, x0=a - 0.5,
+                                           x1=a - 0.5, line=dict(color="gray", width=1.5, dash="dash")))
+            if panel.note:
+                notes.append(dict(text=panel.note, xref=f"{xa} domain", yref=f"{ya} domain", x=0.5, y=0.5,
+                                  showarrow=False, font=dict(size=12, color="#a15c00"), bgcolor="rgba(255,255,255,0.8)"))
+    return shapes, notes
+
+
+def title_text(ds: xr.Dataset, sel: Selection) -> str:
+    a = ds.attrs
+    q = str(a.get("quantization", "none"))
+    qt = f" · <b>{q} quantized</b>: numbers include quantization noise" if q != "none" else ""
+    missing = [x for x in ("weights", "heads") if x not in str(a.get("analyses", "")).split(",")]
+    mt = f" · not computed: {', '.join(missing)}" if missing else ""
+    return (f"{a.get('source')} — {a.get('arch')}, {a.get('n_layers')} layers{qt}{mt}"
+            f" · anchor {sel.resolved(ds).anchor} · phase {sel.phase}")
+
+
+def build_figure(ds: xr.Dataset, sel: Selection, views: tuple[str, ...] = tuple(VIEWS),
+                 caption: str | None = None) -> tuple[go.Figure, list[list[list[int]]]]:
+    """One figure, a row per view; returns it and the trace indices of each panel."""
+    grid = panels(ds, sel, views)
+    cols = max(len(r) for r in grid) if len(views) == 1 else COLS
+    titles = []
+    for row in grid:
+        titles += [p.title for p in row] + [""] * (cols - len(row))
+    fig = make_subplots(rows=len(grid), cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.09 if len(grid) > 1 else 0.1)
+    index: list[list[list[int]]] = []
+    for r, row in enumerate(grid):
+        index.append([])
+        for c, panel in enumerate(row):
+            first = len(fig.data)
+            for t in panel.traces:
+                fig.add_trace(t, row=r + 1, col=c + 1)
+            index[-1].append(list(range(first, len(fig.data))))
+            fig.update_xaxes(row=r + 1, col=c + 1, **panel.x)
+            fig.update_yaxes(row=r + 1, col=c + 1, **panel.y)
+            if panel.depth_y and panel.depth_x:
+                fig.update_yaxes(row=r + 1, col=c + 1, autorange="reversed", scaleanchor=None)
+        for c in range(len(row), cols):
+            fig.update_xaxes(row=r + 1, col=c + 1, visible=False)
+            fig.update_yaxes(row=r + 1, col=c + 1, visible=False)
+    shapes, notes = overlays(ds, sel, grid, cols)
+    for ann in fig.layout.annotations:  # subplot titles: small
+        ann.font = dict(size=11)
+    annotations = list(fig.layout.annotations) + notes
+    height = ROW_HEIGHT * len(grid) + 90
+    if caption:
+        annotations.append(dict(text=caption, xref="paper", yref="paper", x=0, y=-0.08 if len(grid) == 1 else -0.03,
+                                showarrow=False, xanchor="left", font=dict(size=9, color="#555")))
+        height += 40
+    fig.update_layout(shapes=shapes, annotations=annotations, height=height, width=1600 if cols == 4 else 420 * cols,
+                      title=dict(text=title_text(ds, sel), font=dict(size=14)), margin=dict(l=50, r=20, t=80, b=60),
+                      showlegend=False, template="plotly_white", hovermode="closest")
+    return fig, index
+
+
+def caption(ds: xr.Dataset, view: str, sel: Selection) -> str:
+    """Provenance for a figure or data export: model, identity, versions, parameters, selection."""
+    a = ds.attrs
+    s = sel.resolved(ds)
+    params = "; ".join(f"{an}: {a.get(an + '_params', '')}" for an in str(a.get("analyses", "")).split(",") if an)
+    return (f"geomlib {a.get('geomlib_version', __version__)} · {a.get('source')} ({a.get('arch')}, "
+            f"{a.get('dtype')}, quantization {a.get('quantization', 'none')}) · identity {str(a.get('identity', ''))[:16]}"
+            f" · view {view}: family {s.family}, anchor {s.anchor}, operator {s.operator}, "
+            f"head {'mean' if s.head < 0 else s.head}, pair {s.pair}, phases {a.get('phase_method')}"
+            f"<br>{params}")
+
+
+def standalone(ds: xr.Dataset, view: str, sel: Selection) -> go.Figure:
+    """The figure of one view, with its provenance caption, for export."""
+    fig, _ = build_figure(ds, sel, (view,), caption=caption(ds, view, sel))
+    fig.update_layout(title=dict(text=VIEW_TITLES[view] + "<br><sup>" + title_text(ds, sel) + "</sup>"))
+    return fig
