@@ -242,24 +242,25 @@ def plan_changes(n: int, seed: int, n_layers: int, families: list[str], phases: 
 
 def predicate(kind: str, value) -> str:
     """JavaScript over the graph div ``g``: the change is shown."""
-    if kind == "anchor":
-        return f"g.layout.title.text.includes(' anchor {value} ·')"
+    if kind == "anchor":  # an overlay: the dotted anchor lines sit at the new layer
+        return (f"(g.layout.shapes || []).some((s) => s.type === 'line' && s.x0 === {value} && s.x1 === {value})"
+                f" && !(g.layout.shapes || []).some((s) => s.type === 'line' && s.x0 === s.x1 && s.x0 !== {value}"
+                f" && String(s.yref).endsWith('domain') && !s.fillcolor && s.line && s.line.dash === 'dot')")
     if kind == "family":
         return f"(g.layout.annotations[0].text || '').endsWith(' · {value}')"
-    if kind == "phase":
-        return f"g.layout.title.text.endsWith(' phase {value}')"
+    if kind == "phase":  # an overlay: phase bands appear (or disappear for 'all')
+        has = "(g.layout.shapes || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)"
+        return f"!{has}" if value == "all" else has
     return f"(g.layout.annotations[4].text || '').startsWith('{value.upper()} ')"
 
 
 def shows(kind: str, value, ap) -> bool:
     """The same test on an afterplot record (time, title, annotation 0, annotation 4)."""
     _, title, a0, a4 = ap
-    if kind == "anchor":
-        return f" anchor {value} ·" in title
+    if kind in ("anchor", "phase"):
+        return False  # overlays only: plotly draws shapes without a full 'afterplot'; the watcher times them
     if kind == "family":
         return (a0 or "").endswith(f" · {value}")
-    if kind == "phase":
-        return title.endswith(f" phase {value}")
     return (a4 or "").startswith(f"{value.upper()} ")
 
 
@@ -281,17 +282,21 @@ def do_change(page, kind: str, arg) -> str:
 def measure_change(page, kind: str, arg, value, settle_ms: float) -> dict:
     wait_quiet(page)
     page.evaluate("() => { window.__aps = []; window.__frames = []; }")
+    # a frame-by-frame watcher: the first animation frame at which the change is on the page
+    page.evaluate(f"() => {{ window.__seen = null; const g = {GD}; const f = () => {{ "
+                  f"if ({predicate(kind, value)}) {{ window.__seen = performance.now(); }} "
+                  f"else {{ requestAnimationFrame(f); }} }}; requestAnimationFrame(f); }}")
     event = do_change(page, kind, arg)
     page.wait_for_function(f"() => {{ const g = {GD}; return {predicate(kind, value)}; }}", timeout=30_000,
                            polling="raf")
     wait_quiet(page, settle_ms)
-    aps, frames, t0 = page.evaluate("() => [window.__aps, window.__frames, window.__t0]")
+    aps, frames, t0, seen = page.evaluate("() => [window.__aps, window.__frames, window.__t0, window.__seen]")
     if t0 is None:
         raise RuntimeError(f"the {event} event of {kind}={value} was not seen")
     after = [a for a in aps if a[0] >= t0]
     hits = [a for a in after if shows(kind, value, a)]
-    done = hits[-1][0] if hits else None
-    first = hits[0][0] if hits else None
+    done = hits[-1][0] if hits else seen
+    first = hits[0][0] if hits else seen
     sent = next((f[1] for f in frames if f[0] == "out" and f[1] >= t0 and f[3].startswith("comm_msg")), None)
     fig_in = next((f[1] for f in frames if f[0] == "in" and f[1] >= t0 and ":_py2js_" in f[3]), None)
     fig_msgs = [f for f in frames if f[0] == "in" and f[1] >= t0 and (done is None or f[1] <= done)

@@ -17,17 +17,19 @@ import plotly.graph_objects as go
 import traitlets
 
 from ..errors import GeomlibError
-from ..plot import export
 from .data import CatalogEntry, cache_dirs, catalog, families_with_data, open_model_data, phases_of
-from ..plot.layout import build_figure, overlays, panels, title_text
+from ..plot import export
+from ..plot.layout import build_figure, overlays, title_text
 from ..plot.views import VIEWS, Selection
 
-#: which selection fields each panel depends on (row, column) -> fields
+#: which selection fields each panel's traces depend on, (row, column) -> fields.  The anchor, the
+#: phase and the selected pair's cell are overlays (shapes): changing them redraws no data, which
+#: is what keeps the browser fast (plotly redraws the whole figure on any data change)
 DEPENDS = {
-    (0, 0): ("family", "anchor"), (0, 1): ("family", "anchor"), (0, 2): ("family",), (0, 3): ("family", "phase"),
-    (1, 0): ("operator", "op_metric", "head", "anchor", "pair"), (1, 1): ("operator", "op_metric", "head", "pair"),
+    (0, 0): ("family",), (0, 1): ("family",), (0, 2): ("family",), (0, 3): ("family",),
+    (1, 0): ("operator", "op_metric", "head"), (1, 1): ("operator", "op_metric", "head", "pair"),
     (1, 2): ("operator", "head", "pair"), (1, 3): ("operator", "head", "pair"),
-    (2, 0): ("family", "phase", "anchor"), (2, 1): ("family",), (2, 2): ("family",),
+    (2, 0): ("family",), (2, 1): ("family",), (2, 2): ("family",),
     (3, 0): (), (3, 1): (),
 }
 STATE = ("anchor", "family", "phase", "operator", "head", "op_metric", "pair")
@@ -83,6 +85,7 @@ class Dashboard(W.VBox):
             )
         self._ds = None
         self._last: dict[tuple[int, int], tuple] = {}
+        self._panels: dict = {}
         self._build_controls()
         super().__init__(**kwargs)
         first = source or next((e.source for e in self._entries if e.source == "demo:smollm2-135m"),
@@ -127,7 +130,7 @@ class Dashboard(W.VBox):
             self.anchor = n - 1
             self.pair = (-1, -1)
         self._info.value = _facts(ds)
-        self._last = {}
+        self._last, self._panels = {}, {}
 
     # -- controls ----------------------------------------------------------------------------------------
     def _build_controls(self) -> None:
@@ -183,31 +186,47 @@ class Dashboard(W.VBox):
         self.refresh(force=True)
 
     def refresh(self, force: bool = False) -> None:
-        """Rebuild the panels whose inputs changed and update the figure in place."""
+        """Rebuild only the panels whose inputs changed; update traces, overlays and titles in one batch."""
         t0 = time.perf_counter()
         sel = self.selection()
         res = sel.resolved(self._ds)
-        grid = panels(self._ds, sel)
-        with self.figure.batch_update():
-            for r, row in enumerate(grid):
-                for c, panel in enumerate(row):
-                    key = tuple(getattr(res, f) for f in DEPENDS[(r, c)])
-                    if not force and self._last.get((r, c)) == key:
-                        continue
+        changed = []
+        for r, builders in enumerate(VIEWS.values()):
+            for c, build in enumerate(builders):
+                key = tuple(getattr(res, f) for f in DEPENDS[(r, c)])
+                if force or self._last.get((r, c)) != key or (r, c) not in self._panels:
                     self._last[(r, c)] = key
-                    for i, trace in zip(self._index[r][c], panel.traces):
-                        props = trace.to_plotly_json()
-                        props.pop("type", None)
-                        self.figure.data[i].update(props, overwrite=True)
-            shapes, notes = overlays(self._ds, sel, grid)
+                    self._panels[(r, c)] = build(self._ds, res)
+                    changed.append((r, c))
+        grid = [[self._panels[(r, c)] for c in range(len(b))] for r, b in enumerate(VIEWS.values())]
+        shapes, notes = overlays(self._ds, sel, grid)
+        titles = [p.title for row in grid for p in row]
+        with self.figure.batch_update():
+            for r, c in changed:
+                for i, trace in zip(self._index[r][c], self._panels[(r, c)].traces):
+                    props = trace.to_plotly_json()
+                    props.pop("type", None)
+                    self.figure.data[i].update(props, overwrite=True)
+            current = self.figure.layout.shapes
+            if len(current) == len(shapes):
+                # same slots: edit what moved (plotly redraws just the shapes; a new list redraws everything)
+                for shape, want in zip(current, shapes):
+                    have = shape.to_plotly_json()
+                    diff = {k: v for k, v in want.items() if have.get(k) != v}
+                    if diff:
+                        shape.update(diff)
+            else:
+                self.figure.layout.shapes = shapes
             # subplot titles are the first annotations, one per panel in row-major order.  Inside batch_update the
             # figure still reads as before the batch, so the titles come from the new panels, not read back (read
             # back, they overwrote the new titles whenever the notes changed: titles stuck on the old family)
-            titles = [dict(a.to_plotly_json(), text=p.title)
-                      for a, p in zip(self.figure.layout.annotations, [p for row in grid for p in row])]
-            self.figure.layout.shapes = shapes
-            self.figure.layout.annotations = titles + notes
-            self.figure.layout.title.text = title_text(self._ds, sel)
+            old = [a.to_plotly_json() for a in self.figure.layout.annotations]
+            new = [dict(a, text=t) for a, t in zip(old, titles)] + notes
+            if new != old:  # an annotation change redraws everything: skip it when nothing changed
+                self.figure.layout.annotations = new
+            text = title_text(self._ds, sel)
+            if self.figure.layout.title.text != text:
+                self.figure.layout.title.text = text
         self.render_ms = (time.perf_counter() - t0) * 1000
         self.error = ""
         self._status.value = ""
@@ -238,7 +257,7 @@ class Dashboard(W.VBox):
         for i in idx[0][2][2:] + idx[2][2] + idx[3][1]:
             self.figure.data[i].on_click(on_depth)
         self.figure.data[idx[3][0][0]].on_click(on_row)
-        for i in idx[2][0][:-1]:
+        for i in idx[2][0]:
             self.figure.data[i].on_click(on_gamma)
 
     # -- actions -------------------------------------------------------------------------------------------------

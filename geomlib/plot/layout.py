@@ -8,6 +8,7 @@ shapes and annotations recomputed with the traces.
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 import xarray as xr
 from plotly.subplots import make_subplots
@@ -45,23 +46,28 @@ def _phase_spans(ds: xr.Dataset) -> list[tuple[str, int, int]]:
 
 
 def overlays(ds: xr.Dataset, sel: Selection, grid: list[list[Panel]], cols: int = COLS) -> tuple[list, list]:
-    """Shapes (phase bands, anchor lines, boundaries) and annotations (notes) for a panel grid."""
+    """Shapes (phase bands, anchor lines, boundaries, selections) and annotations (notes) for a panel grid.
+
+    The shape list has the same length and order for every selection of a model (a band with no
+    phase chosen is invisible, not absent), so the dashboard can move shapes by editing their
+    coordinates: plotly then redraws the shapes alone, where replacing the list redraws everything.
+    """
     sel = sel.resolved(ds)
     shapes, notes = [], []
     spans = _phase_spans(ds)
-    chosen = [(a, b) for p, a, b in spans if p == sel.phase]
+    chosen = next(((a, b) for p, a, b in spans if p == sel.phase), None)
+    a0, b0 = chosen if chosen else (0, 0)
+    on = chosen is not None
+    band = dict(type="rect", fillcolor="rgba(255,215,0,0.22)", line=dict(width=0), layer="below")
+    line = dict(type="line", line=dict(color=ANCHOR_COLOR, width=1.5, dash="dot"))
     for r, row in enumerate(grid):
         for c, panel in enumerate(row):
             xa, ya = _axis_names(r * cols + c + 1)
-            band = dict(type="rect", fillcolor="rgba(255,215,0,0.22)", line=dict(width=0), layer="below")
-            line = dict(type="line", line=dict(color=ANCHOR_COLOR, width=1.5, dash="dot"))
             if panel.depth_x:
-                for a, b in chosen:
-                    shapes.append(dict(band, xref=xa, yref=f"{ya} domain", x0=a - 0.5, x1=b + 0.5, y0=0, y1=1))
+                shapes.append(dict(band, xref=xa, yref=f"{ya} domain", x0=a0 - 0.5, x1=b0 + 0.5, y0=0, y1=1, visible=on))
                 shapes.append(dict(line, xref=xa, yref=f"{ya} domain", x0=sel.anchor, x1=sel.anchor, y0=0, y1=1))
             if panel.depth_y:
-                for a, b in chosen:
-                    shapes.append(dict(band, yref=ya, xref=f"{xa} domain", y0=a - 0.5, y1=b + 0.5, x0=0, x1=1))
+                shapes.append(dict(band, yref=ya, xref=f"{xa} domain", y0=a0 - 0.5, y1=b0 + 0.5, x0=0, x1=1, visible=on))
                 if panel.depth_x:  # an L x L heatmap: the anchor row too
                     shapes.append(dict(line, yref=ya, xref=f"{xa} domain", y0=sel.anchor, y1=sel.anchor, x0=0, x1=1))
             if panel.boundaries:  # the fitted phase boundaries, always shown on the entropy view
@@ -72,6 +78,22 @@ def overlays(ds: xr.Dataset, sel: Selection, grid: list[list[Panel]], cols: int 
                     else:
                         shapes.append(dict(type="line", yref=f"{ya} domain", xref=xa, y0=0, y1=1, x0=a - 0.5,
                                            x1=a - 0.5, line=dict(color="gray", width=1.5, dash="dash")))
+            if panel.pair_box:
+                L, Lb = sel.pair
+                shapes.append(dict(type="rect", xref=xa, yref=ya, x0=Lb - 0.5, x1=Lb + 0.5, y0=L - 0.5, y1=L + 0.5,
+                                   line=dict(color="black", width=2)))
+            if panel.points is not None:
+                px, py = panel.points[sel.anchor] if 0 <= sel.anchor < len(panel.points) else (np.nan, np.nan)
+                ok = bool(np.isfinite(px) and np.isfinite(py))
+                rx = 0.035 * (np.nanmax(panel.points[:, 0]) - np.nanmin(panel.points[:, 0]) or 1)
+                ry = 0.035 * (np.nanmax(panel.points[:, 1]) - np.nanmin(panel.points[:, 1]) or 1)
+                px, py = (float(px), float(py)) if ok else (0.0, 0.0)
+                shapes.append(dict(type="circle", xref=xa, yref=ya, x0=px - rx, x1=px + rx, y0=py - ry, y1=py + ry,
+                                   line=dict(color=ANCHOR_COLOR, width=3), visible=ok))
+            if panel.categories:
+                k = panel.categories.index(sel.phase) if sel.phase in panel.categories else 0
+                shapes.append(dict(band, xref=xa, yref=f"{ya} domain", x0=k - 0.5, x1=k + 0.5, y0=0, y1=1,
+                                   visible=sel.phase in panel.categories))
             if panel.note:
                 notes.append(dict(text=panel.note, xref=f"{xa} domain", yref=f"{ya} domain", x=0.5, y=0.5,
                                   showarrow=False, font=dict(size=12, color="#a15c00"), bgcolor="rgba(255,255,255,0.8)"))
@@ -84,8 +106,9 @@ def title_text(ds: xr.Dataset, sel: Selection) -> str:
     qt = f" · <b>{q} quantized</b>: numbers include quantization noise" if q != "none" else ""
     missing = [x for x in ("weights", "heads") if x not in str(a.get("analyses", "")).split(",")]
     mt = f" · not computed: {', '.join(missing)}" if missing else ""
-    return (f"{a.get('source')} — {a.get('arch')}, {a.get('n_layers')} layers{qt}{mt}"
-            f" · anchor {sel.resolved(ds).anchor} · phase {sel.phase}")
+    # anchor and phase are not in the title: a title change makes plotly redraw the whole figure,
+    # while moving shapes does not (the controls show them)
+    return f"{a.get('source')} — {a.get('arch')}, {a.get('n_layers')} layers{qt}{mt}"
 
 
 def build_figure(ds: xr.Dataset, sel: Selection, views: tuple[str, ...] = tuple(VIEWS),

@@ -35,7 +35,9 @@ class Selection:
     def resolved(self, ds: xr.Dataset) -> "Selection":
         n = ds.sizes["layer"]
         anchor = self.anchor % n
-        pair = self.pair if self.pair is not None else (max(anchor - 1, 0), anchor)
+        # the pair is chosen by clicking a cell; until then the last adjacent pair.  It does not follow
+        # the anchor, so moving the anchor only moves overlays (fast: no data is redrawn)
+        pair = self.pair if self.pair is not None else (max(n - 2, 0), n - 1)
         return replace(self, anchor=anchor, pair=pair)
 
 
@@ -51,6 +53,9 @@ class Panel:
     depth_y: bool = False
     note: str = ""  # shown in the panel when data is missing
     boundaries: bool = False  # draw every fitted phase boundary (the entropy view)
+    pair_box: bool = False  # mark the selected (layer, layer_b) cell
+    points: np.ndarray | None = None  # (n_layers, 2) where each layer sits: the anchor is ringed there
+    categories: list | None = None  # phase names on a categorical x axis: the chosen phase is shaded
 
 
 def _c(a) -> np.ndarray:
@@ -87,34 +92,25 @@ def _heatmap(z, ds, name, hover_z, colorscale="Viridis", zmin=None, zmax=None, z
     )
 
 
-def _anchor_marker(ds, sel, name="anchor"):
-    """A single point marking (anchor, anchor) on an L x L heatmap."""
-    return go.Scatter(x=[sel.anchor], y=[sel.anchor], mode="markers", name=name, showlegend=False,
-                      marker=dict(symbol="x-thin", size=14, line=dict(width=3, color=ANCHOR_COLOR)),
-                      hovertemplate="anchor layer %{x}<extra></extra>")
-
-
 # -- view 1: weights -------------------------------------------------------------------------------
 def cos_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     if _missing("cos", ds):
         n = ds.sizes["layer"]
-        return Panel("raw cos-sim", [_heatmap(np.full((n, n), np.nan), ds, "cos", "cos"), _anchor_marker(ds, sel)],
+        return Panel("raw cos-sim", [_heatmap(np.full((n, n), np.nan), ds, "cos", "cos")],
                      note="weights analysis not computed", depth_x=True, depth_y=True)
     z = ds["cos"].sel(family=sel.family).values
-    return Panel(f"raw cos-sim · {sel.family}", [_heatmap(z, ds, sel.family, "cos", "RdBu", -1, 1, 0),
-                                                  _anchor_marker(ds, sel)],
+    return Panel(f"raw cos-sim · {sel.family}", [_heatmap(z, ds, sel.family, "cos", "RdBu", -1, 1, 0)],
                  x=dict(title="layer_b"), y=dict(title="layer"), depth_x=True, depth_y=True)
 
 
 def delta_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     n = ds.sizes["layer"]
     if _missing("delta", ds):
-        return Panel("delta", [_heatmap(np.full((n, n), np.nan), ds, "delta", "delta"), _anchor_marker(ds, sel)],
+        return Panel("delta", [_heatmap(np.full((n, n), np.nan), ds, "delta", "delta")],
                      note="weights analysis not computed", depth_x=True, depth_y=True)
     z = ds["delta"].sel(family=sel.family).values
     note = "" if np.isfinite(z).any() else f"no aligned cos-sim for {sel.family} (norm gains align trivially)"
-    return Panel(f"delta = aligned − raw · {sel.family}", [_heatmap(z, ds, sel.family, "delta", "Viridis", 0, 1),
-                                                           _anchor_marker(ds, sel)],
+    return Panel(f"delta = aligned − raw · {sel.family}", [_heatmap(z, ds, sel.family, "delta", "Viridis", 0, 1)],
                  x=dict(title="layer_b"), y=dict(title="layer"), depth_x=True, depth_y=True, note=note)
 
 
@@ -160,8 +156,7 @@ def phase_delta_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     s = ds["aligned_null_std"].sel(null="scrambled", family=f).isel(layer=slice(0, -1))
     nm = phase_mean(m, order).values
     ns = phase_mean(s, order).values
-    colors = [PHASE_COLORS[i % len(PHASE_COLORS)] if sel.phase in ("all", p) else "#d0d0d0"
-              for i, p in enumerate(order)]
+    colors = [PHASE_COLORS[i % len(PHASE_COLORS)] for i in range(len(order))]
     traces = [
         go.Bar(x=order, y=_c(d), marker_color=colors, name="mean delta", showlegend=False,
                hovertemplate=f"phase %{{x}}<br>mean delta %{{y:.4f}}<extra>{f}</extra>"),
@@ -170,7 +165,7 @@ def phase_delta_panel(ds: xr.Dataset, sel: Selection) -> Panel:
                    showlegend=False, hovertemplate="phase %{x}<br>null delta %{y:.4f}<extra>scrambled null</extra>"),
     ]
     return Panel(f"per-phase mean delta vs null (black: ± 2σ) · {f}", traces, x=dict(title="phase"),
-                 y=dict(title="delta"))
+                 y=dict(title="delta"), categories=order)
 
 
 # -- view 2: per-head operators ------------------------------------------------------------------------
@@ -182,21 +177,16 @@ def operator_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     n = ds.sizes["layer"]
     var = _op_var(sel)
     if _missing(var, ds):
-        return Panel("operator", [_heatmap(np.full((n, n), np.nan), ds, var, var), _anchor_marker(ds, sel),
-                                  go.Scatter(x=[], y=[], showlegend=False)],
+        return Panel("operator", [_heatmap(np.full((n, n), np.nan), ds, var, var)],
                      note="heads analysis not computed for this model", depth_x=True, depth_y=True)
     da = ds[var]
     z = da.mean("head").values if sel.head < 0 else da.sel(head=sel.head).values
     who = "mean over heads" if sel.head < 0 else f"head {sel.head}"
     label = {"cos": "operator cos-sim", "pa_mean": "principal-angle cos (top-k)"}[sel.op_metric]
-    pair = go.Scatter(x=[sel.pair[1]], y=[sel.pair[0]], mode="markers", showlegend=False, name="pair",
-                      marker=dict(symbol="square-open", size=12, line=dict(width=2, color="black")),
-                      hovertemplate="selected pair (%{y}, %{x})<extra></extra>")
     return Panel(f"{sel.operator.upper()} {label} · {who} (click a cell)",
                  [_heatmap(z, ds, var, label, "RdBu" if sel.op_metric == "cos" else "Viridis",
-                           -1 if sel.op_metric == "cos" else 0, 1, 0 if sel.op_metric == "cos" else None),
-                  _anchor_marker(ds, sel), pair],
-                 x=dict(title="layer_b"), y=dict(title="layer"), depth_x=True, depth_y=True)
+                           -1 if sel.op_metric == "cos" else 0, 1, 0 if sel.op_metric == "cos" else None)],
+                 x=dict(title="layer_b"), y=dict(title="layer"), depth_x=True, depth_y=True, pair_box=True)
 
 
 def pair_heads_panel(ds: xr.Dataset, sel: Selection) -> Panel:
@@ -272,7 +262,7 @@ def gamma_scatter_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     phases = list(dict.fromkeys(str(p) for p in ds["phase"].values))
     n_tr = len(PHASE_COLORS)
     if f is None:
-        return Panel("γ PCA", [go.Scatter(x=[], y=[], showlegend=False) for _ in range(n_tr + 1)],
+        return Panel("γ PCA", [go.Scatter(x=[], y=[], showlegend=False) for _ in range(n_tr)],
                      note="no norm gains in this model's cached analyses")
     sc = ds["gamma_pca_scores"].sel(family=f)
     pc1, pc2 = sc.isel(pc=0).values, sc.isel(pc=1).values
@@ -281,18 +271,13 @@ def gamma_scatter_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     for i in range(n_tr):
         p = phases[i] if i < len(phases) else None
         idx = np.flatnonzero(labels == p) if p is not None else np.array([], dtype=int)
-        dim = sel.phase not in ("all", p)
         traces.append(go.Scatter(
             x=_c(pc1[idx]), y=_c(pc2[idx]), mode="markers+text", text=[str(int(L)) for L in idx],
             textposition="top center", textfont=dict(size=8), customdata=np.ascontiguousarray(idx),
-            marker=dict(size=9, color=PHASE_COLORS[i], opacity=0.25 if dim else 1.0), name=f"phase {p}",
+            marker=dict(size=9, color=PHASE_COLORS[i]), name=f"phase {p}",
             showlegend=False, hovertemplate=f"layer %{{customdata}}<br>PC1 %{{x:.4f}}<br>PC2 %{{y:.4f}}<extra>phase {p}</extra>"))
-    a = sel.anchor
-    traces.append(go.Scatter(x=[float(pc1[a])], y=[float(pc2[a])], mode="markers", showlegend=False,
-                             marker=dict(symbol="circle-open", size=18, line=dict(width=3, color=ANCHOR_COLOR)),
-                             hovertemplate="anchor layer %{text}<extra></extra>", text=[str(a)]))
     return Panel(f"γ PCA of unit {f} gains (colour: phase; click a point)", traces,
-                 x=dict(title="PC1"), y=dict(title="PC2"))
+                 x=dict(title="PC1"), y=dict(title="PC2"), points=np.stack([pc1, pc2], axis=1))
 
 
 def gamma_explained_panel(ds: xr.Dataset, sel: Selection) -> Panel:

@@ -59,25 +59,27 @@ def test_family_changes_the_weight_views(app):
 
 def test_anchor_moves_every_marker(app):
     app.anchor = 7
-    assert list(app.figure.data[app._index[0][0][1]].x) == [7]  # cos heatmap anchor
     anchor_lines = [s for s in app.figure.layout.shapes if s.type == "line" and s.x0 == 7 and s.x1 == 7]
-    assert len(anchor_lines) >= 5  # every depth x-axis: cos, delta, adjacent line, operator, ‖γ‖, entropy profile
-    gamma_anchor = app.figure.data[app._index[2][0][-1]]
-    assert gamma_anchor.text == ("7",)
+    assert len(anchor_lines) == 6  # every depth x-axis: cos, delta, adjacent line, operator, ‖γ‖, entropy profile
+    rows = [s for s in app.figure.layout.shapes if s.type == "line" and s.y0 == 7 and s.y1 == 7]
+    assert len(rows) == 3  # the anchor row of the three L x L heatmaps
+    ring = [s for s in app.figure.layout.shapes if s.type == "circle" and s.visible is not False]
+    sc = app.dataset["gamma_pca_scores"].sel(family="input_ln", layer=7)
+    assert len(ring) == 1 and ring[0].x0 < float(sc.isel(pc=0)) < ring[0].x1
     assert app._anchor.value == 7  # the slider follows the state
 
 
 def test_phase_shades_its_layers_and_filters_the_phase_bars(app):
     phases = app._phase.options[1:]
     assert len(phases) >= 2
-    before = len(app.figure.layout.shapes)
     app.phase = phases[-1]
-    bands = [s for s in app.figure.layout.shapes if s.type == "rect"]
-    assert bands and len(app.figure.layout.shapes) > before
-    colors = app.figure.data[app._index[0][3][0]].marker.color
-    assert colors[0] == "#d0d0d0" and colors[-1] != "#d0d0d0"
+    bands = [s for s in app.figure.layout.shapes if s.type == "rect" and s.fillcolor and s.visible is not False]
+    assert len(bands) >= 9  # the depth axes of four views, both axes of the L x L heatmaps, the phase bars
+    k = len(phases) - 1  # the chosen phase's bar is shaded on the per-phase axis (a categorical x axis)
+    xa = app.figure.data[app._index[0][3][0]].xaxis
+    assert [s for s in bands if s.xref == xa and s.x0 == k - 0.5 and s.x1 == k + 0.5]
     app.phase = "all"
-    assert not [s for s in app.figure.layout.shapes if s.type == "rect"]
+    assert not [s for s in app.figure.layout.shapes if s.type == "rect" and s.fillcolor and s.visible is not False]
 
 
 def test_operator_head_and_metric_change_the_operator_view(app):
@@ -101,6 +103,8 @@ def test_clicking_an_operator_cell_opens_that_pairs_detail(app):
     np.testing.assert_allclose(y(app, 1, 1), want)
     assert not np.allclose(y(app, 1, 1), bars)
     assert "pair (3, 12)" in app.figure.layout.annotations[7].text  # sign agreement follows
+    box = [s for s in app.figure.layout.shapes if s.type == "rect" and s.line.color == "black"]
+    assert len(box) == 1 and (box[0].x0, box[0].y0) == (11.5, 2.5)  # the selected cell is outlined
 
 
 def test_clicking_depth_axes_and_gamma_points_sets_the_anchor(app):
@@ -134,9 +138,14 @@ def test_update_touches_only_what_changed(app):
 
     app.refresh(force=True)
     entropy, cos = snapshot(3, 0), snapshot(0, 0)
+    shapes = [s.to_plotly_json() for s in app.figure.layout.shapes]
     app.anchor = 3
-    assert snapshot(3, 0) == entropy  # the entropy heatmap does not depend on the anchor
-    assert snapshot(0, 0) != cos  # the cos heatmap's anchor marker moved
+    # the anchor is an overlay: no trace is rewritten (plotly would redraw the whole figure), shapes move
+    assert snapshot(3, 0) == entropy and snapshot(0, 0) == cos
+    assert [s.to_plotly_json() for s in app.figure.layout.shapes] != shapes
+    app.family = "up_proj"
+    assert snapshot(0, 0) != cos and snapshot(3, 0) == entropy
+    app.family = "q_proj"
     assert app.render_ms < 1000
 
 

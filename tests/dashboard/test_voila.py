@@ -49,8 +49,9 @@ SNAPSHOT_JS = """() => {
   return {
     title: g.layout.title.text,
     annotations: (g.layout.annotations || []).map((a) => a.text),
-    shapes: (g.layout.shapes || []).map((s) => ({type: s.type, xref: s.xref, yref: s.yref, x0: s.x0, x1: s.x1,
-                                                  y0: s.y0, y1: s.y1, fill: s.fillcolor || null})),
+    shapes: (g.layout.shapes || []).filter((s) => s.visible !== false)
+      .map((s) => ({type: s.type, xref: s.xref, yref: s.yref, x0: s.x0, x1: s.x1,
+                    y0: s.y0, y1: s.y1, fill: s.fillcolor || null})),
     data: g.data.map((d) => ({type: d.type || 'scatter', xaxis: d.xaxis || 'x', yaxis: d.yaxis || 'y',
                               x: arr(d.x), y: arr(d.y), z: arr(d.z),
                               color: d.marker ? arr(d.marker.color) : null,
@@ -244,8 +245,24 @@ def _anchor_lines(snap) -> set:
             and str(s["yref"]).endswith("domain") and s["fill"] is None and s["x0"] is not None}
 
 
+def _anchor_rows(snap) -> set:
+    """y positions of the dotted anchor rows on the L x L heatmaps."""
+    # phase boundaries are lines too, between layers (at L - 0.5); anchors sit on a layer
+    return {s["y0"] for s in snap["shapes"] if s["type"] == "line" and s["y0"] == s["y1"]
+            and str(s["xref"]).endswith("domain") and s["fill"] is None and s["y0"] is not None
+            and float(s["y0"]).is_integer()}
+
+
 def _bands(snap) -> list[tuple]:
-    return [(s["xref"], s["yref"], s["x0"], s["x1"], s["y0"], s["y1"]) for s in snap["shapes"] if s["type"] == "rect"]
+    return [(s["xref"], s["yref"], s["x0"], s["x1"], s["y0"], s["y1"]) for s in snap["shapes"]
+            if s["type"] == "rect" and s["fill"]]
+
+
+def _anchor_js(a: int) -> str:
+    """A wait condition: the anchor overlays sit at layer ``a``."""
+    return (f"g.layout.shapes.some((s) => s.type === 'line' && s.x0 === {a} && s.x1 === {a}) && "
+            f"!g.layout.shapes.some((s) => s.type === 'line' && s.x0 === s.x1 && s.x0 !== {a} && "
+            f"String(s.yref).endsWith('domain') && !s.fillcolor && s.line && s.line.dash === 'dot' && s.visible !== false)")
 
 
 # -- tests ------------------------------------------------------------------------------------------------------
@@ -280,11 +297,11 @@ def test_page_draws_all_four_views_of_the_demo_model(dash, smol):
     assert ent.shape == (30, ds.sizes["head"]) and np.isfinite(ent).all()
     heads = _vals(snap["data"][index[1][1][0]]["y"])
     assert heads.shape == (9,) and np.isfinite(heads).all()
-    gamma_pts = sum(len(snap["data"][i]["x"] or []) for i in index[2][0][:-1])
+    gamma_pts = sum(len(snap["data"][i]["x"] or []) for i in index[2][0])
     assert gamma_pts == 30
 
     # the quantization is said in the visible title, and in the facts table
-    assert "Q4_1 quantized" in snap["title"] and "anchor 29" in snap["title"]
+    assert "Q4_1 quantized" in snap["title"] and 29 in _anchor_lines(snap) and 29 in _anchor_rows(snap)
     title = page.locator(".js-plotly-plot .gtitle")
     assert title.is_visible() and "Q4_1 quantized" in title.text_content()
     assert page.locator("td.geomlib-architecture").inner_text() == "llama"
@@ -316,22 +333,18 @@ def test_anchor_slider_moves_every_depth_overlay(dash, smol):
     page.wait_for_function("() => document.querySelector('.widget-slider .widget-readout').textContent.trim() !== '29'")
     a = int(page.locator(".widget-slider .widget-readout").first.inner_text())
     assert 9 <= a <= 15, a
-    dash.wait(f"g.layout.title.text.includes('anchor {a} ')")
+    dash.wait(_anchor_js(a))
     after = dash.snapshot()
 
-    # the anchor marker on the L x L heatmaps, the anchor lines, the γ ring and the pair detail all follow
-    for r, c in ((0, 0), (0, 1), (1, 0)):
-        i = index[r][c][1]
-        assert before["data"][i]["x"] == [29] and after["data"][i]["x"] == [a] and after["data"][i]["y"] == [a]
+    # the anchor lines on every depth axis, the anchor rows of the L x L heatmaps and the γ ring follow
     assert a in _anchor_lines(after) and 29 not in _anchor_lines(after)
-    ring = index[2][0][-1]
-    assert after["data"][ring]["x"] != before["data"][ring]["x"]
-    assert after["annotations"][5].startswith(f"pair ({a - 1}, {a})")
-    bars = index[1][1][0]
-    np.testing.assert_allclose(_vals(after["data"][bars]["y"]), ds["qk_cos"].sel(layer=a - 1, layer_b=a).values,
-                               rtol=1e-12)
-    # what does not depend on the anchor stays
-    assert after["data"][index[0][0][0]]["z"] == before["data"][index[0][0][0]]["z"]
+    assert _anchor_rows(after) == {a} and _anchor_rows(before) == {29}
+    ring = lambda snap: [(sh["x0"], sh["x1"]) for sh in snap["shapes"] if sh["type"] == "circle"]  # noqa: E731
+    pc1 = float(ds["gamma_pca_scores"].sel(family="input_ln", layer=a).isel(pc=0))
+    assert len(ring(after)) == 1 and ring(after) != ring(before) and ring(after)[0][0] < pc1 < ring(after)[0][1]
+    # the anchor is an overlay: no trace data is rewritten (that would make plotly redraw every panel)
+    assert [d["z"] for d in after["data"]] == [d["z"] for d in before["data"]]
+    assert [d["y"] for d in after["data"]] == [d["y"] for d in before["data"]]
     assert not dash.errors, dash.errors
 
 
@@ -366,7 +379,7 @@ def test_family_dropdown_changes_the_weight_views(dash, smol):
     assert not dash.errors, dash.errors
 
 
-def test_phase_dropdown_shades_the_phase_and_dims_the_others(dash, smol):
+def test_phase_dropdown_shades_the_phase_everywhere(dash, smol):
     ds, fig, index = smol
     phases = list(dict.fromkeys(str(p) for p in ds["phase"].values))
     first = phases[0]
@@ -374,18 +387,18 @@ def test_phase_dropdown_shades_the_phase_and_dims_the_others(dash, smol):
     before = dash.snapshot()
     assert not _bands(before)
     dash.dropdown("phase").select_option(first)
-    dash.wait(f"g.layout.title.text.includes('phase {first}')")
+    dash.wait("g.layout.shapes.some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)")
     after = dash.snapshot()
 
     bands = _bands(after)
     assert bands, "no phase band drawn"
-    on_x = [b for b in bands if not str(b[0]).endswith("domain")]
-    assert {(b[2], b[3]) for b in on_x} == {(min(layers) - 0.5, max(layers) + 0.5)}
-    colors = after["data"][index[0][3][0]]["color"]  # per-phase bars: the others greyed out
-    assert colors[phases.index(first)] != "#d0d0d0" and all(c == "#d0d0d0" for k, c in enumerate(colors)
-                                                            if k != phases.index(first))
-    dimmed = [after["data"][i]["opacity"] for i in index[2][0][:len(phases)]]  # γ scatter, one trace per phase
-    assert dimmed[phases.index(first)] == 1 and all(o < 1 for k, o in enumerate(dimmed) if k != phases.index(first))
+    k = phases.index(first)
+    bars_x = after["data"][index[0][3][0]]["xaxis"]  # per-phase bars: a categorical axis, the chosen bar shaded
+    assert [b for b in bands if b[0] == bars_x and (b[2], b[3]) == (k - 0.5, k + 0.5)]
+    on_depth = [b for b in bands if b[0] != bars_x and not str(b[0]).endswith("domain")]
+    assert on_depth and {(b[2], b[3]) for b in on_depth} == {(min(layers) - 0.5, max(layers) + 0.5)}
+    on_rows = [b for b in bands if str(b[0]).endswith("domain")]  # the layer axis of heatmaps (y)
+    assert on_rows and {(b[4], b[5]) for b in on_rows} == {(min(layers) - 0.5, max(layers) + 0.5)}
     assert not dash.errors, dash.errors
 
 
@@ -417,9 +430,9 @@ def test_click_on_an_operator_cell_opens_that_pair(dash, smol):
                                rtol=1e-12)
     assert after["data"][bars]["y"] != before["data"][bars]["y"]
     assert f"σ_{L} vs T·σ_{Lb}" in after["annotations"][6] and after["annotations"][7].startswith(f"pair ({L}, {Lb})")
-    marker = index[1][0][2]  # the selected-pair square on the heatmap
-    assert after["data"][marker]["x"] == [Lb] and after["data"][marker]["y"] == [L]
-    assert f"anchor {Lb} " in after["title"]  # a cell click also moves the anchor to its layer_b
+    box = [sh for sh in after["shapes"] if sh["type"] == "rect" and not sh["fill"]]  # the selected cell outlined
+    assert [(sh["x0"], sh["y0"]) for sh in box] == [(Lb - 0.5, L - 0.5)]
+    assert Lb in _anchor_lines(after)  # a cell click also moves the anchor to its layer_b
 
     dash.screenshots("dashboard-smollm2-pair", n_rows=2)
     assert not dash.errors, dash.errors
@@ -471,7 +484,7 @@ def test_model_dropdown_redraws_with_the_other_model(dash, smol):
     assert _grid(snap["data"][index[1][0][0]]["z"]).shape == (6, 6)
     assert _grid(snap["data"][index[3][0][0]]["z"]).shape == (6, 12)
     assert len(snap["data"][index[0][2][2]]["x"]) == 5  # adjacent pairs of 6 layers
-    assert "6 layers" in snap["title"] and "quantized" not in snap["title"] and "anchor 5 " in snap["title"]
+    assert "6 layers" in snap["title"] and "quantized" not in snap["title"] and _anchor_rows(snap) == {5}
     assert page.locator("td.geomlib-architecture").inner_text() == "bert"
     assert page.locator("td.geomlib-layers").inner_text() == "6"
     assert page.locator(".widget-slider .widget-readout").first.inner_text().strip() == "5"
