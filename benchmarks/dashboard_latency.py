@@ -62,7 +62,7 @@ INIT_JS = r"""
       const u = d instanceof ArrayBuffer ? new Uint8Array(d) : new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
       return dec.decode(u.subarray(0, 4096)); } catch (e) { return ''; } };
   const size = (d) => typeof d === 'string' ? d.length : (d.byteLength || d.size || 0);
-  const kind = (s) => { const m = /"msg_type":\s*"(\w+)"/.exec(s); const k = /"(_py2js_\w+|_js2py_\w+)"/.exec(s);
+  const kind = (s) => { const m = /"msg_type":\s*"(\w+)"/.exec(s); const k = /"(_py2js_\w+|_js2py_\w+|patch|figure|click|drawn)"/.exec(s);
       return (m ? m[1] : '?') + (k ? ':' + k[1] : ''); };
   const note = (dir, d) => { const t = performance.now(); window.__lastFrame = t;
       if (window.__frames.length < 20000) window.__frames.push([dir, t, size(d), kind(text(d))]); };
@@ -77,15 +77,20 @@ INIT_JS = r"""
   for (const type of ['keydown', 'change', 'click']) {
     window.addEventListener(type, () => { if (window.__armed === type && window.__t0 === null) window.__t0 = performance.now(); }, true);
   }
-  window.__hook = () => { const g = document.querySelector('.js-plotly-plot');
-    if (!g || !g.on || g.__hooked) return !!(g && g.__hooked); g.__hooked = true;
-    g.on('plotly_afterplot', () => { const a = g.layout.annotations || [];
-      window.__aps.push([performance.now(), g.layout.title.text, (a[0] || {}).text, (a[4] || {}).text]); });
+  window.__hook = () => { const gs = Array.from(document.querySelectorAll('.geomlib-plot'));
+    if (gs.length < 4 || !gs.every((g) => g.on)) return false;
+    for (const g of gs) { if (g.__hooked) continue; g.__hooked = true;
+      g.on('plotly_afterplot', () => { const a = g.layout.annotations || [];
+        window.__aps.push([performance.now(), g.layout.title.text, (a[0] || {}).text, (a[4] || {}).text]); }); }
     return true; };
 })();
 """
 
-GD = "document.querySelector('.js-plotly-plot')"
+GD = "document.querySelector('.geomlib-plot[data-view=\"cos\"]')"
+# each view is its own plotly figure: a change is shown when every view it touches shows it
+V = "((v) => document.querySelector(`.geomlib-plot[data-view=\"${v}\"]`))"
+VIEWS = ("cos", "operator", "gamma", "entropy")
+PHASE_SPANS: dict[str, tuple[int, int]] = {}  # phase -> (first layer, last layer), filled in main()
 
 
 def _free_port() -> int:
@@ -198,9 +203,12 @@ class Voila:
 
 
 def wait_rendered(page, n_panels: int, timeout: float = 180_000) -> None:
+    """Every view drawn: ``n_panels`` subplots over the four figures."""
     page.wait_for_function(
-        f"() => {{ const g = {GD}; return !!(g && g.data && g.data.length && g._fullLayout && "
-        f"g.querySelectorAll('.nsewdrag').length === {n_panels}); }}", timeout=timeout)
+        "() => { const gs = Array.from(document.querySelectorAll('.geomlib-plot'));"
+        " return gs.length === 4 && gs.every((g) => g.data && g.data.length && g._fullLayout) &&"
+        f" gs.reduce((n, g) => n + g.querySelectorAll('.nsewdrag').length, 0) === {n_panels}; }}",
+        timeout=timeout)
     page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
@@ -242,16 +250,20 @@ def plan_changes(n: int, seed: int, n_layers: int, families: list[str], phases: 
 
 def predicate(kind: str, value) -> str:
     """JavaScript over the graph div ``g``: the change is shown."""
-    if kind == "anchor":  # an overlay: the dotted anchor lines sit at the new layer
-        return (f"(g.layout.shapes || []).some((s) => s.type === 'line' && s.x0 === {value} && s.x1 === {value})"
-                f" && !(g.layout.shapes || []).some((s) => s.type === 'line' && s.x0 === s.x1 && s.x0 !== {value}"
-                f" && String(s.yref).endsWith('domain') && !s.fillcolor && s.line && s.line.dash === 'dot')")
+    every = lambda cond: "[" + ",".join(f"'{v}'" for v in VIEWS) + f"].every((v) => {{ const g = {V}(v); return {cond}; }})"  # noqa: E731,E501
+    if kind == "anchor":  # an overlay on every view: the dotted anchor lines sit at the new layer
+        return every(f"(g.__overlays || []).some((s) => s.type === 'line' && s.x0 === {value} && s.x1 === {value})"
+                     f" && !(g.__overlays || []).some((s) => s.type === 'line' && s.x0 === s.x1 && s.x0 !== {value}"
+                     f" && String(s.yref).endsWith('domain') && !s.fillcolor && s.line && s.line.dash === 'dot')")
     if kind == "family":
-        return f"(g.layout.annotations[0].text || '').endsWith(' · {value}')"
-    if kind == "phase":  # an overlay: phase bands appear (or disappear for 'all')
-        has = "(g.layout.shapes || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)"
-        return f"!{has}" if value == "all" else has
-    return f"(g.layout.annotations[4].text || '').startsWith('{value.upper()} ')"
+        return f"({V}('cos').layout.annotations[0].text || '').endsWith(' · {value}')"
+    if kind == "phase":  # an overlay: this phase's bands appear (or all disappear for 'all') on every view
+        if value == "all":
+            return every("!(g.__overlays || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)")
+        a, b = PHASE_SPANS[value]
+        return every(f"(g.__overlays || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false"
+                     f" && ((s.x0 === {a - 0.5} && s.x1 === {b + 0.5}) || (s.y0 === {a - 0.5} && s.y1 === {b + 0.5})))")
+    return f"({V}('operator').layout.annotations[0].text || '').startsWith('{value.upper()} ')"
 
 
 def shows(kind: str, value, ap) -> bool:
@@ -295,12 +307,12 @@ def measure_change(page, kind: str, arg, value, settle_ms: float) -> dict:
         raise RuntimeError(f"the {event} event of {kind}={value} was not seen")
     after = [a for a in aps if a[0] >= t0]
     hits = [a for a in after if shows(kind, value, a)]
-    done = hits[-1][0] if hits else seen
+    done = seen  # the frame at which every view shows the change
     first = hits[0][0] if hits else seen
     sent = next((f[1] for f in frames if f[0] == "out" and f[1] >= t0 and f[3].startswith("comm_msg")), None)
-    fig_in = next((f[1] for f in frames if f[0] == "in" and f[1] >= t0 and ":_py2js_" in f[3]), None)
+    fig_in = next((f[1] for f in frames if f[0] == "in" and f[1] >= t0 and ":patch" in f[3]), None)
     fig_msgs = [f for f in frames if f[0] == "in" and f[1] >= t0 and (done is None or f[1] <= done)
-                and ":_py2js_" in f[3]]
+                and ":patch" in f[3]]
     return {
         "kind": kind, "input": arg, "value": value, "event": event,
         "latency_ms": None if done is None else done - t0,
@@ -352,6 +364,10 @@ def main(argv=None) -> int:
     n_layers = ds.sizes["layer"]
     n_panels = sum(len(v) for v in VIEWS.values())
     changes = plan_changes(args.changes, args.seed, n_layers, families_with_data(ds), ["all"] + phases_of(ds))
+    labels = [str(p) for p in ds["phase"].values]
+    for p in phases_of(ds):
+        layers = [L for L, q in enumerate(labels) if q == p]
+        PHASE_SPANS[p] = (min(layers), max(layers))
 
     result: dict = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},

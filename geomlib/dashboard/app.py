@@ -1,9 +1,9 @@
-"""The dashboard: one shared selection state, controls bound to it, one linked FigureWidget.
+"""The dashboard: one shared selection state, controls bound to it, one linked figure.
 
 Every control writes a trait of :class:`Dashboard`; every view observes the
 traits; every click on a depth axis or a heatmap cell writes them too.  Only
-the panels whose inputs changed are rebuilt, and their traces are updated in
-place inside one ``batch_update``.
+the panels whose inputs changed are rebuilt, and the browser receives one
+patch with just those traces and the overlays that moved (:mod:`.plotview`).
 """
 
 from __future__ import annotations
@@ -13,26 +13,35 @@ import html
 import time
 
 import ipywidgets as W
-import plotly.graph_objects as go
 import traitlets
 
 from ..errors import GeomlibError
 from .data import CatalogEntry, cache_dirs, catalog, families_with_data, open_model_data, phases_of
 from ..plot import export
-from ..plot.layout import build_figure, overlays, title_text
-from ..plot.views import VIEWS, Selection
+from ..plot.layout import VIEW_TITLES, build_figure, overlays, point_ranges, title_text
+from ..plot.views import VIEWS, Selection, norm_family
+from .plotview import PlotView
 
-#: which selection fields each panel's traces depend on, (row, column) -> fields.  The anchor, the
+#: which selection fields each panel's traces depend on, (view, column) -> fields.  The anchor, the
 #: phase and the selected pair's cell are overlays (shapes): changing them redraws no data, which
-#: is what keeps the browser fast (plotly redraws the whole figure on any data change)
+#: is what keeps the browser fast (plotly redraws a whole figure on any data change, so each view
+#: is its own figure and a change redraws only the views it touches)
 DEPENDS = {
-    (0, 0): ("family",), (0, 1): ("family",), (0, 2): ("family",), (0, 3): ("family",),
-    (1, 0): ("operator", "op_metric", "head"), (1, 1): ("operator", "op_metric", "head", "pair"),
-    (1, 2): ("operator", "head", "pair"), (1, 3): ("operator", "head", "pair"),
-    (2, 0): ("family",), (2, 1): ("family",), (2, 2): ("family",),
-    (3, 0): (), (3, 1): (),
+    ("cos", 0): ("family",), ("cos", 1): ("family",), ("cos", 2): ("family",), ("cos", 3): ("family",),
+    ("operator", 0): ("operator", "op_metric", "head"), ("operator", 1): ("operator", "op_metric", "head", "pair"),
+    ("operator", 2): ("operator", "head", "pair"), ("operator", 3): ("operator", "head", "pair"),
+    ("gamma", 0): ("family",), ("gamma", 1): ("family",), ("gamma", 2): ("family",),
+    ("entropy", 0): (), ("entropy", 1): (),
 }
+#: clicks: (view, column) -> what a click there sets
+CELL_CLICKS = {("cos", 0), ("cos", 1), ("operator", 0)}
+DEPTH_CLICKS = {("cos", 2), ("gamma", 2), ("entropy", 1)}
 STATE = ("anchor", "family", "phase", "operator", "head", "op_metric", "pair")
+
+
+def _view_title(ds, view: str) -> str:
+    # the first view carries the model line (quantization label, analyses missing); the others their name
+    return title_text(ds, None) if view == "cos" else VIEW_TITLES[view]
 
 
 def _facts(ds) -> str:
@@ -95,11 +104,13 @@ class Dashboard(W.VBox):
         for widget, trait in ((self._anchor, "anchor"), (self._family, "family"), (self._phase, "phase"),
                               (self._operator, "operator"), (self._metric, "op_metric"), (self._head, "head")):
             W.link((self, trait), (widget, "value"))
-        fig, self._index = build_figure(self._ds, self.selection())
-        # build the figure completely, then wrap it (edits right after wrapping did not render)
-        self.figure = go.FigureWidget(fig)
-        self._wire_clicks()
-        self.children = [self._header, self._controls, self._compute_box, self.figure, self._export_box]
+        # one figure per view, kept here as plain go.Figures (the source of truth, what tests and exports
+        # read); the browser gets each once, then patches (see plotview)
+        self.views = {v: PlotView(name=v, carry_plotly=(i == 0)) for i, v in enumerate(VIEWS)}
+        for v, pv in self.views.items():
+            pv.observe(lambda ch, v=v: self._on_click(v, ch), "click")
+        self._build_figures()
+        self.children = [self._header, self._controls, self._compute_box, *self.views.values(), self._export_box]
         self.observe(self._on_state, names=list(STATE))
         self.observe(self._on_source, names="source")
 
@@ -183,82 +194,86 @@ class Dashboard(W.VBox):
         except GeomlibError as exc:
             self._set_error(exc)
             return
-        self.refresh(force=True)
+        self._build_figures()
+
+    def _build_figures(self) -> None:
+        """Build every view's figure for the current model and send each whole to the browser."""
+        sel = self.selection()
+        res = sel.resolved(self._ds)
+        self.figures, self._index, self._panels, self._last = {}, {}, {}, {}
+        for v, builders in VIEWS.items():
+            fig, index = build_figure(self._ds, sel, (v,), title=_view_title(self._ds, v))
+            self.figures[v], self._index[v] = fig, index[0]
+            for c, build in enumerate(builders):
+                self._last[(v, c)] = self._key(v, c, res)
+                self._panels[(v, c)] = build(self._ds, res)
+            self.views[v].show(fig)
+        self._curve = {v: {i: c for c, ids in enumerate(self._index[v]) for i in ids} for v in VIEWS}
+
+    def _key(self, v: str, c: int, res: Selection) -> tuple:
+        if v == "gamma":  # the γ view shows the chosen family only when it is a norm gain
+            return (norm_family(self._ds, res),)
+        return tuple(getattr(res, f) for f in DEPENDS[(v, c)])
 
     def refresh(self, force: bool = False) -> None:
-        """Rebuild only the panels whose inputs changed; update traces, overlays and titles in one batch."""
+        """Rebuild only the panels whose inputs changed; send each view only what changed in it."""
         t0 = time.perf_counter()
         sel = self.selection()
         res = sel.resolved(self._ds)
-        changed = []
-        for r, builders in enumerate(VIEWS.values()):
+        for v, builders in VIEWS.items():
+            changed = []
             for c, build in enumerate(builders):
-                key = tuple(getattr(res, f) for f in DEPENDS[(r, c)])
-                if force or self._last.get((r, c)) != key or (r, c) not in self._panels:
-                    self._last[(r, c)] = key
-                    self._panels[(r, c)] = build(self._ds, res)
-                    changed.append((r, c))
-        grid = [[self._panels[(r, c)] for c in range(len(b))] for r, b in enumerate(VIEWS.values())]
-        shapes, notes = overlays(self._ds, sel, grid)
-        titles = [p.title for row in grid for p in row]
-        with self.figure.batch_update():
-            for r, c in changed:
-                for i, trace in zip(self._index[r][c], self._panels[(r, c)].traces):
-                    props = trace.to_plotly_json()
-                    props.pop("type", None)
-                    self.figure.data[i].update(props, overwrite=True)
-            current = self.figure.layout.shapes
-            if len(current) == len(shapes):
-                # same slots: edit what moved (plotly redraws just the shapes; a new list redraws everything)
-                for shape, want in zip(current, shapes):
-                    have = shape.to_plotly_json()
-                    diff = {k: v for k, v in want.items() if have.get(k) != v}
-                    if diff:
-                        shape.update(diff)
-            else:
-                self.figure.layout.shapes = shapes
-            # subplot titles are the first annotations, one per panel in row-major order.  Inside batch_update the
-            # figure still reads as before the batch, so the titles come from the new panels, not read back (read
-            # back, they overwrote the new titles whenever the notes changed: titles stuck on the old family)
-            old = [a.to_plotly_json() for a in self.figure.layout.annotations]
-            new = [dict(a, text=t) for a, t in zip(old, titles)] + notes
-            if new != old:  # an annotation change redraws everything: skip it when nothing changed
-                self.figure.layout.annotations = new
-            text = title_text(self._ds, sel)
-            if self.figure.layout.title.text != text:
-                self.figure.layout.title.text = text
+                key = self._key(v, c, res)
+                if force or self._last.get((v, c)) != key:
+                    self._last[(v, c)] = key
+                    self._panels[(v, c)] = build(self._ds, res)
+                    changed.append(c)
+            self._patch(v, sel, changed)
         self.render_ms = (time.perf_counter() - t0) * 1000
         self.error = ""
         self._status.value = ""
 
-    def _wire_clicks(self) -> None:
-        def on_cell(trace, points, state):
-            if points.point_inds:
-                L, Lb = int(points.ys[0]), int(points.xs[0])
-                with self.hold_trait_notifications():
-                    self.pair = (L, Lb)
-                    self.anchor = Lb
+    def _patch(self, v: str, sel: Selection, changed: list[int]) -> None:
+        fig = self.figures[v]
+        row = [self._panels[(v, c)] for c in range(len(VIEWS[v]))]
+        traces: dict[int, dict] = {}
+        relayout: dict = {}
+        for c in changed:
+            for i, trace in zip(self._index[v][c], row[c].traces):
+                props = trace.to_plotly_json()
+                fig.data[i].update({k: val for k, val in props.items() if k != "type"}, overwrite=True)
+                traces[i] = props
+            for axis, rng in point_ranges(row[c], c + 1).items():  # γ points moved: refit their fixed axes
+                fig.layout[axis].range = rng
+                relayout[f"{axis}.range"] = rng
+        shapes, notes = overlays(self._ds, sel, [row], len(row))
+        if [sh.to_plotly_json() for sh in fig.layout.shapes] != shapes:
+            fig.layout.shapes = shapes  # the exported figure carries them; the browser draws them as overlays
+            self.views[v].set_overlays(shapes)
+        old = [a.to_plotly_json() for a in fig.layout.annotations]
+        new = [dict(a, text=p.title) for a, p in zip(old, row)] + notes
+        if new != old:
+            fig.layout.annotations = new
+            relayout["annotations"] = new
+        self.views[v].send(traces, relayout)
 
-        def on_depth(trace, points, state):
-            if points.point_inds:
-                self.anchor = int(points.xs[0])
-
-        def on_row(trace, points, state):
-            if points.point_inds:
-                self.anchor = int(points.ys[0])
-
-        def on_gamma(trace, points, state):
-            if points.point_inds:
-                self.anchor = int(trace.customdata[points.point_inds[0]])
-
-        idx = self._index
-        for r, c in ((0, 0), (0, 1), (1, 0)):
-            self.figure.data[idx[r][c][0]].on_click(on_cell)
-        for i in idx[0][2][2:] + idx[2][2] + idx[3][1]:
-            self.figure.data[i].on_click(on_depth)
-        self.figure.data[idx[3][0][0]].on_click(on_row)
-        for i in idx[2][0]:
-            self.figure.data[i].on_click(on_gamma)
+    def _on_click(self, v: str, change) -> None:
+        """A click in the browser: a heatmap cell sets the pair and the anchor, a depth position the anchor."""
+        ev = change["new"] or {}
+        c = self._curve[v].get(ev.get("curve"))
+        if c is None or ev.get("x") is None:
+            return
+        if (v, c) in CELL_CLICKS:  # L x L heatmaps: (layer, layer_b) = (y, x)
+            with self.hold_trait_notifications():
+                self.pair = (int(ev["y"]), int(ev["x"]))
+                self.anchor = int(ev["x"])
+        elif (v, c) == ("entropy", 0):  # entropy heatmap: layers on y
+            self.anchor = int(ev["y"])
+        elif (v, c) == ("gamma", 0):  # γ scatter: point k is layer k
+            if ev.get("point") is not None:
+                self.anchor = int(ev["point"])
+        elif (v, c) in DEPTH_CLICKS:  # lines over depth
+            self.anchor = int(round(float(ev["x"])))
 
     # -- actions -------------------------------------------------------------------------------------------------
     def _set_error(self, exc: Exception) -> None:

@@ -1,7 +1,8 @@
-"""Assemble panels into one linked figure (the dashboard) or one figure per view (exports).
+"""Assemble panels into figures: one per view (the dashboard, exports) or several views stacked.
 
-One FigureWidget with subplots, not one widget per view: on a Voila page two
-FigureWidgets intermittently lose Python-side updates, one did not.  Overlays
+The dashboard shows one figure per view (a data change makes plotly.js redraw
+a whole figure, so small figures redraw fast); exports use the same builder,
+one view per file, and so can a multi-view figure.  Overlays
 (phase bands, anchor lines, phase boundaries, "not computed" notes) are layout
 shapes and annotations recomputed with the traces.
 """
@@ -17,6 +18,13 @@ from .. import __version__
 from .views import ANCHOR_COLOR, VIEWS, Panel, Selection
 
 COLS = 4
+#: a small explicit style instead of the "plotly_white" template: plotly re-applies a template's
+#: hundreds of defaults on every relayout, which made moving an anchor line cost a full redraw
+LIGHT = go.layout.Template(layout=dict(
+    paper_bgcolor="white", plot_bgcolor="white", font=dict(color="#2a3f5f"),
+    xaxis=dict(gridcolor="#EBF0F8", zerolinecolor="#EBF0F8", linecolor="#EBF0F8"),
+    yaxis=dict(gridcolor="#EBF0F8", zerolinecolor="#EBF0F8", linecolor="#EBF0F8"),
+    colorway=["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880"]))
 ROW_HEIGHT = 400
 VIEW_TITLES = {
     "cos": "1 · weight cos-sim and delta (aligned − raw) against the null",
@@ -100,7 +108,7 @@ def overlays(ds: xr.Dataset, sel: Selection, grid: list[list[Panel]], cols: int 
     return shapes, notes
 
 
-def title_text(ds: xr.Dataset, sel: Selection) -> str:
+def title_text(ds: xr.Dataset, sel: Selection | None = None) -> str:
     a = ds.attrs
     q = str(a.get("quantization", "none"))
     qt = f" · <b>{q} quantized</b>: numbers include quantization noise" if q != "none" else ""
@@ -111,8 +119,18 @@ def title_text(ds: xr.Dataset, sel: Selection) -> str:
     return f"{a.get('source')} — {a.get('arch')}, {a.get('n_layers')} layers{qt}{mt}"
 
 
+def point_ranges(panel: Panel, idx: int) -> dict[str, list[float]]:
+    """Fixed axis ranges around a panel's layer points (subplot number ``idx``), empty if it has none."""
+    if panel.points is None or not np.isfinite(panel.points).any():
+        return {}
+    lo, hi = np.nanmin(panel.points, axis=0), np.nanmax(panel.points, axis=0)
+    pad = 0.12 * np.where(hi > lo, hi - lo, 1.0)
+    xa, ya = ("xaxis", "yaxis") if idx == 1 else (f"xaxis{idx}", f"yaxis{idx}")
+    return {xa: [float(lo[0] - pad[0]), float(hi[0] + pad[0])], ya: [float(lo[1] - pad[1]), float(hi[1] + pad[1])]}
+
+
 def build_figure(ds: xr.Dataset, sel: Selection, views: tuple[str, ...] = tuple(VIEWS),
-                 caption: str | None = None) -> tuple[go.Figure, list[list[list[int]]]]:
+                 caption: str | None = None, title: str | None = None) -> tuple[go.Figure, list[list[list[int]]]]:
     """One figure, a row per view; returns it and the trace indices of each panel."""
     grid = panels(ds, sel, views)
     cols = max(len(r) for r in grid) if len(views) == 1 else COLS
@@ -131,8 +149,17 @@ def build_figure(ds: xr.Dataset, sel: Selection, views: tuple[str, ...] = tuple(
             index[-1].append(list(range(first, len(fig.data))))
             fig.update_xaxes(row=r + 1, col=c + 1, **panel.x)
             fig.update_yaxes(row=r + 1, col=c + 1, **panel.y)
-            if panel.depth_y and panel.depth_x:
-                fig.update_yaxes(row=r + 1, col=c + 1, autorange="reversed", scaleanchor=None)
+            # fixed ranges wherever overlays sit in data coordinates: a shape on an autoranged axis
+            # makes plotly recompute the whole figure when it moves, on a fixed one only the shape
+            n = ds.sizes["layer"]
+            if panel.depth_x:
+                fig.update_xaxes(row=r + 1, col=c + 1, range=[-0.5, n - 0.5], autorange=False)
+            if panel.depth_y:
+                fig.update_yaxes(row=r + 1, col=c + 1, range=[n - 0.5, -0.5], autorange=False)
+            if panel.categories:
+                fig.update_xaxes(row=r + 1, col=c + 1, range=[-0.5, len(panel.categories) - 0.5], autorange=False)
+            for axis, rng in point_ranges(panel, r * cols + c + 1).items():
+                fig.layout[axis].update(range=rng, autorange=False)
         for c in range(len(row), cols):
             fig.update_xaxes(row=r + 1, col=c + 1, visible=False)
             fig.update_yaxes(row=r + 1, col=c + 1, visible=False)
@@ -140,14 +167,15 @@ def build_figure(ds: xr.Dataset, sel: Selection, views: tuple[str, ...] = tuple(
     for ann in fig.layout.annotations:  # subplot titles: small
         ann.font = dict(size=11)
     annotations = list(fig.layout.annotations) + notes
-    height = ROW_HEIGHT * len(grid) + 90
+    height = ROW_HEIGHT * len(grid) + (90 if len(grid) > 1 or caption or title is None else 70)
     if caption:
         annotations.append(dict(text=caption, xref="paper", yref="paper", x=0, y=-0.08 if len(grid) == 1 else -0.03,
                                 showarrow=False, xanchor="left", font=dict(size=9, color="#555")))
         height += 40
     fig.update_layout(shapes=shapes, annotations=annotations, height=height, width=1600 if cols == 4 else 420 * cols,
-                      title=dict(text=title_text(ds, sel), font=dict(size=14)), margin=dict(l=50, r=20, t=80, b=60),
-                      showlegend=False, template="plotly_white", hovermode="closest")
+                      title=dict(text=title if title is not None else title_text(ds, sel), font=dict(size=14)),
+                      margin=dict(l=50, r=20, t=80, b=60),
+                      showlegend=False, template=LIGHT, hovermode="closest")
     return fig, index
 
 

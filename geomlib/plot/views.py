@@ -1,7 +1,7 @@
 """Plotly panels of the dashboard, as pure functions of (Dataset, Selection).
 
 Every panel returns a fixed number of traces whatever the data (empty traces
-where an analysis is missing), so the single linked FigureWidget can update
+where an analysis is missing), so the dashboard's figures can update
 traces in place.  The same builders make the standalone figures that are
 exported for writeups, so the screen and the paper show the same thing.
 """
@@ -248,7 +248,8 @@ def pair_signs_panel(ds: xr.Dataset, sel: Selection) -> Panel:
 
 
 # -- view 3: gamma ------------------------------------------------------------------------------------------
-def _norm_family(ds: xr.Dataset, sel: Selection) -> str | None:
+def norm_family(ds: xr.Dataset, sel: Selection) -> str | None:
+    """The norm family the γ view shows: the selected one if it is a norm gain, else the first available."""
     if "gamma_norm" not in ds:
         return None
     ok = [str(f) for f in ds["family"].values if np.isfinite(ds["gamma_norm"].sel(family=f).values).all()]
@@ -258,30 +259,28 @@ def _norm_family(ds: xr.Dataset, sel: Selection) -> str | None:
 
 
 def gamma_scatter_panel(ds: xr.Dataset, sel: Selection) -> Panel:
-    f = _norm_family(ds, sel)
-    phases = list(dict.fromkeys(str(p) for p in ds["phase"].values))
-    n_tr = len(PHASE_COLORS)
+    f = norm_family(ds, sel)
     if f is None:
-        return Panel("γ PCA", [go.Scatter(x=[], y=[], showlegend=False) for _ in range(n_tr)],
+        return Panel("γ PCA", [go.Scatter(x=[], y=[], showlegend=False)],
                      note="no norm gains in this model's cached analyses")
     sc = ds["gamma_pca_scores"].sel(family=f)
     pc1, pc2 = sc.isel(pc=0).values, sc.isel(pc=1).values
-    labels = np.array([str(p) for p in ds["phase"].values])
-    traces = []
-    for i in range(n_tr):
-        p = phases[i] if i < len(phases) else None
-        idx = np.flatnonzero(labels == p) if p is not None else np.array([], dtype=int)
-        traces.append(go.Scatter(
-            x=_c(pc1[idx]), y=_c(pc2[idx]), mode="markers+text", text=[str(int(L)) for L in idx],
-            textposition="top center", textfont=dict(size=8), customdata=np.ascontiguousarray(idx),
-            marker=dict(size=9, color=PHASE_COLORS[i]), name=f"phase {p}",
-            showlegend=False, hovertemplate=f"layer %{{customdata}}<br>PC1 %{{x:.4f}}<br>PC2 %{{y:.4f}}<extra>phase {p}</extra>"))
-    return Panel(f"γ PCA of unit {f} gains (colour: phase; click a point)", traces,
+    labels = [str(p) for p in ds["phase"].values]
+    order = list(dict.fromkeys(labels))
+    colors = [PHASE_COLORS[order.index(p) % len(PHASE_COLORS)] for p in labels]
+    layers = np.arange(len(labels))
+    # one trace, coloured per point: every trace costs the browser work on each redraw
+    trace = go.Scatter(
+        x=_c(pc1), y=_c(pc2), mode="markers+text", text=[str(int(L)) for L in layers], textposition="top center",
+        textfont=dict(size=8), customdata=np.ascontiguousarray(np.stack([layers, np.array(labels, dtype=object)], 1)),
+        marker=dict(size=9, color=colors), name="layers", showlegend=False,
+        hovertemplate="layer %{customdata[0]}<br>PC1 %{x:.4f}<br>PC2 %{y:.4f}<extra>phase %{customdata[1]}</extra>")
+    return Panel(f"γ PCA of unit {f} gains (colour: phase; click a point)", [trace],
                  x=dict(title="PC1"), y=dict(title="PC2"), points=np.stack([pc1, pc2], axis=1))
 
 
 def gamma_explained_panel(ds: xr.Dataset, sel: Selection) -> Panel:
-    f = _norm_family(ds, sel)
+    f = norm_family(ds, sel)
     if f is None:
         return Panel("γ explained variance", [go.Bar(x=[], y=[], showlegend=False)], note="no norm gains")
     ex = ds["gamma_pca_explained"].sel(family=f).values
@@ -293,7 +292,7 @@ def gamma_explained_panel(ds: xr.Dataset, sel: Selection) -> Panel:
 
 
 def gamma_norm_panel(ds: xr.Dataset, sel: Selection) -> Panel:
-    f = _norm_family(ds, sel)
+    f = norm_family(ds, sel)
     L = _layers(ds)
     if f is None:
         return Panel("‖γ‖ by layer", [go.Scatter(x=L, y=_c(np.full(len(L), np.nan)), showlegend=False)],

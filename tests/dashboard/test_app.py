@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from plotly.callbacks import InputDeviceState, Points
 
 from geomlib.dashboard import Dashboard, build_app
 from geomlib.dataset import cache
 from geomlib.errors import GeomlibError
+from geomlib.plot.views import VIEWS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CACHE = [ROOT / "cache"]
@@ -23,28 +24,50 @@ def app():
     return build_app(roots=DEMO_CACHE)
 
 
+ROWS = list(VIEWS)  # view r of the page
+
+
+def fig(app, r):
+    return app.figures[ROWS[r]]
+
+
+def trace(app, r, c, k=0):
+    return fig(app, r).data[app._index[ROWS[r]][c][k]]
+
+
 def z(app, r, c, k=0):
-    return np.array(app.figure.data[app._index[r][c][k]].z, dtype=float)
+    return np.array(trace(app, r, c, k).z, dtype=float)
 
 
 def y(app, r, c, k=0):
-    return np.array(app.figure.data[app._index[r][c][k]].y, dtype=float)
+    return np.array(trace(app, r, c, k).y, dtype=float)
+
+
+def titles(app, r):
+    return [a.text for a in fig(app, r).layout.annotations][: len(VIEWS[ROWS[r]])]
+
+
+def shapes(app, r=None):
+    rows = range(len(ROWS)) if r is None else [r]
+    return [s for i in rows for s in fig(app, i).layout.shapes]
 
 
 def click(app, r, c, k, x, yv, ind=0):
-    trace = app.figure.data[app._index[r][c][k]]
-    trace._dispatch_on_click(Points(point_inds=[ind], xs=[x], ys=[yv], trace_name=trace.name,
-                                    trace_index=app._index[r][c][k]), InputDeviceState())
+    """What the browser sends on a plotly click (the view's ``click`` trait)."""
+    t = trace(app, r, c, k)
+    app.views[ROWS[r]].click = {"seq": time.perf_counter(), "curve": app._index[ROWS[r]][c][k], "point": ind,
+                                "x": x, "y": yv, "customdata": None}
 
 
 def test_opens_the_demo_with_every_view(app):
     assert app.source == "demo:smollm2-135m"
     assert app.anchor == 29 and app._anchor.max == 29
-    assert len(app._index) == 4 and [len(r) for r in app._index] == [4, 4, 3, 2]
+    assert list(app.views) == ROWS and [len(app._index[v]) for v in ROWS] == [4, 4, 3, 2]
     assert z(app, 0, 0).shape == (30, 30) and z(app, 1, 0).shape == (30, 30) and z(app, 3, 0).shape == (30, 9)
-    title = app.figure.layout.title.text
+    title = fig(app, 0).layout.title.text
     assert "Q4_1 quantized" in title and "quantization noise" in title  # labelled, not hidden
-    assert not [a for a in app.figure.layout.annotations if "not computed" in (a.text or "")]
+    assert not [a for r in range(4) for a in fig(app, r).layout.annotations if "not computed" in (a.text or "")]
+    assert all(len(pv.figure["data"]) == len(fig(app, r).data) for r, pv in enumerate(app.views.values()))
     assert "llama" in app._info.value
 
 
@@ -53,17 +76,17 @@ def test_family_changes_the_weight_views(app):
     app.family = "v_proj"
     assert not np.allclose(z(app, 0, 0), before, equal_nan=True)
     assert not np.allclose(y(app, 0, 2, 2), line, equal_nan=True)
-    assert "v_proj" in app.figure.layout.annotations[0].text
+    assert "v_proj" in titles(app, 0)[0]
     app.family = "q_proj"
 
 
 def test_anchor_moves_every_marker(app):
     app.anchor = 7
-    anchor_lines = [s for s in app.figure.layout.shapes if s.type == "line" and s.x0 == 7 and s.x1 == 7]
+    anchor_lines = [s for s in shapes(app) if s.type == "line" and s.x0 == 7 and s.x1 == 7]
     assert len(anchor_lines) == 6  # every depth x-axis: cos, delta, adjacent line, operator, ‖γ‖, entropy profile
-    rows = [s for s in app.figure.layout.shapes if s.type == "line" and s.y0 == 7 and s.y1 == 7]
+    rows = [s for s in shapes(app) if s.type == "line" and s.y0 == 7 and s.y1 == 7]
     assert len(rows) == 3  # the anchor row of the three L x L heatmaps
-    ring = [s for s in app.figure.layout.shapes if s.type == "circle" and s.visible is not False]
+    ring = [s for s in shapes(app) if s.type == "circle" and s.visible is not False]
     sc = app.dataset["gamma_pca_scores"].sel(family="input_ln", layer=7)
     assert len(ring) == 1 and ring[0].x0 < float(sc.isel(pc=0)) < ring[0].x1
     assert app._anchor.value == 7  # the slider follows the state
@@ -73,13 +96,14 @@ def test_phase_shades_its_layers_and_filters_the_phase_bars(app):
     phases = app._phase.options[1:]
     assert len(phases) >= 2
     app.phase = phases[-1]
-    bands = [s for s in app.figure.layout.shapes if s.type == "rect" and s.fillcolor and s.visible is not False]
+    bands = [s for s in shapes(app) if s.type == "rect" and s.fillcolor and s.visible is not False]
     assert len(bands) >= 9  # the depth axes of four views, both axes of the L x L heatmaps, the phase bars
     k = len(phases) - 1  # the chosen phase's bar is shaded on the per-phase axis (a categorical x axis)
-    xa = app.figure.data[app._index[0][3][0]].xaxis
+    xa = trace(app, 0, 3).xaxis
+    bands = [s for s in shapes(app, 0) if s.type == "rect" and s.fillcolor and s.visible is not False]
     assert [s for s in bands if s.xref == xa and s.x0 == k - 0.5 and s.x1 == k + 0.5]
     app.phase = "all"
-    assert not [s for s in app.figure.layout.shapes if s.type == "rect" and s.fillcolor and s.visible is not False]
+    assert not [s for s in shapes(app) if s.type == "rect" and s.fillcolor and s.visible is not False]
 
 
 def test_operator_head_and_metric_change_the_operator_view(app):
@@ -90,7 +114,7 @@ def test_operator_head_and_metric_change_the_operator_view(app):
     app.head = 4
     assert not np.allclose(z(app, 1, 0), ov, equal_nan=True)
     app.op_metric = "pa_mean"
-    assert "principal-angle" in app.figure.layout.annotations[4].text
+    assert "principal-angle" in titles(app, 1)[0]
     app.operator, app.head, app.op_metric = "qk", -1, "cos"
 
 
@@ -98,12 +122,12 @@ def test_clicking_an_operator_cell_opens_that_pairs_detail(app):
     bars = y(app, 1, 1)
     click(app, 1, 0, 0, x=12, yv=3)
     assert app.pair == (3, 12) and app.anchor == 12
-    assert "pair (3, 12)" in app.figure.layout.annotations[5].text
+    assert "pair (3, 12)" in titles(app, 1)[1]
     want = app.dataset["qk_cos"].sel(layer=3, layer_b=12).values
     np.testing.assert_allclose(y(app, 1, 1), want)
     assert not np.allclose(y(app, 1, 1), bars)
-    assert "pair (3, 12)" in app.figure.layout.annotations[7].text  # sign agreement follows
-    box = [s for s in app.figure.layout.shapes if s.type == "rect" and s.line.color == "black"]
+    assert "pair (3, 12)" in titles(app, 1)[3]  # sign agreement follows
+    box = [s for s in shapes(app) if s.type == "rect" and s.line.color == "black"]
     assert len(box) == 1 and (box[0].x0, box[0].y0) == (11.5, 2.5)  # the selected cell is outlined
 
 
@@ -112,17 +136,17 @@ def test_clicking_depth_axes_and_gamma_points_sets_the_anchor(app):
     assert app.anchor == 9
     click(app, 3, 0, 0, x=2, yv=21)  # entropy heatmap row
     assert app.anchor == 21
-    trace = app.figure.data[app._index[2][0][0]]  # first phase's γ points
-    layer = int(trace.customdata[0])
-    click(app, 2, 0, 0, x=trace.x[0], yv=trace.y[0], ind=0)
-    assert app.anchor == layer
+    t = trace(app, 2, 0, 0)  # the γ points, one per layer
+    click(app, 2, 0, 0, x=t.x[4], yv=t.y[4], ind=4)
+    assert app.anchor == 4
 
 
 def test_switching_model_redraws_everything(app):
     app.source = "demo:minilm-l6"
     assert z(app, 0, 0).shape == (6, 6) and z(app, 3, 0).shape == (6, 12)
     assert app._anchor.max == 5 and app.anchor == 5
-    assert "bert" in app.figure.layout.title.text and "quantized" not in app.figure.layout.title.text
+    assert "bert" in fig(app, 0).layout.title.text and "quantized" not in fig(app, 0).layout.title.text
+    assert app.views["cos"].figure["layout"]["title"]["text"] == fig(app, 0).layout.title.text  # sent whole
     assert "gate_proj" not in app._family.options  # BERT has no gate
     app.source = "demo:smollm2-135m"
     assert z(app, 0, 0).shape == (30, 30)
@@ -134,17 +158,28 @@ def test_update_touches_only_what_changed(app):
     from plotly.utils import PlotlyJSONEncoder
 
     def snapshot(r, c):
-        return [json.dumps(app.figure.data[i].to_plotly_json(), cls=PlotlyJSONEncoder) for i in app._index[r][c]]
+        return [json.dumps(fig(app, r).data[i].to_plotly_json(), cls=PlotlyJSONEncoder)
+                for i in app._index[ROWS[r]][c]]
 
     app.refresh(force=True)
     entropy, cos = snapshot(3, 0), snapshot(0, 0)
-    shapes = [s.to_plotly_json() for s in app.figure.layout.shapes]
+    before = [s.to_plotly_json() for s in shapes(app)]
+    seqs = {v: app.views[v].patch.get("seq") for v in ROWS}
+    drawn = {v: list(app.views[v].overlays) for v in ROWS}
     app.anchor = 3
     # the anchor is an overlay: no trace is rewritten (plotly would redraw the whole figure), shapes move
     assert snapshot(3, 0) == entropy and snapshot(0, 0) == cos
-    assert [s.to_plotly_json() for s in app.figure.layout.shapes] != shapes
+    assert [s.to_plotly_json() for s in shapes(app)] != before
+    for v in ROWS:  # what went to each view: its overlay list, and no figure patch at all
+        assert app.views[v].patch.get("seq") == seqs[v]
+        assert app.views[v].overlays != drawn[v]
+        assert app.views[v].overlays == [s.to_plotly_json() for s in fig(app, ROWS.index(v)).layout.shapes]
+    op_seq = app.views["operator"].patch.get("seq")
     app.family = "up_proj"
     assert snapshot(0, 0) != cos and snapshot(3, 0) == entropy
+    sent = {int(i) for i in app.views["cos"].patch["traces"]}
+    assert sent == {i for ids in app._index["cos"] for i in ids}
+    assert app.views["operator"].patch.get("seq") == op_seq  # nothing was sent to the operator view
     app.family = "q_proj"
     assert app.render_ms < 1000
 
@@ -157,10 +192,10 @@ def test_missing_analyses_are_labelled(tmp_path):
     dest.mkdir()
     (dest / src.name).write_bytes(src.read_bytes())
     app = build_app(roots=[tmp_path])
-    notes = [a.text for a in app.figure.layout.annotations if a.text and "not computed" in a.text]
+    notes = [a.text for r in range(4) for a in fig(app, r).layout.annotations if a.text and "not computed" in a.text]
     assert any("heads analysis not computed" in n for n in notes)
     assert any("entropy not computed" in n for n in notes)
-    assert "not computed: heads" in app.figure.layout.title.text
+    assert "not computed: heads" in fig(app, 0).layout.title.text
 
 
 def test_no_cache_is_one_clear_error(tmp_path):

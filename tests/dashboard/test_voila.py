@@ -36,20 +36,23 @@ SMOL, MINI = "demo:smollm2-135m", "demo:minilm-l6"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 VIEW_ROWS = ("cos", "operator", "gamma", "entropy")
-COLS = 4
 
 pytestmark = pytest.mark.slow
 
-GD = "document.querySelector('.js-plotly-plot')"
-# a JSON-able picture of what the graph div holds (typed arrays become lists)
-SNAPSHOT_JS = """() => {
-  const g = document.querySelector('.js-plotly-plot');
+def gd(view: str) -> str:
+    """The graph div of one view (each view is its own plotly figure)."""
+    return f"document.querySelector('.geomlib-plot[data-view=\"{view}\"]')"
+
+
+# a JSON-able picture of what a view's graph div holds (typed arrays become lists)
+SNAPSHOT_JS = """(view) => {
+  const g = document.querySelector(`.geomlib-plot[data-view="${view}"]`);
   const arr = (v) => (v == null) ? null : (ArrayBuffer.isView(v) || Array.isArray(v))
       ? Array.from(v, (e) => (ArrayBuffer.isView(e) || Array.isArray(e)) ? Array.from(e) : e) : v;
   return {
     title: g.layout.title.text,
     annotations: (g.layout.annotations || []).map((a) => a.text),
-    shapes: (g.layout.shapes || []).filter((s) => s.visible !== false)
+    shapes: (g.__overlays || []).filter((s) => s.visible !== false)
       .map((s) => ({type: s.type, xref: s.xref, yref: s.yref, x0: s.x0, x1: s.x1,
                     y0: s.y0, y1: s.y1, fill: s.fillcolor || null})),
     data: g.data.map((d) => ({type: d.type || 'scatter', xaxis: d.xaxis || 'x', yaxis: d.yaxis || 'y',
@@ -147,13 +150,13 @@ class Dash:
         self.errors: list[str] = []
         page.on("pageerror", lambda e: self.errors.append(str(e)))
 
-    def snapshot(self) -> dict:
-        return self.page.evaluate(SNAPSHOT_JS)
+    def snapshot(self, view: str = "cos") -> dict:
+        return self.page.evaluate(SNAPSHOT_JS, view)
 
-    def wait(self, predicate: str, timeout: float = 60_000) -> None:
-        """Wait until ``predicate`` (JavaScript over ``g``, the graph div) holds, then for the next frame."""
+    def wait(self, predicate: str, view: str = "cos", timeout: float = 60_000) -> None:
+        """Wait until ``predicate`` (JavaScript over ``g``, the view's graph div) holds, then for the next frame."""
         self.page.wait_for_function(
-            f"() => {{ const g = {GD}; return !!(g && g.data && g.layout && g._fullLayout && ({predicate})); }}",
+            f"() => {{ const g = {gd(view)}; return !!(g && g.data && g.layout && g._fullLayout && ({predicate})); }}",
             timeout=timeout,
         )
         self.page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
@@ -180,28 +183,14 @@ class Dash:
             self.page.set_viewport_size({"width": size["width"], "height": int(height) + 20})
 
     def screenshots(self, stem: str, n_rows: int = len(VIEW_ROWS)) -> None:
-        """The full page, then one clip per view (a subplot row with its titles and axis labels)."""
+        """The full page, then one picture per view (each view is its own figure)."""
         page = self.page
         self.fit()
         page.mouse.move(0, 0)  # no hover label in the pictures
         page.screenshot(path=str(ARTIFACTS / f"{stem}-full.png"), full_page=True)
-        rows = page.evaluate("""(cols) => {
-          const g = document.querySelector('.js-plotly-plot'); const fl = g._fullLayout;
-          const r = g.getBoundingClientRect(); const top = r.top + window.scrollY, left = r.left + window.scrollX;
-          const out = {};
-          for (const [name, ax] of Object.entries(fl)) {
-            const m = /^yaxis(\\d*)$/.exec(name); if (!m || !ax.visible) continue;
-            const row = Math.floor(((m[1] ? +m[1] : 1) - 1) / cols);
-            const a = out[row] || [1e9, -1e9];
-            out[row] = [Math.min(a[0], top + ax._offset), Math.max(a[1], top + ax._offset + ax._length)];
-          }
-          return {rows: out, left: left, width: r.width};
-        }""", COLS)
         for r in range(n_rows):
-            y0, y1 = rows["rows"][str(r)]
-            clip = {"x": rows["left"], "y": max(y0 - 40, 0), "width": rows["width"], "height": (y1 - y0) + 95}
-            page.screenshot(path=str(ARTIFACTS / f"{stem}-view{r + 1}-{VIEW_ROWS[r]}.png"), full_page=True,
-                            clip=clip)
+            page.locator(f'.geomlib-plot[data-view="{VIEW_ROWS[r]}"]').screenshot(
+                path=str(ARTIFACTS / f"{stem}-view{r + 1}-{VIEW_ROWS[r]}.png"))
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +198,8 @@ def dash(voila_url, browser):
     page = browser.new_page(viewport={"width": 1700, "height": 1100})
     d = Dash(page)
     page.goto(voila_url, timeout=120_000)
-    d.wait("g.data.length > 0 && g.querySelectorAll('.nsewdrag').length > 0", timeout=120_000)
+    for view in VIEW_ROWS:
+        d.wait("g.data.length > 0 && g.querySelectorAll('.nsewdrag').length > 0", view, timeout=120_000)
     d.fit()
     yield d
     page.close()
@@ -223,8 +213,11 @@ def smol():
     from geomlib.plot.views import Selection
 
     ds = open_model_data(SMOL)
-    fig, index = build_figure(ds, Selection())
-    return ds, fig, index
+    figs, index = {}, {}
+    for v in VIEW_ROWS:
+        figs[v], idx = build_figure(ds, Selection(), (v,))
+        index[v] = idx[0]
+    return ds, figs, index
 
 
 def _grid(z) -> np.ndarray:
@@ -260,49 +253,56 @@ def _bands(snap) -> list[tuple]:
 
 def _anchor_js(a: int) -> str:
     """A wait condition: the anchor overlays sit at layer ``a``."""
-    return (f"g.layout.shapes.some((s) => s.type === 'line' && s.x0 === {a} && s.x1 === {a}) && "
-            f"!g.layout.shapes.some((s) => s.type === 'line' && s.x0 === s.x1 && s.x0 !== {a} && "
+    return (f"(g.__overlays || []).some((s) => s.type === 'line' && s.x0 === {a} && s.x1 === {a}) && "
+            f"!(g.__overlays || []).some((s) => s.type === 'line' && s.x0 === s.x1 && s.x0 !== {a} && "
             f"String(s.yref).endsWith('domain') && !s.fillcolor && s.line && s.line.dash === 'dot' && s.visible !== false)")
 
 
 # -- tests ------------------------------------------------------------------------------------------------------
-def test_page_draws_all_four_views_of_the_demo_model(dash, smol):
-    ds, fig, index = smol
-    page = dash.page
-    n_panels = sum(map(len, index))
-    dash.wait(f"g.data.length === {len(fig.data)} && g.querySelectorAll('.nsewdrag').length === {n_panels}")
-    snap = dash.snapshot()
+def _all_shapes(dash) -> list[dict]:
+    return [sh for v in VIEW_ROWS for sh in dash.snapshot(v)["shapes"]]
 
-    # the same traces on the same subplots as the figure built here: 4 rows (views), 13 panels
-    expected = [(t.type, t.xaxis or "x", t.yaxis or "y") for t in fig.data]
-    assert _trace_axes(snap) == expected
-    assert len(index) == 4 and [len(r) for r in index] == [4, 4, 3, 2]
-    for r, row in enumerate(index):
-        for c, traces in enumerate(row):
-            n = r * COLS + c + 1
-            sub = "xy" if n == 1 else f"x{n}y{n}"
-            assert sub in snap["subplots"], (VIEW_ROWS[r], c)
+
+def test_page_draws_all_four_views_of_the_demo_model(dash, smol):
+    ds, figs, index = smol
+    page = dash.page
+    for v in VIEW_ROWS:
+        n_panels = len(index[v])
+        dash.wait(f"g.data.length === {len(figs[v].data)} && g.querySelectorAll('.nsewdrag').length === {n_panels}", v)
+        snap = dash.snapshot(v)
+        # the same traces on the same subplots as the figure built here
+        expected = [(t.type, t.xaxis or "x", t.yaxis or "y") for t in figs[v].data]
+        assert _trace_axes(snap) == expected, v
+        for c, traces in enumerate(index[v]):
+            sub = "xy" if c == 0 else f"x{c + 1}y{c + 1}"
+            assert sub in snap["subplots"], (v, c)
             assert traces and all(snap["data"][i]["xaxis"] + snap["data"][i]["yaxis"] == sub for i in traces)
-    # subplot titles (the first annotations) are the panels' titles
-    titles = [a.text for a in fig.layout.annotations if a.text][:n_panels]
-    assert snap["annotations"][:n_panels] == titles
-    assert "raw cos-sim · q_proj" in titles[0] and "QK operator" in titles[4] and "γ PCA" in titles[8] \
-        and "attention entropy" in titles[11]
+        titles = [a.text for a in figs[v].layout.annotations if a.text][:n_panels]
+        assert snap["annotations"][:n_panels] == titles
+    assert [len(index[v]) for v in VIEW_ROWS] == [4, 4, 3, 2]
+    cos_snap, op_snap = dash.snapshot("cos"), dash.snapshot("operator")
+    assert "raw cos-sim · q_proj" in cos_snap["annotations"][0] and "QK operator" in op_snap["annotations"][0]
+    assert "γ PCA" in dash.snapshot("gamma")["annotations"][0]
+    assert "attention entropy" in dash.snapshot("entropy")["annotations"][0]
 
     # real numbers: the cos heatmap is this model's q_proj cosine, the entropy heatmap is layers x heads
-    cos = _grid(snap["data"][index[0][0][0]]["z"])
+    cos = _grid(cos_snap["data"][index["cos"][0][0]]["z"])
     np.testing.assert_allclose(cos, ds["cos"].sel(family="q_proj").values, rtol=1e-12, equal_nan=True)
     assert cos.shape == (30, 30)
-    ent = _grid(snap["data"][index[3][0][0]]["z"])
+    ent = _grid(dash.snapshot("entropy")["data"][index["entropy"][0][0]]["z"])
     assert ent.shape == (30, ds.sizes["head"]) and np.isfinite(ent).all()
-    heads = _vals(snap["data"][index[1][1][0]]["y"])
+    heads = _vals(op_snap["data"][index["operator"][1][0]]["y"])
     assert heads.shape == (9,) and np.isfinite(heads).all()
-    gamma_pts = sum(len(snap["data"][i]["x"] or []) for i in index[2][0])
-    assert gamma_pts == 30
+    gamma = dash.snapshot("gamma")
+    assert len(index["gamma"][0]) == 1 and len(gamma["data"][index["gamma"][0][0]]["x"]) == 30
 
+    # overlays are drawn in an SVG over each plot: the anchor lines are really on the page
+    n_lines = page.evaluate(f"() => {gd('cos')}.querySelectorAll('svg.geomlib-overlay line').length")
+    assert n_lines == len([sh for sh in cos_snap["shapes"] if sh["type"] == "line"]) > 0
     # the quantization is said in the visible title, and in the facts table
-    assert "Q4_1 quantized" in snap["title"] and 29 in _anchor_lines(snap) and 29 in _anchor_rows(snap)
-    title = page.locator(".js-plotly-plot .gtitle")
+    assert "Q4_1 quantized" in cos_snap["title"]
+    assert 29 in _anchor_lines(cos_snap) and 29 in _anchor_rows(cos_snap)
+    title = page.locator('.geomlib-plot[data-view="cos"] .gtitle')
     assert title.is_visible() and "Q4_1 quantized" in title.text_content()
     assert page.locator("td.geomlib-architecture").inner_text() == "llama"
     assert page.locator("td.geomlib-layers").inner_text() == "30"
@@ -316,10 +316,10 @@ def test_page_draws_all_four_views_of_the_demo_model(dash, smol):
 
 
 def test_anchor_slider_moves_every_depth_overlay(dash, smol):
-    ds, fig, index = smol
+    ds, figs, index = smol
     page = dash.page
-    before = dash.snapshot()
-    assert 29 in _anchor_lines(before)
+    before = {v: dash.snapshot(v) for v in VIEW_ROWS}
+    assert 29 in _anchor_lines(before["cos"])
 
     # drag the slider's handle to layer ~12 (continuous_update=False: the value is sent on release)
     track = page.locator(".widget-slider .noUi-target").first
@@ -333,106 +333,113 @@ def test_anchor_slider_moves_every_depth_overlay(dash, smol):
     page.wait_for_function("() => document.querySelector('.widget-slider .widget-readout').textContent.trim() !== '29'")
     a = int(page.locator(".widget-slider .widget-readout").first.inner_text())
     assert 9 <= a <= 15, a
-    dash.wait(_anchor_js(a))
-    after = dash.snapshot()
+    for v in VIEW_ROWS:
+        dash.wait(_anchor_js(a), v)
+    after = {v: dash.snapshot(v) for v in VIEW_ROWS}
 
     # the anchor lines on every depth axis, the anchor rows of the L x L heatmaps and the γ ring follow
-    assert a in _anchor_lines(after) and 29 not in _anchor_lines(after)
-    assert _anchor_rows(after) == {a} and _anchor_rows(before) == {29}
+    lines = set().union(*(_anchor_lines(after[v]) for v in VIEW_ROWS))
+    assert a in lines and 29 not in lines
+    assert _anchor_rows(after["cos"]) == {a} and _anchor_rows(after["operator"]) == {a}
+    assert _anchor_rows(before["cos"]) == {29}
     ring = lambda snap: [(sh["x0"], sh["x1"]) for sh in snap["shapes"] if sh["type"] == "circle"]  # noqa: E731
     pc1 = float(ds["gamma_pca_scores"].sel(family="input_ln", layer=a).isel(pc=0))
-    assert len(ring(after)) == 1 and ring(after) != ring(before) and ring(after)[0][0] < pc1 < ring(after)[0][1]
-    # the anchor is an overlay: no trace data is rewritten (that would make plotly redraw every panel)
-    assert [d["z"] for d in after["data"]] == [d["z"] for d in before["data"]]
-    assert [d["y"] for d in after["data"]] == [d["y"] for d in before["data"]]
+    r_after, r_before = ring(after["gamma"]), ring(before["gamma"])
+    assert len(r_after) == 1 and r_after != r_before and r_after[0][0] < pc1 < r_after[0][1]
+    # the anchor is an overlay: no trace data is rewritten (that would make plotly redraw the figure)
+    for v in VIEW_ROWS:
+        assert [d["z"] for d in after[v]["data"]] == [d["z"] for d in before[v]["data"]], v
+        assert [d["y"] for d in after[v]["data"]] == [d["y"] for d in before[v]["data"]], v
     assert not dash.errors, dash.errors
 
 
 def test_family_dropdown_changes_the_weight_views(dash, smol):
-    ds, fig, index = smol
-    before = dash.snapshot()
-    # a norm gain first: its delta panel carries a note, and every row-1 title names it
+    ds, figs, index = smol
+    before = {v: dash.snapshot(v) for v in VIEW_ROWS}
+    # a norm gain first: its delta panel carries a note, and every title of the weight view names it
     dash.dropdown("family").select_option("input_ln")
     dash.wait("g.layout.annotations[0].text.endsWith(' · input_ln')")
-    norm = dash.snapshot()
+    norm = dash.snapshot("cos")
     assert all(t.endswith(" · input_ln") for t in norm["annotations"][:4]), norm["annotations"][:4]
-    assert any("no aligned cos-sim for input_ln" in (t or "") for t in norm["annotations"][13:])
-    np.testing.assert_allclose(_grid(norm["data"][index[0][0][0]]["z"]), ds["cos"].sel(family="input_ln").values,
+    assert any("no aligned cos-sim for input_ln" in (t or "") for t in norm["annotations"][4:])
+    np.testing.assert_allclose(_grid(norm["data"][index["cos"][0][0]]["z"]), ds["cos"].sel(family="input_ln").values,
                                rtol=1e-12, equal_nan=True)
     # then a projection again: titles follow (they once stuck on the family before the note appeared)
     dash.dropdown("family").select_option("k_proj")
     dash.wait("g.layout.annotations[0].text.endsWith(' · k_proj') && g.layout.annotations[3].text.endsWith(' · k_proj')")
-    after = dash.snapshot()
+    after = dash.snapshot("cos")
     assert all(t.endswith(" · k_proj") for t in after["annotations"][:4]), after["annotations"][:4]
-    assert len(after["annotations"]) == 13  # the note is gone
+    assert len(after["annotations"]) == 4  # the note is gone
 
-    cos = _grid(after["data"][index[0][0][0]]["z"])
+    cos = _grid(after["data"][index["cos"][0][0]]["z"])
     np.testing.assert_allclose(cos, ds["cos"].sel(family="k_proj").values, rtol=1e-12, equal_nan=True)
-    assert after["data"][index[0][0][0]]["z"] != before["data"][index[0][0][0]]["z"]
-    assert after["data"][index[0][1][0]]["z"] != before["data"][index[0][1][0]]["z"]  # delta heatmap
-    raw = index[0][2][2]  # adjacent raw cos line
-    assert after["data"][raw]["y"] != before["data"][raw]["y"]
-    bars = index[0][3][0]  # per-phase mean delta
-    assert after["data"][bars]["y"] != before["data"][bars]["y"]
+    b = before["cos"]
+    assert after["data"][index["cos"][0][0]]["z"] != b["data"][index["cos"][0][0]]["z"]
+    assert after["data"][index["cos"][1][0]]["z"] != b["data"][index["cos"][1][0]]["z"]  # delta heatmap
+    raw = index["cos"][2][2]  # adjacent raw cos line
+    assert after["data"][raw]["y"] != b["data"][raw]["y"]
+    bars = index["cos"][3][0]  # per-phase mean delta
+    assert after["data"][bars]["y"] != b["data"][bars]["y"]
     # the operator view does not depend on the weight family
-    assert after["data"][index[1][0][0]]["z"] == before["data"][index[1][0][0]]["z"]
+    op = dash.snapshot("operator")
+    assert op["data"][index["operator"][0][0]]["z"] == before["operator"]["data"][index["operator"][0][0]]["z"]
     assert not dash.errors, dash.errors
 
 
 def test_phase_dropdown_shades_the_phase_everywhere(dash, smol):
-    ds, fig, index = smol
+    ds, figs, index = smol
     phases = list(dict.fromkeys(str(p) for p in ds["phase"].values))
     first = phases[0]
     layers = [L for L, p in enumerate(str(p) for p in ds["phase"].values) if p == first]
-    before = dash.snapshot()
-    assert not _bands(before)
+    assert not [b for v in VIEW_ROWS for b in _bands(dash.snapshot(v))]
     dash.dropdown("phase").select_option(first)
-    dash.wait("g.layout.shapes.some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)")
-    after = dash.snapshot()
-
-    bands = _bands(after)
-    assert bands, "no phase band drawn"
+    for v in VIEW_ROWS:
+        dash.wait("(g.__overlays || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)", v)
+    cos = dash.snapshot("cos")
+    bands = _bands(cos)
     k = phases.index(first)
-    bars_x = after["data"][index[0][3][0]]["xaxis"]  # per-phase bars: a categorical axis, the chosen bar shaded
+    bars_x = cos["data"][index["cos"][3][0]]["xaxis"]  # per-phase bars: a categorical axis, the chosen bar shaded
     assert [b for b in bands if b[0] == bars_x and (b[2], b[3]) == (k - 0.5, k + 0.5)]
-    on_depth = [b for b in bands if b[0] != bars_x and not str(b[0]).endswith("domain")]
+    every = [b for v in VIEW_ROWS for b in _bands(dash.snapshot(v))]
+    on_depth = [b for b in every if b[0] != bars_x and not str(b[0]).endswith("domain")]
     assert on_depth and {(b[2], b[3]) for b in on_depth} == {(min(layers) - 0.5, max(layers) + 0.5)}
-    on_rows = [b for b in bands if str(b[0]).endswith("domain")]  # the layer axis of heatmaps (y)
+    on_rows = [b for b in every if str(b[0]).endswith("domain")]  # the layer axis of heatmaps (y)
     assert on_rows and {(b[4], b[5]) for b in on_rows} == {(min(layers) - 0.5, max(layers) + 0.5)}
     assert not dash.errors, dash.errors
 
 
 def test_click_on_an_operator_cell_opens_that_pair(dash, smol):
-    ds, fig, index = smol
+    ds, figs, index = smol
     page = dash.page
     L, Lb = 5, 17
-    before = dash.snapshot()
-    assert not before["annotations"][5].startswith(f"pair ({L}, {Lb})")
+    before = dash.snapshot("operator")
+    assert not before["annotations"][1].startswith(f"pair ({L}, {Lb})")
 
-    # the pixel of cell (layer L, layer_b Lb) from the subplot's axes; row 2, col 1 is subplot x5y5
-    drag = page.locator('.js-plotly-plot .nsewdrag[data-subplot="x5y5"]')
+    # the pixel of cell (layer L, layer_b Lb) from the subplot's axes: the operator heatmap is subplot xy
+    drag = page.locator('.geomlib-plot[data-view="operator"] .nsewdrag[data-subplot="xy"]')
     drag.scroll_into_view_if_needed()
-    rel = page.evaluate(f"([L, Lb]) => {{ const fl = {GD}._fullLayout; return [fl.xaxis5.d2p(Lb), fl.yaxis5.d2p(L)]; }}",
-                        [L, Lb])
+    rel = page.evaluate(f"([L, Lb]) => {{ const fl = {gd('operator')}._fullLayout; "
+                        f"return [fl.xaxis.d2p(Lb), fl.yaxis.d2p(L)]; }}", [L, Lb])
     box = drag.bounding_box()
     x, y = box["x"] + rel[0], box["y"] + rel[1]
     assert box["x"] < x < box["x"] + box["width"] and box["y"] < y < box["y"] + box["height"]
     page.mouse.move(x, y)
-    page.wait_for_function("() => !!document.querySelector('.js-plotly-plot .hoverlayer .hovertext')")
+    page.wait_for_function(f"() => !!{gd('operator')}.querySelector('.hoverlayer .hovertext')")
     page.mouse.click(x, y)
-    dash.wait(f"g.layout.annotations[5].text.startsWith('pair ({L}, {Lb})')")
-    after = dash.snapshot()
+    dash.wait(f"g.layout.annotations[1].text.startsWith('pair ({L}, {Lb})')", "operator")
+    after = dash.snapshot("operator")
 
     # per-head bars: title and values of the clicked pair; the spectra and sign panels follow
-    assert after["annotations"][5].startswith(f"pair ({L}, {Lb}): qk_cos per head")
-    bars = index[1][1][0]
+    assert after["annotations"][1].startswith(f"pair ({L}, {Lb}): qk_cos per head")
+    bars = index["operator"][1][0]
     np.testing.assert_allclose(_vals(after["data"][bars]["y"]), ds["qk_cos"].sel(layer=L, layer_b=Lb).values,
                                rtol=1e-12)
     assert after["data"][bars]["y"] != before["data"][bars]["y"]
-    assert f"σ_{L} vs T·σ_{Lb}" in after["annotations"][6] and after["annotations"][7].startswith(f"pair ({L}, {Lb})")
+    assert f"σ_{L} vs T·σ_{Lb}" in after["annotations"][2] and after["annotations"][3].startswith(f"pair ({L}, {Lb})")
     box = [sh for sh in after["shapes"] if sh["type"] == "rect" and not sh["fill"]]  # the selected cell outlined
     assert [(sh["x0"], sh["y0"]) for sh in box] == [(Lb - 0.5, L - 0.5)]
-    assert Lb in _anchor_lines(after)  # a cell click also moves the anchor to its layer_b
+    dash.wait(_anchor_js(Lb), "cos")  # a cell click also moves the anchor to its layer_b
+    assert Lb in _anchor_lines(dash.snapshot("cos"))
 
     dash.screenshots("dashboard-smollm2-pair", n_rows=2)
     assert not dash.errors, dash.errors
@@ -472,18 +479,20 @@ def test_export_gives_a_valid_file(dash, view, fmt, magic):
 
 
 def test_model_dropdown_redraws_with_the_other_model(dash, smol):
-    ds, fig, index = smol
+    ds, figs, index = smol
     page = dash.page
     dash.choose(dash.dropdown("model"), MINI)
-    dash.wait(f"g.layout.title.text.startsWith('{MINI}') && g.data[{index[0][0][0]}].z.length === 6", timeout=90_000)
-    snap = dash.snapshot()
-
-    assert len(snap["data"]) == len(fig.data)
-    cos = _grid(snap["data"][index[0][0][0]]["z"])
+    dash.wait(f"g.layout.title.text.startsWith('{MINI}') && g.data[{index['cos'][0][0]}].z.length === 6",
+              timeout=90_000)
+    snap = dash.snapshot("cos")
+    assert len(snap["data"]) == len(figs["cos"].data)
+    cos = _grid(snap["data"][index["cos"][0][0]]["z"])
     assert cos.shape == (6, 6) and np.isfinite(cos).all()
-    assert _grid(snap["data"][index[1][0][0]]["z"]).shape == (6, 6)
-    assert _grid(snap["data"][index[3][0][0]]["z"]).shape == (6, 12)
-    assert len(snap["data"][index[0][2][2]]["x"]) == 5  # adjacent pairs of 6 layers
+    dash.wait(f"g.data[{index['operator'][0][0]}].z.length === 6", "operator")
+    assert _grid(dash.snapshot("operator")["data"][index["operator"][0][0]]["z"]).shape == (6, 6)
+    dash.wait(f"g.data[{index['entropy'][0][0]}].z.length === 6", "entropy")
+    assert _grid(dash.snapshot("entropy")["data"][index["entropy"][0][0]]["z"]).shape == (6, 12)
+    assert len(snap["data"][index["cos"][2][2]]["x"]) == 5  # adjacent pairs of 6 layers
     assert "6 layers" in snap["title"] and "quantized" not in snap["title"] and _anchor_rows(snap) == {5}
     assert page.locator("td.geomlib-architecture").inner_text() == "bert"
     assert page.locator("td.geomlib-layers").inner_text() == "6"

@@ -1,0 +1,218 @@
+"""A small anywidget around plotly.js: the dashboard's one figure, updated by patches.
+
+plotly's ``FigureWidget`` answers every update with a diff of the whole layout
+and of every trace sent back to the kernel; with 13 linked panels that costs
+more than the redraw itself.  This widget sends plotly.js once, the figure
+once per model, then only what changed: trace objects for data that changed,
+``relayout`` keys for overlays (moving a shape redraws that shape alone).
+Clicks come back as one small message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import anywidget
+import numpy as np
+import traitlets
+from plotly.utils import PlotlyJSONEncoder
+
+_ESM = r"""
+async function plotlyFrom(src) {
+  if (!globalThis.Plotly && src) {
+    // evaluate the UMD bundle with no module system in sight, so it defines globalThis.Plotly
+    (new Function("define", "module", "exports", src)).call(globalThis, undefined, undefined, undefined);
+  }
+  // views without the source (only one carries the 4.5 MB) wait for the one that has it
+  while (!globalThis.Plotly) await new Promise((r) => setTimeout(r, 20));
+  return globalThis.Plotly;
+}
+
+export default {
+  async render({ model, el }) {
+    const Plotly = await plotlyFrom(model.get("_plotly"));
+    const div = document.createElement("div");
+    div.className = "geomlib-plot";
+    div.dataset.view = model.get("name");
+    el.appendChild(div);
+    // "shapes[3].x0" -> layout.shapes[3].x0 = v (to fold layout edits into one react when data changes too)
+    const setPath = (obj, path, v) => {
+      const keys = path.replace(/\[(\d+)\]/g, ".$1").split(".");
+      let o = obj;
+      for (const k of keys.slice(0, -1)) { if (o[k] === undefined) o[k] = {}; o = o[k]; }
+      o[keys[keys.length - 1]] = v;
+    };
+    const draw = () => {
+      const f = model.get("figure");
+      Plotly.react(div, f.data || [], f.layout || {}, { displaylogo: false, responsive: false });
+    };
+    // overlays (anchor lines, phase bands, selections) are drawn here, in an SVG laid over the plot,
+    // from the same shape dicts the exported figures carry: moving a plotly shape makes plotly
+    // re-derive and redraw the figure's every shape (tens of ms per figure); moving a line here is free
+    const NS = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(NS, "svg");
+    svg.setAttribute("class", "geomlib-overlay");
+    svg.style.cssText = "position:absolute;left:0;top:0;pointer-events:none;overflow:visible";
+    div.style.position = "relative";
+    const px = (ref, v, horizontal) => {
+      const fl = div._fullLayout;
+      const [name, domain] = String(ref).split(" ");
+      const ax = fl[(horizontal ? "xaxis" : "yaxis") + name.slice(1)];
+      if (!ax) return NaN;
+      if (domain === "domain") return horizontal ? ax._offset + v * ax._length : ax._offset + (1 - v) * ax._length;
+      return ax._offset + ax.l2p(ax.d2l(v));
+    };
+    const paint = () => {
+      if (!div._fullLayout) return;
+      svg.setAttribute("width", div._fullLayout.width);
+      svg.setAttribute("height", div._fullLayout.height);
+      svg.replaceChildren();
+      for (const s of model.get("overlays") || []) {
+        if (s.visible === false) continue;
+        const x0 = px(s.xref, s.x0, true), x1 = px(s.xref, s.x1, true);
+        const y0 = px(s.yref, s.y0, false), y1 = px(s.yref, s.y1, false);
+        if (![x0, x1, y0, y1].every(Number.isFinite)) continue;
+        let e;
+        if (s.type === "line") {
+          e = document.createElementNS(NS, "line");
+          e.setAttribute("x1", x0); e.setAttribute("x2", x1); e.setAttribute("y1", y0); e.setAttribute("y2", y1);
+        } else if (s.type === "circle") {
+          e = document.createElementNS(NS, "ellipse");
+          e.setAttribute("cx", (x0 + x1) / 2); e.setAttribute("cy", (y0 + y1) / 2);
+          e.setAttribute("rx", Math.abs(x1 - x0) / 2); e.setAttribute("ry", Math.abs(y1 - y0) / 2);
+        } else {
+          e = document.createElementNS(NS, "rect");
+          e.setAttribute("x", Math.min(x0, x1)); e.setAttribute("y", Math.min(y0, y1));
+          e.setAttribute("width", Math.abs(x1 - x0)); e.setAttribute("height", Math.abs(y1 - y0));
+        }
+        const line = s.line || {};
+        e.setAttribute("fill", s.fillcolor || "none");
+        e.setAttribute("stroke", line.width === 0 ? "none" : (line.color || "#444"));
+        e.setAttribute("stroke-width", line.width === undefined ? 2 : line.width);
+        if (line.dash === "dot") e.setAttribute("stroke-dasharray", "2,3");
+        if (line.dash === "dash") e.setAttribute("stroke-dasharray", "6,4");
+        e.setAttribute("data-type", s.type);
+        svg.appendChild(e);
+      }
+      div.__overlays = model.get("overlays") || [];  // what the page shows, for tests and benchmarks
+    };
+    draw();
+    div.appendChild(svg);
+    paint();
+    div.on("plotly_afterplot", paint);
+    div.on("plotly_relayout", paint);
+    model.on("change:overlays", paint);
+    model.on("change:figure", () => { draw(); paint(); });
+    model.on("change:patch", () => {
+      const p = model.get("patch") || {};
+      const relayout = p.relayout || {};
+      const traces = p.traces || {};
+      if (Object.keys(traces).length) {
+        // data changed: one react with the layout edits folded in (one redraw, not two)
+        const data = div.data.slice();
+        for (const [i, t] of Object.entries(traces)) {
+          const old = data[+i];
+          data[+i] = Object.assign({ xaxis: old.xaxis, yaxis: old.yaxis }, t);
+        }
+        const layout = div.layout;
+        for (const [k, v] of Object.entries(relayout)) setPath(layout, k, v);
+        Plotly.react(div, data, layout);
+      } else if (Object.keys(relayout).length) {
+        Plotly.relayout(div, relayout);  // overlays only: plotly redraws just those shapes
+      }
+      model.set("drawn", p.seq || 0);
+      model.save_changes();
+    });
+    div.on("plotly_click", (ev) => {
+      const pt = (ev && ev.points && ev.points[0]) || null;
+      if (!pt) return;
+      model.set("click", { seq: performance.now(), curve: pt.curveNumber, point: pt.pointNumber,
+                           x: pt.x, y: pt.y, customdata: pt.customdata === undefined ? null : pt.customdata });
+      model.save_changes();
+    });
+  },
+};
+"""
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> str:
+    import plotly
+
+    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+
+
+def to_json_safe(obj):
+    """Plain JSON types for widget messages: numpy arrays as (nested) lists, NaN and ±inf as null.
+
+    Lists rather than plotly's base64 typed arrays keep ``gd.data`` readable as plain numbers in
+    the page (the browser tests read it); the arrays here are small.
+    """
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj:  # plotly's own base64 typed-array encoding (to_plotly_json)
+            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+            if obj.get("shape"):
+                arr = arr.reshape([int(n) for n in str(obj["shape"]).split(",")])
+            return to_json_safe(arr)
+        return {str(k): to_json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "f":
+            return to_json_safe(obj.tolist())
+        if obj.dtype.kind in "iub":
+            return obj.tolist()
+        return [to_json_safe(v) for v in obj.tolist()]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (np.floating,)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return json.loads(json.dumps(obj, cls=PlotlyJSONEncoder))
+
+
+class PlotView(anywidget.AnyWidget):
+    """Traits: ``figure`` (the whole figure, per model), ``patch`` (changes), ``click`` (from the browser),
+    ``drawn`` (the last patch the browser applied)."""
+
+    _esm = _ESM
+    _plotly = traitlets.Unicode().tag(sync=True)
+    name = traitlets.Unicode("").tag(sync=True)
+    figure = traitlets.Dict().tag(sync=True)
+    overlays = traitlets.List().tag(sync=True)
+    patch = traitlets.Dict().tag(sync=True)
+    click = traitlets.Dict().tag(sync=True)
+    drawn = traitlets.Int(0).tag(sync=True)
+
+    def __init__(self, carry_plotly: bool = True, **kwargs) -> None:
+        # plotly.js travels once per page: the first view carries it, the others wait for it
+        super().__init__(_plotly=_plotly_js() if carry_plotly else "", **kwargs)
+        self._seq = 0
+
+    def show(self, fig) -> None:
+        """Send a whole figure (a new model, or a first draw); its shapes go to the overlay layer."""
+        spec = to_json_safe(fig.to_plotly_json())
+        shapes = spec.get("layout", {}).pop("shapes", [])
+        with self.hold_sync():
+            self.overlays = shapes
+            self.figure = spec
+
+    def set_overlays(self, shapes: list[dict]) -> None:
+        self.overlays = to_json_safe(shapes)
+
+    def send(self, traces: dict[int, dict], relayout: dict) -> None:
+        """Send changed traces (index -> full trace dict) and relayout keys, as one patch."""
+        if not traces and not relayout:
+            return
+        self._seq += 1
+        self.patch = to_json_safe({"seq": self._seq, "traces": {str(i): t for i, t in traces.items()},
+                                   "relayout": relayout})
