@@ -64,7 +64,8 @@ export default {
       const ax = fl[(horizontal ? "xaxis" : "yaxis") + name.slice(1)];
       if (!ax) return NaN;
       if (domain === "domain") return horizontal ? ax._offset + v * ax._length : ax._offset + (1 - v) * ax._length;
-      return ax._offset + ax.l2p(ax.d2l(v));
+      // categorical axes (the per-phase bars) place category k at linear position k
+      return ax._offset + ax.l2p(ax.type === "category" || ax.type === "multicategory" ? v : ax.d2l(v));
     };
     const paint = () => {
       if (!div._fullLayout) return;

@@ -500,3 +500,25 @@ def test_model_dropdown_redraws_with_the_other_model(dash, smol):
     dash.screenshots("dashboard-minilm")
     assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
     assert not dash.errors, dash.errors
+
+
+def test_overlays_are_drawn_where_their_data_coordinates_are(dash, smol):
+    """The SVG overlay layer puts each shape at its axis position (categorical axes included)."""
+    page = dash.page
+    dash.choose(dash.dropdown("model"), SMOL)  # back to the demo with several phases
+    dash.wait(f"g.layout.title.text.startsWith('{SMOL}')", timeout=90_000)
+    phases = list(dict.fromkeys(str(p) for p in smol[0]["phase"].values))
+    dash.dropdown("phase").select_option(phases[-1])
+    dash.wait("(g.__overlays || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)")
+    boxes = page.evaluate(f"""() => {{
+      const g = {gd('cos')}; const fl = g._fullLayout;
+      const rects = Array.from(g.querySelectorAll('svg.geomlib-overlay rect'));
+      const plot = (ax) => [ax._offset, ax._offset + ax._length];
+      return {{rects: rects.map((r) => [+r.getAttribute('x'), +r.getAttribute('width')]),
+               bars: plot(fl.xaxis4)}};
+    }}""")
+    lo, hi = boxes["bars"]
+    # the chosen phase's band on the per-phase bar axis lies inside that subplot, not beside it
+    inside = [x for x, w in boxes["rects"] if lo - 1 <= x and x + w <= hi + 1 and w < (hi - lo)]
+    assert inside, boxes
+    assert not dash.errors, dash.errors
