@@ -13,9 +13,7 @@ O(L² H d² hidden) work.  Everything else is derived from the reduced spectra.
 
 from __future__ import annotations
 
-import json
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,6 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..checkpoint import Checkpoint
 from ..device import resolve_device
 from ..metrics.operators import (
@@ -37,6 +34,7 @@ from ..metrics.operators import (
     vector_cos,
 )
 from .params import HEADS_SCHEMA, HeadParams
+from .provenance import provenance
 
 SCHEMA_VERSION = HEADS_SCHEMA
 KINDS = ("qk", "ov")
@@ -314,16 +312,8 @@ def run(ckpt: Checkpoint, params: HeadParams, device: str | None = "auto", progr
         "not computed (dynamic=False): NaN")
     if not params.dynamic:
         warns.append("attention entropy not computed (dynamic=False / --no-dynamic)")
-    ds.attrs.update(ckpt.summary())
+    ds.attrs.update(provenance(ckpt, "heads", SCHEMA_VERSION, params, str(dev), warns))
     ds.attrs.update({
-        "analysis": "heads",
-        "schema_version": SCHEMA_VERSION,
-        "geomlib_version": __version__,
-        "torch_version": torch.__version__.split("+")[0],
-        "params": json.dumps(params.as_dict(), sort_keys=True),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": str(dev),
-        "warnings": "\n".join(warns),
         "operators": ",".join(arr["kinds"]),
         "eigvec_k": params.k,
         "frac_pos_note": "the fraction of positive eigenvalues of sym(W_Qᵀ W_K) is 1/2 by construction when W_Q "

@@ -18,18 +18,15 @@ coordinates once.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..arch.families import FAMILIES, MATRIX_FAMILIES, NORM_FAMILIES, RESIDUAL_AXIS
 from ..checkpoint import Checkpoint
 from ..device import resolve_device
@@ -45,6 +42,7 @@ from ..metrics import (
     scrambled_aligned_null,
 )
 from .params import WEIGHTS_SCHEMA, WeightParams
+from .provenance import provenance
 
 SCHEMA_VERSION = WEIGHTS_SCHEMA
 ADJ_KEYS = ("resid_norm", "scalar_fit", "improve_frac", "resid_eff_rank", "resid_spec_entropy")
@@ -341,26 +339,8 @@ def build_dataset(ckpt: Checkpoint, arrays: dict, params: WeightParams) -> xr.Da
     for name in ds.data_vars:
         if ds[name].dtype.kind == "f":
             ds[name] = ds[name].astype(np.float64)
-    summary = ckpt.summary()
-    ds.attrs.update({k: v for k, v in summary.items()})
-    ds.attrs.update(
-        {
-            "analysis": "weights",
-            "schema_version": SCHEMA_VERSION,
-            "geomlib_version": __version__,
-            "torch_version": torch.__version__.split("+")[0],
-            "params": json.dumps(params.as_dict(), sort_keys=True),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": arrays["device"],
-            "scale_pca_families": ",".join(arrays.get("scale_pca_families", [])),
-            "warnings": "\n".join(arrays["warnings"]),
-            "families_present": ",".join(ckpt.families),
-        }
-    )
-    if ckpt.quantization:
-        ds.attrs["quantization_note"] = (
-            f"weights are stored quantized ({ckpt.quantization}); every metric includes quantization noise"
-        )
+    ds.attrs.update(provenance(ckpt, "weights", SCHEMA_VERSION, params, arrays["device"], arrays["warnings"]))
+    ds.attrs["scale_pca_families"] = ",".join(arrays.get("scale_pca_families", []))
     return ds
 
 

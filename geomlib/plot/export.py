@@ -22,6 +22,8 @@ from .layout import caption, standalone
 from .views import VIEWS, Selection
 
 from .names import DATA_FORMATS, FORMATS, IMAGE_FORMATS
+__all__ = ["DATA_FORMATS", "FORMATS", "IMAGE_FORMATS", "browser_path", "render", "render_many", "view_data", "write"]
+
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "netcdf": "application/x-netcdf",
         "csv": "text/csv"}
 SUFFIX = {"png": ".png", "svg": ".svg", "pdf": ".pdf", "netcdf": ".nc", "csv": ".csv"}

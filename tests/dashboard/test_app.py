@@ -54,7 +54,6 @@ def shapes(app, r=None):
 
 def click(app, r, c, k, x, yv, ind=0):
     """What the browser sends on a plotly click (the view's ``click`` trait)."""
-    t = trace(app, r, c, k)
     app.views[ROWS[r]].click = {"seq": time.perf_counter(), "curve": app._index[ROWS[r]][c][k], "point": ind,
                                 "x": x, "y": yv, "customdata": None}
 
