@@ -202,11 +202,12 @@ class Dashboard(W.VBox):
         res = sel.resolved(self._ds)
         self.figures, self._index, self._panels, self._last = {}, {}, {}, {}
         for v, builders in VIEWS.items():
-            fig, index = build_figure(self._ds, sel, (v,), title=_view_title(self._ds, v))
-            self.figures[v], self._index[v] = fig, index[0]
             for c, build in enumerate(builders):
                 self._last[(v, c)] = self._key(v, c, res)
                 self._panels[(v, c)] = build(self._ds, res)
+            row = [self._panels[(v, c)] for c in range(len(builders))]
+            fig, index = build_figure(self._ds, sel, (v,), title=_view_title(self._ds, v), grid=[row])
+            self.figures[v], self._index[v] = fig, index[0]
             self.views[v].show(fig)
         self._curve = {v: {i: c for c, ids in enumerate(self._index[v]) for i in ids} for v in VIEWS}
 

@@ -130,9 +130,14 @@ def point_ranges(panel: Panel, idx: int) -> dict[str, list[float]]:
 
 
 def build_figure(ds: xr.Dataset, sel: Selection, views: tuple[str, ...] = tuple(VIEWS),
-                 caption: str | None = None, title: str | None = None) -> tuple[go.Figure, list[list[list[int]]]]:
-    """One figure, a row per view; returns it and the trace indices of each panel."""
-    grid = panels(ds, sel, views)
+                 caption: str | None = None, title: str | None = None,
+                 grid: list[list[Panel]] | None = None) -> tuple[go.Figure, list[list[list[int]]]]:
+    """One figure, a row per view; returns it and the trace indices of each panel.
+
+    ``grid`` passes panels already built for ``views`` (one row each), so callers that keep them
+    do not build them twice.
+    """
+    grid = panels(ds, sel, views) if grid is None else grid
     cols = max(len(r) for r in grid) if len(views) == 1 else COLS
     titles = []
     for row in grid:
