@@ -5,10 +5,11 @@ Entry points
 open_model(source) -> Checkpoint
     Lazy, per-layer access to any supported checkpoint (safetensors, sharded
     or not; GGUF; HF hub cache; bundled demos).  Needs the ``compute`` extra.
-compute(source, analyses=("weights",), cache_dir=None, device="auto") -> xarray.Dataset
-    Inter-layer geometry, cached under ``cache/`` (or ``$GEOMLIB_CACHE``).
-load(source) -> xarray.Dataset
-    The cached analyses (no torch needed), computing what is missing.
+compute(source, analyses=None, cache_dir=None, device="auto", **{analysis: params}) -> xarray.Dataset
+    Every registered analysis by default (``geomlib.analyses.names()``), cached
+    under ``cache/`` (or ``$GEOMLIB_CACHE``); computes only what is missing.
+load(source, analyses=None) -> xarray.Dataset
+    The cached analyses; never computes, needs no torch.
 
 ``import geomlib`` itself stays light (no torch), so that browsing cached
 results starts fast; the compute entry points import torch on first use.
@@ -22,11 +23,11 @@ from .errors import GeomlibError
 
 __version__ = "0.1.0"
 
-_LAZY = {"open_model": "checkpoint", "Checkpoint": "checkpoint", "compute": "dataset", "load": "dataset"}
+_LAZY = {"open_model": "model", "Checkpoint": "model", "compute": "store", "load": "store", "cached": "store"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .checkpoint import Checkpoint, open_model
-    from .dataset import compute, load
+    from .model import Checkpoint, open_model
+    from .store import cached, compute, load
 
 
 def __getattr__(name: str):
@@ -37,4 +38,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'geomlib' has no attribute {name!r}")
 
 
-__all__ = ["Checkpoint", "GeomlibError", "compute", "load", "open_model", "__version__"]
+__all__ = ["Checkpoint", "GeomlibError", "cached", "compute", "load", "open_model", "__version__"]

@@ -17,7 +17,7 @@ SOURCE_HELP = "demo:smollm2-135m, demo:minilm-l6, a model directory, a .gguf fil
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoint import open_model
+    from .model import open_model
 
     with open_model(args.source, hf_cache_dir=args.hf_cache) as ckpt:
         facts = ckpt.summary()
@@ -52,99 +52,90 @@ def _phases(text: str | None) -> tuple[str | list[int] | None, list[str] | None]
         ) from None
 
 
-#: analysis parameters: passed on only when given, so each analysis keeps its own defaults
-#: and `report` does not exclude cache entries computed with other values
-_PARAMS = ("aligned_pairs", "null_draws", "seed", "k", "text", "max_tokens")
+def _analysis_params(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, dict]:
+    """``--heads.k 8`` -> ``{"heads": {"k": 8}}``: only flags that were given, for the selected analyses.
 
+    A flag of an analysis that was not selected has nothing to change and is dropped, so
+    ``report`` does not exclude cache entries computed with other values.
+    """
+    from .analyses import registry
 
-def _analyses(text: str) -> list[str]:
-    from .dataset.params import ANALYSES
-
-    names = [a.strip() for a in text.split(",") if a.strip()]
-    bad = [a for a in names if a not in ANALYSES]
-    if bad or not names:
-        raise InvalidArgumentError(
-            f"--analyses {text!r} is not understood; give a comma-separated subset of {', '.join(ANALYSES)}"
-        )
-    return names
+    out: dict[str, dict] = {}
+    for a in names:
+        for p in registry.get(a).params:
+            v = getattr(args, f"{a}.{p.name}", None)
+            if v is not None:
+                out.setdefault(a, {})[p.name] = v
+    return out
 
 
 def _compute_kwargs(args: argparse.Namespace) -> dict:
+    from .analyses import registry
+
     boundaries, names = _phases(args.phases)
-    kw = dict(
-        analyses=_analyses(args.analyses),
-        cache_dir=args.cache,
-        device=args.device,
-        phases=boundaries,
-        phase_names=names,
-        n_phases=args.n_phases,
-        progress=not args.quiet,
-    )
-    given = {k: getattr(args, k) for k in _PARAMS if getattr(args, k) is not None}
-    if args.no_dynamic:
-        given["dynamic"] = False
-    # an option of an analysis that was not selected has nothing to change: drop it
-    import dataclasses
-
-    from .dataset.params import ANALYSES
-
-    accepted = {f.name for a in kw["analyses"] for f in dataclasses.fields(ANALYSES[a][0])}
-    kw.update({k: v for k, v in given.items() if k in accepted})
-    return kw
+    analyses = registry.resolve(args.analyses) if args.analyses else registry.defaults()
+    return dict(analyses=analyses, cache_dir=args.cache, phases=boundaries, phase_names=names,
+                n_phases=args.n_phases, **_analysis_params(args, analyses))
 
 
 def _cmd_compute(args: argparse.Namespace) -> int:
-    from .dataset import compute
+    from .store import cache, compute
 
-    ds = compute(args.source, force=args.force, hf_cache_dir=args.hf_cache, **_compute_kwargs(args))
-    from .dataset import cache
-
-    root = cache.cache_root(args.cache)
-    print(f"{args.source}: {', '.join(ds.attrs['analyses'].split(','))} cached under {root}")
+    ds = compute(args.source, force=args.force, hf_cache_dir=args.hf_cache, device=args.device,
+                 progress=not args.quiet, **_compute_kwargs(args))
+    print(f"{args.source}: {', '.join(ds.attrs['analyses'].split(','))} cached under {cache.cache_root(args.cache)}")
     if ds.attrs.get("warnings"):
         print("warnings:\n  - " + "\n  - ".join(str(ds.attrs["warnings"]).splitlines()))
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .dataset import cache
+    from .store import cache
 
     rows = cache.entries(args.cache)
     if not rows:
         print(f"no cached datasets under {cache.cache_root(args.cache)}")
         return 0
     for e in rows:
-        a = e.attrs
-        print(f"{e.label:<60} {e.analysis:<8} {str(a.get('created', '')):<26} {e.path}")
+        print(f"{e.label:<60} {e.analysis:<8} {str(e.attrs.get('created', '')):<26} {e.path}")
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    from .dataset import load
-    from .dataset.report import render
+def _load_or_compute(args: argparse.Namespace):
+    """The cached analyses of the source; the missing ones are computed first (that needs the weights)."""
+    from .errors import SourceNotFoundError
+    from .store import compute, load
 
     kw = _compute_kwargs(args)
-    ds = load(args.source, **kw)
-    sys.stdout.write(render(ds, anchor=args.anchor))
+    try:
+        return load(args.source, **kw)
+    except SourceNotFoundError:
+        return compute(args.source, hf_cache_dir=args.hf_cache, device=args.device, progress=not args.quiet, **kw)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .analyses.report import render
+
+    sys.stdout.write(render(_load_or_compute(args), anchor=args.anchor))
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .plot.export import write
+    from .plot.export import check_path, write
     from .plot.views import Selection
-    from .dataset import load
 
-    kw = _compute_kwargs(args)
-    ds = load(args.source, **kw)
-    head = -1 if args.head in (None, "mean") else _int(args.head, "--head")
+    check_path(args.output, args.format)  # before any work
+    head = None if args.head is None else -1 if args.head == "mean" else _int(args.head, "--head")
     pair = None
     if args.pair:
         a, _, b = args.pair.partition(",")
         pair = (_int(a, "--pair"), _int(b, "--pair"))
-    sel = Selection(anchor=args.anchor, family=args.family, phase=args.phase, operator=args.operator, head=head,
-                    op_metric=args.metric, pair=pair)
+    ds = _load_or_compute(args)
+    sel = Selection(anchor=args.anchor, family=args.family, phase=args.phase, operator=args.operator,
+                    head=-1 if head is None else head, op_metric=args.metric, pair=pair)
     _check_selection(ds, sel)
-    path = write(ds, args.view, sel, args.format, args.output)
+    path = write(ds, args.view, sel, args.format, args.output, narrow_head=head is not None,
+                 narrow_pair=pair is not None)
     print(f"wrote {path}")
     return 0
 
@@ -157,7 +148,7 @@ def _int(text: str, flag: str) -> int:
 
 
 def _check_selection(ds, sel) -> None:
-    from .dataset.phases import phase_order
+    from .analyses.phases import phase_order
 
     n = ds.sizes["layer"]
     fams = [str(f) for f in ds["family"].values] if "family" in ds.dims else []
@@ -175,23 +166,14 @@ def _check_selection(ds, sel) -> None:
 
 
 def _add_compute_options(p: argparse.ArgumentParser) -> None:
+    from .analyses import registry
+
     p.add_argument("source", help=SOURCE_HELP)
-    p.add_argument("--analyses", default="weights,heads", metavar="LIST",
-                   help="comma-separated: weights (seeds 003/000/004), heads (seeds 001/002, attention "
-                        "entropy); default: weights,heads")
+    p.add_argument("--analyses", metavar="LIST",
+                   help=f"comma-separated subset of {', '.join(registry.names())} "
+                        f"(default: {','.join(registry.defaults())})")
     p.add_argument("--cache", metavar="DIR", help="cache directory (default: $GEOMLIB_CACHE or ./cache)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
-    p.add_argument("--aligned-pairs", choices=("adjacent", "all"),
-                   help="pairs whose Procrustes-aligned cos-sim is computed (default: adjacent)")
-    p.add_argument("--null-draws", type=int, metavar="N",
-                   help="seeded draws per null baseline, 0 to skip (default: 8 for weights, 32 for heads)")
-    p.add_argument("--seed", type=int, help="seed of the null draws (default: 0)")
-    p.add_argument("--k", type=int, metavar="K", help="eigenvectors per head for principal angles (default: 8)")
-    p.add_argument("--no-dynamic", action="store_true",
-                   help="skip the forward pass (no attention entropy; phases then fall back to weight profiles)")
-    p.add_argument("--text", metavar="FILE",
-                   help="UTF-8 text for the attention-entropy forward pass (default: built-in public-domain text)")
-    p.add_argument("--max-tokens", type=int, metavar="N", help="tokens of the text used (default: 512)")
     p.add_argument("--phases", metavar="SPEC",
                    help="phases: 'auto' (default: change points of the attention-entropy profile, else of "
                         "a weight profile, number chosen by an extended BIC), 'seed' (the seeds' presets / "
@@ -201,6 +183,20 @@ def _add_compute_options(p: argparse.ArgumentParser) -> None:
                    help="number of automatic phases (default: chosen by an extended BIC, at most 8)")
     p.add_argument("--hf-cache", metavar="DIR", help="Hugging Face hub cache to use (default: HF_HUB_CACHE)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    # one group of flags per registered analysis, generated from its parameter declarations
+    for a in registry.names():
+        an = registry.get(a)
+        g = p.add_argument_group(f"{a} analysis", an.title)
+        for prm in an.params:
+            flag, dest = f"--{a}.{prm.flag}", f"{a}.{prm.name}"
+            default = "" if prm.default is None else f" (default: {prm.default})"
+            if prm.type is bool:
+                g.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                               help=prm.help + default)
+            else:
+                g.add_argument(flag, dest=dest, type=prm.type, choices=prm.choices, default=None,
+                               metavar=None if prm.choices else prm.name.split("_")[-1].upper(),
+                               help=prm.help + default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--hf-cache", metavar="DIR", help="Hugging Face hub cache to use (default: HF_HUB_CACHE)")
     info.set_defaults(func=_cmd_info)
 
-    comp = sub.add_parser("compute", help="compute the weight geometry of SOURCE into the cache",
-                          description="Stream SOURCE layer by layer and cache its weight geometry as netCDF.")
+    comp = sub.add_parser("compute", help="compute the analyses of SOURCE into the cache",
+                          description="Stream SOURCE layer by layer and cache each analysis as netCDF "
+                                      "(every registered analysis unless --analyses says otherwise).")
     _add_compute_options(comp)
     comp.add_argument("--force", action="store_true", help="recompute even if a valid cache entry exists")
     comp.set_defaults(func=_cmd_compute)
@@ -225,11 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--cache", metavar="DIR", help="cache directory (default: $GEOMLIB_CACHE or ./cache)")
     lst.set_defaults(func=_cmd_list)
 
-    rep = sub.add_parser("report", help="print the seeds' tables and verdicts with null bands",
-                         description="Print the seeds' tables for SOURCE from the cache (computing what is missing).")
+    rep = sub.add_parser("report", help="print each analysis' tables and verdicts with null bands",
+                         description="Print the tables of SOURCE's analyses from the cache (computing what is "
+                                     "missing).")
     _add_compute_options(rep)
     rep.add_argument("--anchor", type=int, default=-1, metavar="L",
-                     help="anchor layer of the seed 001/002 tables (default: -1, the last)")
+                     help="anchor layer of the per-head tables (default: -1, the last)")
 
     from .plot.names import FORMATS, VIEW_NAMES
 
@@ -246,8 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--operator", choices=("qk", "ov"), default="qk", help="per-head operator (default: qk)")
     exp.add_argument("--metric", choices=("cos", "pa_mean"), default="cos",
                      help="operator heatmap: cos-sim or principal-angle cosines (default: cos)")
-    exp.add_argument("--head", default="mean", help="a head index or 'mean' (default: mean)")
-    exp.add_argument("--pair", metavar="L,LB", help="pair shown in the operator detail (default: anchor-1,anchor)")
+    exp.add_argument("--head", help="a head index or 'mean' (default: mean); a data export then holds that head only")
+    exp.add_argument("--pair", metavar="L,LB",
+                     help="pair shown in the operator detail (default: the last adjacent pair); a data export then "
+                          "holds that pair only")
     exp.set_defaults(func=_cmd_export)
     rep.set_defaults(func=_cmd_report)
     return p

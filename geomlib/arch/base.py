@@ -3,7 +3,7 @@
 An adapter is data, not loading code: for each canonical family it names the
 stored tensor (relative to the layer's module path) and how to cut the family
 out of it (transpose a GPT-2 ``Conv1D``, take rows of a fused qkv).  The
-generic reader in :mod:`geomlib.checkpoint` applies these plans to any
+generic reader in :mod:`geomlib.model.checkpoint` applies these plans to any
 :class:`~geomlib.io.store.TensorStore`.
 """
 
@@ -40,6 +40,15 @@ class ArchFacts:
     def group(self) -> int:
         """Query heads sharing one key/value head."""
         return self.n_heads // self.n_kv_heads
+
+    def kv_head(self, h):
+        """The key/value head query head ``h`` reads (GQA)."""
+        return kv_head(h, self.n_heads, self.n_kv_heads)
+
+
+def kv_head(h, n_heads: int, n_kv_heads: int):
+    """The key/value head of query head ``h`` (an int or an integer tensor): consecutive groups share one."""
+    return h // (n_heads // n_kv_heads)
 
 
 RowSelector = Callable[[ArchFacts], "slice | torch.Tensor"]

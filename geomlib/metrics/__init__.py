@@ -1,6 +1,6 @@
 """Pure tensor functions: take tensors, return tensors or floats; no names, no xarray, no plotting.
 
-Names and coordinates are attached once, when :mod:`geomlib.dataset` builds
+Names and coordinates are attached once, when :mod:`geomlib.analyses` builds
 the Dataset.
 """
 

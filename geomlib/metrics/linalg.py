@@ -14,23 +14,24 @@ import torch
 def svd_flip(u: torch.Tensor, vh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Deterministic signs for singular/eigen vectors (scikit-learn's ``svd_flip`` rule).
 
-    Each column ``u[:, k]`` is flipped so that its entry of largest absolute
-    value is positive; the matching row ``vh[k]`` is flipped with it so that
-    ``u @ diag(s) @ vh`` is unchanged.
+    Each column ``u[..., :, k]`` is flipped so that its entry of largest
+    absolute value is positive; the matching row ``vh[..., k, :]`` is flipped
+    with it so that ``u @ diag(s) @ vh`` is unchanged.  Leading dimensions are
+    a batch (e.g. heads).
 
     Parameters
     ----------
-    u : (m, k)
+    u : (..., m, k)
         Left singular vectors (or eigenvectors) as columns.
-    vh : (k, n), optional
+    vh : (..., k, n), optional
         Right singular vectors as rows.
     """
-    idx = u.abs().argmax(dim=0)
-    signs = torch.sign(u[idx, torch.arange(u.shape[1], device=u.device)])
+    idx = u.abs().argmax(dim=-2, keepdim=True)
+    signs = torch.sign(torch.gather(u, -2, idx))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
     u = u * signs
     if vh is not None:
-        vh = vh * signs[:, None]
+        vh = vh * signs.transpose(-1, -2)
     return u, vh
 
 

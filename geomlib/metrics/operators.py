@@ -20,6 +20,9 @@ import math
 
 import torch
 
+from ..arch.base import kv_head
+from .linalg import svd_flip
+
 
 def head_factors(weights: dict[str, torch.Tensor], n_heads: int, n_kv_heads: int, head_dim: int,
                  kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,8 +41,8 @@ def head_factors(weights: dict[str, torch.Tensor], n_heads: int, n_kv_heads: int
         ``M_h = P[h] @ Q[h].T``; key/value factors are repeated over the
         ``n_heads // n_kv_heads`` query heads that share them (GQA).
     """
-    d, group = head_dim, n_heads // n_kv_heads
-    kv_of = torch.arange(n_heads, device=next(iter(weights.values())).device) // group
+    d = head_dim
+    kv_of = kv_head(torch.arange(n_heads, device=next(iter(weights.values())).device), n_heads, n_kv_heads)
     if kind == "qk":
         P = weights["q_proj"].reshape(n_heads, d, -1).transpose(1, 2)
         Q = weights["k_proj"].reshape(n_kv_heads, d, -1).transpose(1, 2)[kv_of]
@@ -64,13 +67,6 @@ def operator_gram(P1: torch.Tensor, Q1: torch.Tensor, P2: torch.Tensor, Q2: torc
     (H,) tensor
     """
     return ((P1.transpose(1, 2) @ P2) * (Q1.transpose(1, 2) @ Q2)).sum(dim=(1, 2))
-
-
-def _sign_fix_rows(vecs: torch.Tensor) -> torch.Tensor:
-    """Flip each vector (last axis) so that its largest-magnitude entry is positive (svd_flip rule)."""
-    idx = vecs.abs().argmax(dim=-1, keepdim=True)
-    s = torch.sign(torch.gather(vecs, -1, idx))
-    return vecs * torch.where(s == 0, torch.ones_like(s), s)
 
 
 def operator_spectrum(P: torch.Tensor, Q: torch.Tensor, k: int = 8) -> dict[str, torch.Tensor]:
@@ -104,7 +100,7 @@ def operator_spectrum(P: torch.Tensor, Q: torch.Tensor, k: int = 8) -> dict[str,
     V = torch.gather(V, 2, order[:, None, :].expand_as(V))
     r = lam.shape[1]
     kk = min(k, r)
-    vecs = _sign_fix_rows((U @ V[:, :, :kk]).transpose(1, 2))
+    vecs = svd_flip(U @ V[:, :, :kk])[0].transpose(1, 2)
     if r < 2 * d:
         lam = torch.cat([lam, lam.new_full((H, 2 * d - r), math.nan)], dim=1)
     a = lam.abs()

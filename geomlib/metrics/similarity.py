@@ -21,11 +21,9 @@ import math
 
 import torch
 
+from ..limits import EXACT_SPECTRUM_MAX_DIM
 from .linalg import gram_eigvals, randomized_sq_singvals, spectral_entropy
 
-#: above this smaller dimension the residual spectrum is estimated by randomized
-#: subspace iteration instead of computed exactly
-EXACT_SPECTRUM_MAX_DIM = 8192
 #: leading singular values kept by the randomized estimate
 RANDOMIZED_RANK = 512
 
@@ -48,24 +46,23 @@ def frob_cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def cos_from_gram(gram: torch.Tensor) -> torch.Tensor:
-    """Cosine matrix from a Gram matrix of flattened layers.
+    """Cosine matrix from a Gram matrix of flattened layers (or operators).
 
     Parameters
     ----------
-    gram : (L, L)
-        ``gram[i, j] = ⟨W_i, W_j⟩_F``.
+    gram : (..., L, L)
+        ``gram[..., i, j] = ⟨W_i, W_j⟩_F``; leading dimensions are a batch (e.g. heads).
 
     Returns
     -------
-    (L, L) cosines; rows/columns of layers with zero or non-finite norm are NaN.
+    (..., L, L) cosines; rows/columns of layers with zero or non-finite norm are NaN.
     """
-    d = torch.diagonal(gram).clone()
+    d = torch.diagonal(gram, dim1=-2, dim2=-1)
     ok = torch.isfinite(d) & (d > 0)
     norms = torch.where(ok, d.clamp_min(0).sqrt(), torch.full_like(d, NAN))
-    cos = gram / (norms[:, None] * norms[None, :])
+    cos = gram / (norms[..., :, None] * norms[..., None, :])
     # the diagonal is 1 by definition; division rounding must not make it 1 ± ulp
-    idx = torch.arange(len(d))
-    cos[idx[ok], idx[ok]] = 1.0
+    torch.diagonal(cos, dim1=-2, dim2=-1).masked_fill_(ok, 1.0)
     return cos.clamp(-1.0, 1.0)
 
 

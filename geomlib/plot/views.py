@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 import xarray as xr
 
-from ..dataset.phases import adjacent, phase_mean
+from ..analyses.phases import adjacent, phase_mean
 
 PHASE_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 ANCHOR_COLOR = "#d62728"

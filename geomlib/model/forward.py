@@ -2,7 +2,7 @@
 
 ``attn_entropy[layer, head]`` is the mean over query positions of the Shannon
 entropy (nats) of that head's attention distribution, measured while the model
-reads a fixed text with its own tokenizer.  It is the one *dynamic* analysis of
+reads a fixed text with its own tokenizer.  It is the one forward-pass measurement of
 geomlib: it needs the whole model (transformers builds it) and the tokenizer,
 where every other analysis reads weights one layer at a time.
 
@@ -55,7 +55,6 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..checkpoint import Checkpoint
 from ..device import resolve_device
 from ..errors import (
     CorruptCheckpointError,
@@ -65,6 +64,8 @@ from ..errors import (
     UnsupportedSourceError,
 )
 from ..metrics.attention import mean_entropy
+from ..validate import positive_int
+from .checkpoint import Checkpoint
 
 #: where the built-in text comes from (recorded in provenance)
 TEXT_SOURCE = (
@@ -88,7 +89,8 @@ TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
-_NO_DYNAMIC = "skip the dynamic analysis with dynamic=False (--no-dynamic on the command line)"
+_SKIP = ("skip the forward pass with heads={'forward_pass': False} "
+         "(--no-heads.forward-pass on the command line)")
 
 
 def builtin_text() -> str:
@@ -168,12 +170,6 @@ def _resolve_text(text: str | os.PathLike | None) -> tuple[str, str]:
     return content, label
 
 
-def _check_positive_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{name}={value!r} is not an integer >= {minimum}; pass e.g. {name}=512")
-    return value
-
-
 def _physical_ram() -> int:
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -202,22 +198,8 @@ def _load_tokenizer(ckpt: Checkpoint, where: Path, gguf_file: str | None):
     from transformers import AutoTokenizer
 
     label = ckpt.source
-    if gguf_file is not None:
-        if not _gguf_has_tokenizer(ckpt, where / gguf_file):
-            raise SourceNotFoundError(
-                f"{label} has no tokenizer (no tokenizer.ggml.* metadata in the GGUF), and attention entropy "
-                f"tokenizes a text with the model's own tokenizer; use a GGUF converted with its tokenizer, or "
-                f"{_NO_DYNAMIC}"
-            )
-        kw = {"gguf_file": gguf_file}
-    else:
-        if not any((where / f).is_file() for f in TOKENIZER_FILES):
-            raise SourceNotFoundError(
-                f"{label} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}...), and attention entropy "
-                f"tokenizes a text with the model's own tokenizer; copy the model's tokenizer files into {where}, "
-                f"or {_NO_DYNAMIC}"
-            )
-        kw = {}
+    check_tokenizer(ckpt)
+    kw = {"gguf_file": gguf_file} if gguf_file is not None else {}
     try:
         return AutoTokenizer.from_pretrained(where, local_files_only=True, trust_remote_code=False, **kw)
     except GeomlibError:
@@ -226,7 +208,7 @@ def _load_tokenizer(ckpt: Checkpoint, where: Path, gguf_file: str | None):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise CorruptCheckpointError(
             f"the tokenizer of {label} could not be loaded by transformers ({first}); attention entropy needs it: "
-            f"fix the tokenizer files, or {_NO_DYNAMIC}"
+            f"fix the tokenizer files, or {_SKIP}"
         ) from None
 
 
@@ -246,7 +228,7 @@ def check_tokenizer(ckpt: Checkpoint) -> None:
     if not ok:
         raise SourceNotFoundError(
             f"{ckpt.source} has no tokenizer ({what}), and attention entropy tokenizes a text with the model's "
-            f"own tokenizer; add the tokenizer, or {_NO_DYNAMIC}"
+            f"own tokenizer; add the tokenizer, or {_SKIP}"
         )
 
 
@@ -290,7 +272,7 @@ def _model_location(ckpt: Checkpoint) -> tuple[Path, str | None]:
     if not (where / "config.json").is_file():
         raise SourceNotFoundError(
             f"{ckpt.source} resolved to {where}, which has no config.json for transformers to build the model "
-            f"from; download the full model directory, or {_NO_DYNAMIC}"
+            f"from; download the full model directory, or {_SKIP}"
         )
     return where, None
 
@@ -313,7 +295,7 @@ def _load_model(ckpt: Checkpoint, where: Path, gguf_file: str | None, dev: torch
                 f"{ckpt.source} takes {need / 2**30:.1f} GiB in float32 and transformers dequantizes a whole GGUF "
                 f"in memory (about {GGUF_PEAK_FACTOR}x that at peak), more than the {budget / 2**30:.1f} GiB budget; "
                 f"pass a larger max_memory, use the safetensors checkpoint (which can be offloaded), or "
-                f"{_NO_DYNAMIC}"
+                f"{_SKIP}"
             )
         kw["gguf_file"] = gguf_file
     else:
@@ -335,7 +317,7 @@ def _load_model(ckpt: Checkpoint, where: Path, gguf_file: str | None, dev: torch
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise CorruptCheckpointError(
             f"transformers could not build {ckpt.source} for the attention-entropy forward pass ({first}); "
-            f"{_NO_DYNAMIC}"
+            f"{_SKIP}"
         ) from None
     model.eval()
     device_map = getattr(model, "hf_device_map", None)
@@ -461,8 +443,6 @@ def attention_entropy(
     max_tokens: int = 512,
     progress: bool = True,
     max_memory: int | None = None,
-    *,
-    _collect: str = "auto",
 ) -> EntropyResult:
     """Per-layer, per-head attention entropy of ``ckpt`` reading ``text``.
 
@@ -496,12 +476,17 @@ def attention_entropy(
     ------
     SourceNotFoundError
         No tokenizer (files, or GGUF metadata): the message says how to skip
-        the analysis (``dynamic=False``).
+        the analysis (``heads={"forward_pass": False}``).
     UnsupportedSourceError
         A GGUF too large to dequantize within the budget.
     GeomlibError
         Any other failure to build or run the model, in one sentence.
     """
+    return _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, collect="auto")
+
+
+def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, collect: str) -> EntropyResult:
+    """:func:`attention_entropy`; ``collect`` forces one way of reading the attention maps (tests)."""
     from tqdm.auto import tqdm
 
     if not isinstance(ckpt, Checkpoint):
@@ -509,11 +494,11 @@ def attention_entropy(
             f"attention_entropy needs a Checkpoint from geomlib.open_model, not {type(ckpt).__name__}"
         )
     content, text_label = _resolve_text(text)
-    max_tokens = _check_positive_int("max_tokens", max_tokens, 2)
+    max_tokens = positive_int("max_tokens", max_tokens, 2)
     if max_memory is not None:
-        max_memory = _check_positive_int("max_memory", max_memory, 1)
-    if _collect not in ("auto", "hooks", "outputs"):
-        raise InvalidArgumentError(f"_collect={_collect!r}; use 'auto', 'hooks' or 'outputs'")
+        max_memory = positive_int("max_memory", max_memory, 1)
+    if collect not in ("auto", "hooks", "outputs"):
+        raise InvalidArgumentError(f"collect={collect!r}; use 'auto', 'hooks' or 'outputs'")
     dev = resolve_device(device)
     budget = int(max_memory if max_memory is not None else _physical_ram() * DEFAULT_RAM_SHARE)
     where, gguf_file = _model_location(ckpt)
@@ -545,7 +530,7 @@ def attention_entropy(
                     )
                 ids = ids.to(in_dev)
                 bar.set_description(f"attention entropy {ckpt.source}: forward")
-                use_hooks = _collect == "hooks" or (_collect == "auto" and _attention_specs(model))
+                use_hooks = collect == "hooks" or (collect == "auto" and _attention_specs(model))
                 rows = _run_hooks(model, ids, bar) if use_hooks else _run_outputs(model, ids, bar)
                 run_device = str(in_dev)
                 n_model_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None)

@@ -15,12 +15,12 @@ from typing import Iterable, Iterator, Mapping
 
 import torch
 
-from .arch import FAMILIES, HEAD_AXIS, Adapter, ArchFacts, Src, get_adapter
-from .device import resolve_device
-from .errors import CorruptCheckpointError, InvalidArgumentError
-from .io.gguf_store import FLOAT_TYPES
-from .io.source import Opened, open_source
-from .io.store import TensorStore
+from ..arch import FAMILIES, HEAD_AXIS, Adapter, ArchFacts, Src, get_adapter
+from ..device import resolve_device
+from ..errors import CorruptCheckpointError, InvalidArgumentError
+from ..io.gguf_store import FLOAT_TYPES
+from ..io.source import Opened, open_source
+from ..io.store import TensorStore
 
 # config keys that say who saved the file, not what the weights are
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "_gguf"}
@@ -437,7 +437,7 @@ class Checkpoint:
             )
         W = weights[family] if isinstance(weights, Mapping) else weights
         d = self.head_dim
-        g = h // self.facts.group if family in ("k_proj", "v_proj") else h
+        g = self.facts.kv_head(h) if family in ("k_proj", "v_proj") else h
         return W[g * d : (g + 1) * d] if HEAD_AXIS[family] == 0 else W[:, g * d : (g + 1) * d]
 
     # -- lifetime ----------------------------------------------------------------------

@@ -19,19 +19,14 @@ coordinates once.
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
-from ..arch.families import FAMILIES, MATRIX_FAMILIES, NORM_FAMILIES, RESIDUAL_AXIS
-from ..checkpoint import Checkpoint
-from ..device import resolve_device
-from ..errors import GeomlibWarning
-from ..metrics import (
+from ...arch.families import FAMILIES, MATRIX_FAMILIES, NORM_FAMILIES, RESIDUAL_AXIS
+from ...metrics import (
     NULL_KINDS,
     aligned_cos,
     cos_from_gram,
@@ -41,10 +36,12 @@ from ..metrics import (
     scale_track_pca,
     scrambled_aligned_null,
 )
-from .params import WEIGHTS_SCHEMA, WeightParams
-from .provenance import provenance
+from ...model.checkpoint import Checkpoint
+from ...store.provenance import provenance
+from ..base import RunContext
+from ..params import Params
+from ..streaming import layers_within, n_pairs, pairs
 
-SCHEMA_VERSION = WEIGHTS_SCHEMA
 ADJ_KEYS = ("resid_norm", "scalar_fit", "improve_frac", "resid_eff_rank", "resid_spec_entropy")
 
 
@@ -52,7 +49,7 @@ ADJ_KEYS = ("resid_norm", "scalar_fit", "improve_frac", "resid_eff_rank", "resid
 class _Accumulator:
     n_layers: int
     fam_index: dict[str, int]
-    warnings: list[str] = field(default_factory=list)
+    ctx: RunContext
 
     def __post_init__(self) -> None:
         F, n = len(self.fam_index), self.n_layers
@@ -67,8 +64,7 @@ class _Accumulator:
         self.gamma: dict[str, list[torch.Tensor | None]] = {}
 
     def warn(self, message: str) -> None:
-        self.warnings.append(message)
-        warnings.warn(message, GeomlibWarning, stacklevel=3)
+        self.ctx.warn(message)
 
 
 def _storage_dtype(ckpt: Checkpoint) -> torch.dtype:
@@ -81,8 +77,8 @@ def _storage_dtype(ckpt: Checkpoint) -> torch.dtype:
     return torch.float32 if types <= exact32 else torch.float64
 
 
-def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, device: torch.device,
-                   progress: bool) -> None:
+def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
+    device = ctx.device
     keep = _storage_dtype(ckpt)
     prev: dict[str, torch.Tensor] = {}
     seen_shapes: set[tuple[str, tuple[int, ...]]] = set()
@@ -90,7 +86,7 @@ def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, de
     for f in ckpt.families:
         if f in NORM_FAMILIES:
             acc.gamma[f] = [None] * ckpt.n_layers
-    bar = tqdm(range(ckpt.n_layers), desc="per-layer pass", unit="layer", disable=not progress)
+    bar = ctx.bar(range(ckpt.n_layers), desc="per-layer pass", unit="layer")
     for L in bar:
         for f in ckpt.families:
             i = acc.fam_index[f]
@@ -139,8 +135,8 @@ def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, de
             del W
 
 
-def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, device: torch.device,
-               progress: bool) -> None:
+def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
+    device = ctx.device
     n = ckpt.n_layers
     budget = params.block_mib * 2**20
     fams = [f for f in ckpt.families if f in MATRIX_FAMILIES]
@@ -158,7 +154,7 @@ def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, device
         rows = max(1, min(axis, budget // max(1, n * elems * 8)))
         plan += [(f, a, min(a + rows, axis)) for a in range(0, axis, rows)]
     grams = {f: torch.zeros(n, n, dtype=torch.float64, device=device) for f in fams}
-    for f, a, b in tqdm(plan, desc="all-pairs Gram", unit="block", disable=not progress):
+    for f, a, b in ctx.bar(plan, desc="all-pairs Gram", unit="block"):
         X = None
         for L in range(n):
             blk = ckpt.read_block(L, f, a, b, dtype=torch.float64, device=device)
@@ -172,44 +168,32 @@ def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, device
         acc.cos[acc.fam_index[f]] = cos_from_gram(grams[f]).cpu().numpy()
 
 
-def _aligned_all_pass(ckpt: Checkpoint, acc: _Accumulator, params: WeightParams, device: torch.device,
-                      progress: bool) -> None:
-    """Aligned cosine of every pair: hold a chunk of layers, stream the rest past it."""
+def _aligned_all_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
+    """Aligned cosine of every pair (:func:`~geomlib.analyses.streaming.pairs`)."""
     n, keep = ckpt.n_layers, _storage_dtype(ckpt)
-    budget = params.block_mib * 2**20
     fams = [f for f in ckpt.families if f in MATRIX_FAMILIES]
-    total = len(fams) * n * (n - 1) // 2
-    bar = tqdm(total=total, desc="all-pairs aligned", unit="pair", disable=not progress)
+    bar = ctx.bar(total=len(fams) * n_pairs(n, diagonal=False), desc="all-pairs aligned", unit="pair")
     for f in fams:
         i, ax = acc.fam_index[f], RESIDUAL_AXIS[f]
         axis, elems = ckpt.block_axis(f)
-        chunk = max(1, min(n, budget // max(1, axis * elems * keep.itemsize)))
-        for c0 in range(0, n, chunk):
-            held = {L: ckpt.layer(L, [f], dtype=keep, device=device).get(f) for L in range(c0, min(c0 + chunk, n))}
-            for L2 in range(c0, n):
-                w2 = held.get(L2)
-                if w2 is None and L2 >= c0 + chunk:
-                    w2 = ckpt.layer(L2, [f], dtype=keep, device=device).get(f)
-                for L1, w1 in held.items():
-                    if L1 >= L2:
-                        continue
-                    if w1 is not None and w2 is not None:
-                        v = aligned_cos(w1.to(torch.float64), w2.to(torch.float64), ax)
-                        acc.aligned[i, L1, L2] = acc.aligned[i, L2, L1] = v
-                    bar.update(1)
+        chunk = layers_within(params.block_mib * 2**20, axis * elems * keep.itemsize, n)
+        load = lambda L, f=f: ckpt.layer(L, [f], dtype=keep, device=ctx.device).get(f)  # noqa: E731
+        for L1, w1, L2, w2 in pairs(range(n), chunk, load, diagonal=False):
+            if w1 is not None and w2 is not None:
+                acc.aligned[i, L1, L2] = acc.aligned[i, L2, L1] = aligned_cos(w1.to(torch.float64),
+                                                                              w2.to(torch.float64), ax)
+            bar.update(1)
     bar.close()
 
 
-def compute_weight_arrays(ckpt: Checkpoint, params: WeightParams = WeightParams(), device: str | None = "auto",
-                          progress: bool = True) -> dict:
+def compute_weight_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
     """Run the passes and return plain arrays (families in :data:`FAMILIES` order)."""
-    dev = resolve_device(device)
-    acc = _Accumulator(ckpt.n_layers, {f: i for i, f in enumerate(FAMILIES)})
+    acc = _Accumulator(ckpt.n_layers, {f: i for i, f in enumerate(FAMILIES)}, ctx)
     with torch.no_grad():
-        _adjacent_pass(ckpt, acc, params, dev, progress)
-        _gram_pass(ckpt, acc, params, dev, progress)
+        _adjacent_pass(ckpt, acc, params, ctx)
+        _gram_pass(ckpt, acc, params, ctx)
         if params.aligned_pairs == "all":
-            _aligned_all_pass(ckpt, acc, params, dev, progress)
+            _aligned_all_pass(ckpt, acc, params, ctx)
     out = {
         "scale": acc.scale,
         "cos": acc.cos,
@@ -218,8 +202,6 @@ def compute_weight_arrays(ckpt: Checkpoint, params: WeightParams = WeightParams(
         "aligned_null_std": acc.null_std,
         "spectrum_method": acc.spectrum_method,
         **acc.adj,
-        "warnings": acc.warnings,
-        "device": str(dev),
     }
     out.update(_scale_pca(acc))
     out.update(_gamma(acc, ckpt.n_layers))
@@ -301,7 +283,7 @@ _DESCRIPTIONS = {
 }
 
 
-def build_dataset(ckpt: Checkpoint, arrays: dict, params: WeightParams) -> xr.Dataset:
+def build_dataset(ckpt: Checkpoint, arrays: dict, params: Params, ctx: RunContext) -> xr.Dataset:
     """Attach names, coordinates and provenance to :func:`compute_weight_arrays` output."""
     n = ckpt.n_layers
     fam = list(FAMILIES)
@@ -339,14 +321,14 @@ def build_dataset(ckpt: Checkpoint, arrays: dict, params: WeightParams) -> xr.Da
     for name in ds.data_vars:
         if ds[name].dtype.kind == "f":
             ds[name] = ds[name].astype(np.float64)
-    ds.attrs.update(provenance(ckpt, "weights", SCHEMA_VERSION, params, arrays["device"], arrays["warnings"]))
+    ds.attrs.update(provenance(ckpt, "weights", params, ctx))
     ds.attrs["scale_pca_families"] = ",".join(arrays.get("scale_pca_families", []))
     return ds
 
 
-def run(ckpt: Checkpoint, params: WeightParams, device: str | None = "auto", progress: bool = True) -> xr.Dataset:
-    """The weights analysis of ``ckpt`` as a Dataset (the entry point :mod:`~geomlib.dataset.api` calls)."""
-    return build_dataset(ckpt, compute_weight_arrays(ckpt, params, device, progress), params)
+def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
+    """The weights analysis of ``ckpt`` as a Dataset."""
+    return build_dataset(ckpt, compute_weight_arrays(ckpt, params, ctx), params, ctx)
 
 
-__all__ = ["SCHEMA_VERSION", "WeightParams", "build_dataset", "compute_weight_arrays", "run"]
+__all__ = ["build_dataset", "compute_weight_arrays", "run"]

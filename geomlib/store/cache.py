@@ -26,7 +26,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from ..errors import CorruptCheckpointError, InvalidArgumentError
+from ..errors import CorruptCheckpointError
 
 ENGINE = "netcdf4"
 _TMP_PREFIX = ".tmp-"
@@ -137,13 +137,14 @@ def entries(cache_dir: str | os.PathLike | None = None) -> list[Entry]:
     return sorted(out, key=lambda e: (e.source, e.analysis, e.path.name))
 
 
-def check_analyses(analyses, known) -> tuple[str, ...]:
-    if isinstance(analyses, str):
-        analyses = (analyses,)
-    analyses = tuple(analyses)
-    bad = [a for a in analyses if a not in known]
-    if bad or not analyses:
-        raise InvalidArgumentError(
-            f"analyses {list(analyses)} are not all known; choose from {', '.join(known)}"
-        )
-    return analyses
+def newest(entries: list[Entry], source: str, analysis: str, params: dict | None = None) -> Entry | None:
+    """The most recently created entry of ``analysis`` for ``source`` at the registry's schema version.
+
+    ``params``: only entries computed with exactly these cache-key parameters.
+    """
+    from ..analyses import registry
+
+    hits = [e for e in entries if e.source == source and e.analysis == analysis
+            and registry.is_current(analysis, e.schema_version)
+            and (params is None or json.loads(str(e.attrs.get("params", "{}"))) == params)]
+    return max(hits, key=lambda e: str(e.attrs.get("created", "")), default=None)

@@ -1,7 +1,7 @@
 """Phase labels along depth, phase coordinates and per-phase summaries (xarray groupby).
 
 Phases are fitted to the model by default: an exact change-point segmentation
-(:mod:`geomlib.dataset.segment`) of its per-layer attention-entropy profile
+(:mod:`geomlib.analyses.segment`) of its per-layer attention-entropy profile
 (``attn_entropy``, layer × head) when the dataset has one, of a weight profile
 otherwise.  The seeds instead hard-coded "measured entropy boundaries" for two
 models and a fractional rule for the rest; :func:`seed_phase` reproduces that
@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InvalidArgumentError
+from ..validate import positive_int
 from .segment import Segmentation, informative, segment
 
 
@@ -146,8 +147,7 @@ def check_phase_spec(
                 f"n_phases={n_phases!r} applies to automatic phases only, not to phases={boundaries!r}; "
                 "drop n_phases or pass phases='auto'"
             )
-        if isinstance(n_phases, bool) or not isinstance(n_phases, (int, np.integer)) or n_phases < 1:
-            raise InvalidArgumentError(f"n_phases={n_phases!r} is not allowed; pass a positive integer")
+        positive_int("n_phases", n_phases)
         if n_phases > most:
             raise InvalidArgumentError(
                 f"n_phases={n_phases} phases of at least {min_size} layers do not fit in {n_layers} layers; "
@@ -239,7 +239,7 @@ def auto_phases(
     ``attn_entropy`` (layer × head, not standardized) when usable
     (:func:`entropy_profile`), else the weight profile (:func:`weight_profile`,
     z-scored); the number of phases is ``n_phases`` or minimises the extended
-    BIC (:data:`~geomlib.dataset.segment.EBIC_FORMULA`) over ``1..k_max``.  With
+    BIC (:data:`~geomlib.analyses.segment.EBIC_FORMULA`) over ``1..k_max``.  With
     neither profile the seeds' rule applies (``n_phases`` cannot be honoured
     then, and is an error).
 
@@ -371,8 +371,9 @@ def adjacent(da: xr.DataArray) -> xr.DataArray:
     return out.drop_vars([c for c in ("layer_b", "phase_b") if c in out.coords])
 
 
-def phase_order(ds: xr.Dataset) -> list[str]:
-    return list(dict.fromkeys(ds["phase"].values.tolist()))
+def phase_order(ds: xr.Dataset | xr.DataArray) -> list[str]:
+    """The phase names in depth order (each once)."""
+    return [str(p) for p in dict.fromkeys(ds["phase"].values.tolist())]
 
 
 def phase_mean(da: xr.DataArray, order: Sequence[str] | None = None) -> xr.DataArray:
@@ -381,7 +382,7 @@ def phase_mean(da: xr.DataArray, order: Sequence[str] | None = None) -> xr.DataA
     ``order`` lists the phases to return (NaN for one with no layer here, e.g.
     a last phase holding only the last layer has no adjacent pair).
     """
-    order = list(order) if order is not None else list(dict.fromkeys(da["phase"].values.tolist()))
+    order = list(order) if order is not None else phase_order(da)
     return da.groupby("phase").mean("layer").reindex(phase=order)
 
 

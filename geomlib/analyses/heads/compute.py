@@ -19,11 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
-from ..checkpoint import Checkpoint
-from ..device import resolve_device
-from ..metrics.operators import (
+from ...metrics.operators import (
     head_factors,
     operator_gram,
     operator_spectrum,
@@ -33,13 +30,15 @@ from ..metrics.operators import (
     spectrum_shape,
     vector_cos,
 )
-from .params import HEADS_SCHEMA, HeadParams
-from .provenance import provenance
+from ...metrics.similarity import cos_from_gram
+from ...model.checkpoint import Checkpoint
+from ...store.provenance import provenance
+from ..base import RunContext
+from ..params import Params
+from ..streaming import layers_within, n_pairs, pairs
+from . import OPERATORS, operators_of
 
-SCHEMA_VERSION = HEADS_SCHEMA
-KINDS = ("qk", "ov")
 NULL_METRICS = ("cos", "shape_cos", "rescale_resid", "pa_mean", "pa_min", "top1_overlap", "sign_agree")
-_NEEDS = {"qk": ("q_proj", "k_proj"), "ov": ("o_proj", "v_proj")}
 
 
 def topk_grid(two_d: int) -> list[int]:
@@ -56,7 +55,7 @@ def _factors(ckpt: Checkpoint, w: dict, kind: str):
 
 
 def _kinds(ckpt: Checkpoint) -> list[str]:
-    return [k for k in KINDS if all(f in ckpt.families for f in _NEEDS[k])]
+    return operators_of(ckpt.families)
 
 
 def _pairwise(n: int, fn) -> np.ndarray:
@@ -64,21 +63,21 @@ def _pairwise(n: int, fn) -> np.ndarray:
     return np.stack([fn(L) for L in range(n)])
 
 
-def _operator_arrays(ckpt: Checkpoint, params: HeadParams, dev: torch.device, progress: bool,
-                     warns: list[str]) -> dict:
+def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
+    dev = ctx.device
     n, H, d = ckpt.n_layers, ckpt.n_heads, ckpt.head_dim
     kinds = _kinds(ckpt)
-    fams = sorted({f for k in kinds for f in _NEEDS[k]})
+    fams = sorted({f for k in kinds for f in OPERATORS[k]})
     k = params.k
     red = {kind: {"sv": np.full((n, H, d), np.nan), "eig": np.full((n, H, 2 * d), np.nan),
                   "gap": np.full((n, H), np.nan), "frac": np.full((n, H), np.nan),
                   "vecs": torch.full((n, H, min(k, 2 * d), ckpt.hidden), math.nan, dtype=torch.float64)}
            for kind in kinds}
     present = [True] * n
-    for L in tqdm(range(n), desc="per-head spectra", unit="layer", disable=not progress):
+    for L in ctx.bar(range(n), desc="per-head spectra", unit="layer"):
         w = ckpt.layer(L, fams, device=dev)
         if set(fams) - set(w) or not all(bool(torch.isfinite(t).all()) for t in w.values()):
-            warns.append(f"layer {L} lacks finite {'/'.join(fams)} weights: its per-head values are NaN")
+            ctx.warn(f"layer {L} lacks finite {'/'.join(fams)} weights: its per-head values are NaN")
             present[L] = False
             continue
         for kind in kinds:
@@ -90,38 +89,27 @@ def _operator_arrays(ckpt: Checkpoint, params: HeadParams, dev: torch.device, pr
     # pass 2: the all-pairs gram, a chunk of layers held, the rest streamed past
     gram = {kind: np.full((n, n, H), np.nan) for kind in kinds}
     per_layer = sum(math.prod(ckpt._store.info(ckpt.tensor_names(0)[f]).shape) for f in fams) * 8
-    chunk = max(1, min(n, params.block_mib * 2**20 // max(1, 2 * per_layer)))
     ok = [L for L in range(n) if present[L]]
-    bar = tqdm(total=len(ok) * (len(ok) + 1) // 2, desc="operator gram", unit="pair", disable=not progress)
-    for c0 in range(0, len(ok), chunk):
-        held = {}
-        for L in ok[c0:c0 + chunk]:
-            w = ckpt.layer(L, fams, device=dev)
-            held[L] = {kind: _factors(ckpt, w, kind) for kind in kinds}
-        for L2 in ok[c0:]:
-            if L2 in held:
-                f2 = held[L2]
-            else:
-                w = ckpt.layer(L2, fams, device=dev)
-                f2 = {kind: _factors(ckpt, w, kind) for kind in kinds}
-            for L1, f1 in held.items():
-                if L1 > L2:
-                    continue
-                for kind in kinds:
-                    g = operator_gram(*f1[kind], *f2[kind]).cpu().numpy()
-                    gram[kind][L1, L2] = gram[kind][L2, L1] = g
-                bar.update(1)
+    chunk = layers_within(params.block_mib * 2**20, 2 * per_layer, len(ok))
+
+    def load(L: int) -> dict:
+        w = ckpt.layer(L, fams, device=dev)
+        return {kind: _factors(ckpt, w, kind) for kind in kinds}
+
+    bar = ctx.bar(total=n_pairs(len(ok), diagonal=True), desc="operator gram", unit="pair")
+    for L1, f1, L2, f2 in pairs(ok, chunk, load, diagonal=True):
+        for kind in kinds:
+            g = operator_gram(*f1[kind], *f2[kind]).cpu().numpy()
+            gram[kind][L1, L2] = gram[kind][L2, L1] = g
+        bar.update(1)
     bar.close()
     out = {}
     for kind in kinds:
         r, G = red[kind], gram[kind]
         diag = np.einsum("llh->lh", G)
+        cos = cos_from_gram(torch.from_numpy(G).permute(2, 0, 1)).permute(1, 2, 0).numpy()
         with np.errstate(invalid="ignore", divide="ignore"):
-            norm = np.where(diag > 0, np.sqrt(np.where(diag > 0, diag, np.nan)), np.nan)
-            cos = np.clip(G / (norm[:, None, :] * norm[None, :, :]), -1, 1)
             T = G / np.where(diag > 0, diag, np.nan)[None, :, :]  # optimal scalar of g_L onto g_{layer_b}
-        idx = np.arange(n)
-        cos[idx, idx] = np.where(np.isfinite(norm), 1.0, np.nan)
         vec = r["vecs"]
         pa = [principal_cosines(vec[L][None], vec) for L in range(n)]  # each (n, H, k)
         pa = torch.stack(pa).numpy()  # (n, n, H, k)
@@ -163,7 +151,7 @@ def _operator_arrays(ckpt: Checkpoint, params: HeadParams, dev: torch.device, pr
     return out
 
 
-def _nulls(ckpt: Checkpoint, params: HeadParams, dev: torch.device) -> dict:
+def _nulls(ckpt: Checkpoint, params: Params, dev: torch.device) -> dict:
     """Null distributions of the pairwise metrics for random Gaussian heads of the model's shapes."""
     d, hidden, k = ckpt.head_dim, ckpt.hidden, params.k
     out = {}
@@ -249,72 +237,56 @@ _DESC = {
 }
 
 
-def preflight(ckpt: Checkpoint, params: HeadParams) -> None:
-    """Refuse early what would fail late: no attention operators, or no tokenizer for the forward pass."""
-    from ..errors import UnsupportedArchitectureError
+#: per-head variables and their dims after the leading ``operator`` dim
+_LLH, _LH = ("layer", "layer_b", "head"), ("layer", "head")
+_VARS = {
+    **{v: _LLH for v in ("gram", "cos", "T", "resid", "pa_mean", "pa_min", "top1_overlap", "shape_cos",
+                         "rescale_T", "rescale_resid")},
+    "sym_eigs": ("layer", "head", "eig"),
+    "singvals": ("layer", "head", "rank"),
+    "frac_pos": _LH,
+    "eigengap": _LH,
+    "sign_agree": _LLH + ("topk",),
+    "cross_head_shape_cos": ("layer",),
+    "corr_T_entropy": ("layer_b",),
+    "corr_opnorm_entropy": (),
+    "null_mean": ("metric",),
+    "null_std": ("metric",),
+}
 
-    if not _kinds(ckpt):
-        raise UnsupportedArchitectureError(
-            f"{ckpt.source} has no q/k or o/v projections, so it has no per-head operators; "
-            "compute analyses=['weights'] only"
-        )
-    if params.dynamic:
-        from .entropy import check_tokenizer
 
-        check_tokenizer(ckpt)
-
-
-def run(ckpt: Checkpoint, params: HeadParams, device: str | None = "auto", progress: bool = True) -> xr.Dataset:
-    """The per-head analysis of ``ckpt`` as a Dataset (entry point for :mod:`geomlib.dataset.api`)."""
-    dev = resolve_device(device)
-    warns: list[str] = []
+def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
+    """The per-head analysis of ``ckpt`` as a Dataset; per-head variables are ``head_*`` over ``operator``."""
     with torch.no_grad():
-        arr = _operator_arrays(ckpt, params, dev, progress, warns)
-        nulls = _nulls(ckpt, params, dev)
+        arr = _operator_arrays(ckpt, params, ctx)
+        arr.update(_nulls(ckpt, params, ctx.device))
     entropy, ent_meta = None, {}
-    if params.dynamic:
-        from .entropy import attention_entropy
+    if params.forward_pass:
+        from ...model.forward import attention_entropy
 
-        res = attention_entropy(ckpt, text=Path(params.text) if params.text else None, device=device,
-                                max_tokens=params.max_tokens, progress=progress)
+        res = attention_entropy(ckpt, text=Path(params.text) if params.text else None, device=ctx.device,
+                                max_tokens=params.max_tokens, progress=ctx.progress, max_memory=params.max_memory)
         entropy = np.asarray(res.values, dtype=np.float64)
         ent_meta = res.attrs()  # entropy_* keys, netCDF-safe
     arr.update(_correlations(arr, entropy))
     n, H, d = ckpt.n_layers, ckpt.n_heads, ckpt.head_dim
-    LLH, LH = ("layer", "layer_b", "head"), ("layer", "head")
-    data = {}
-    for kind in arr["kinds"]:
-        p = kind + "_"
-        for v in ("gram", "cos", "T", "resid", "pa_mean", "pa_min", "top1_overlap", "shape_cos", "rescale_T",
-                  "rescale_resid"):
-            data[p + v] = (LLH, arr[p + v])
-        data[p + "sym_eigs"] = (("layer", "head", "eig"), arr[p + "sym_eigs"])
-        data[p + "singvals"] = (("layer", "head", "rank"), arr[p + "singvals"])
-        data[p + "frac_pos"] = (LH, arr[p + "frac_pos"])
-        data[p + "eigengap"] = (LH, arr[p + "eigengap"])
-        data[p + "sign_agree"] = (LLH + ("topk",), arr[p + "sign_agree"])
-        data[p + "cross_head_shape_cos"] = (("layer",), arr[p + "cross_head_shape_cos"])
-        data[p + "corr_T_entropy"] = (("layer_b",), arr[p + "corr_T_entropy"])
-        data[p + "corr_opnorm_entropy"] = ((), arr[p + "corr_opnorm_entropy"])
-        data[p + "null_mean"] = (("metric",), nulls[p + "null_mean"])
-        data[p + "null_std"] = (("metric",), nulls[p + "null_std"])
-    data["attn_entropy"] = (LH, entropy if entropy is not None else np.full((n, H), np.nan))
+    ops = arr["kinds"]
+    data = {f"head_{v}": (("operator",) + dims, np.stack([arr[f"{op}_{v}"] for op in ops]))
+            for v, dims in _VARS.items()}
+    data["attn_entropy"] = (_LH, entropy if entropy is not None else np.full((n, H), np.nan))
     ds = xr.Dataset(data, coords={
-        "layer": np.arange(n), "layer_b": np.arange(n), "head": np.arange(H), "eig": np.arange(2 * d),
-        "rank": np.arange(d), "topk": np.array(arr["topk"]), "metric": list(NULL_METRICS)})
-    for name in ds.data_vars:
-        key = name.split("_", 1)[1] if name.startswith(("qk_", "ov_")) else name
-        if key in _DESC:
-            ds[name].attrs["description"] = _DESC[key]
+        "operator": list(ops), "layer": np.arange(n), "layer_b": np.arange(n), "head": np.arange(H),
+        "eig": np.arange(2 * d), "rank": np.arange(d), "topk": np.array(arr["topk"]), "metric": list(NULL_METRICS)})
+    for v in _VARS:
+        ds[f"head_{v}"].attrs["description"] = _DESC[v]
+    skipped = ctx.skipped.get("attn_entropy")
     ds["attn_entropy"].attrs["description"] = (
         "mean over query positions of the Shannon entropy (nats) of each head's attention distribution, "
         "from an eager forward pass over the text in attrs" if entropy is not None else
-        "not computed (dynamic=False): NaN")
-    if not params.dynamic:
-        warns.append("attention entropy not computed (dynamic=False / --no-dynamic)")
-    ds.attrs.update(provenance(ckpt, "heads", SCHEMA_VERSION, params, str(dev), warns))
+        f"not computed ({skipped or 'forward_pass=False'}): NaN")
+    ds.attrs.update(provenance(ckpt, "heads", params, ctx))
     ds.attrs.update({
-        "operators": ",".join(arr["kinds"]),
+        "operators": ",".join(ops),
         "eigvec_k": params.k,
         "frac_pos_note": "the fraction of positive eigenvalues of sym(W_Qᵀ W_K) is 1/2 by construction when W_Q "
                          "and W_K have full rank; seed 001 printed it as a finding",

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..validate import positive_int
 
 #: the model-selection criterion, as written in docstrings and ``attrs``: N finite values,
 #: p features, m layers with data, SSE_k the optimal within-segment sum of squares with k segments
@@ -295,16 +296,14 @@ def segment(
         Bad shapes or arguments, no informative feature, or an ``n_segments``
         that cannot be met with ``min_size``.
     """
-    for name, v, lo in (("k_max", k_max, 1), ("min_size", min_size, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise InvalidArgumentError(f"{name}={v!r} is not allowed; pass an integer of at least {lo}")
+    positive_int("k_max", k_max)
+    positive_int("min_size", min_size)
     A, cols = _prepare(X, standardize)
     n = A.shape[0]
     n_obs = int(np.isfinite(A).any(axis=1).sum())
     feasible = max(1, n_obs // min_size)
     if n_segments is not None:
-        if isinstance(n_segments, bool) or not isinstance(n_segments, (int, np.integer)) or n_segments < 1:
-            raise InvalidArgumentError(f"n_segments={n_segments!r} is not allowed; pass a positive integer")
+        positive_int("n_segments", n_segments)
         if n_segments > feasible:
             raise InvalidArgumentError(
                 f"{n_segments} segments of at least {min_size} layers with data do not fit in a profile with "

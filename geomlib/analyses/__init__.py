@@ -1,0 +1,18 @@
+"""The analyses: one module per analysis, one protocol, one registry.
+
+``geomlib.analyses.names()`` lists them; :class:`Analysis` is the protocol;
+:func:`register` adds one (see the README's "add an analysis").  Importing
+this package imports no torch: only an analysis' ``run`` does.
+"""
+
+from .base import Analysis, RunContext
+from .heads import Heads
+from .params import Param, Params
+from .registry import defaults, get, names, register, resolve, unregister
+from .weights import Weights
+
+register(Weights())
+register(Heads())
+
+__all__ = ["Analysis", "Param", "Params", "RunContext", "defaults", "get", "names", "register", "resolve",
+           "unregister"]

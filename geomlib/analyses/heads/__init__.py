@@ -1,0 +1,72 @@
+"""The ``heads`` analysis: per-head QK and OV operators between layers, and attention entropy.
+
+Operator gram/cos, eigen-structure, principal angles, singular-value spectra
+and their rescale fits, with random-head nulls; the forward pass measures
+attention entropy.  Per-head variables carry an ``operator`` dimension
+(``qk``, ``ov``): ``ds.head_cos.sel(operator="ov")``.  The computation lives in
+:mod:`.compute` (torch); this module only declares it.
+"""
+
+from __future__ import annotations
+
+from ...errors import GeomlibError, UnsupportedArchitectureError
+from ..base import Analysis
+from ..params import Param, block_mib, null_draws, seed
+
+#: operator -> the families it is made of
+OPERATORS = {"qk": ("q_proj", "k_proj"), "ov": ("o_proj", "v_proj")}
+
+
+def operators_of(families) -> list[str]:
+    """The per-head operators a model with ``families`` has."""
+    return [op for op, need in OPERATORS.items() if all(f in families for f in need)]
+
+
+class Heads(Analysis):
+    name = "heads"
+    title = "per-head QK/OV operators: gram, eigen-structure, principal angles, spectra; attention entropy"
+    schema_version = 2  # 2: per-head variables head_* with an operator dimension
+    params = (
+        Param("k", 8, int, "eigenvectors of the symmetric part kept per head for principal angles", min=1),
+        null_draws(32, "random-Gaussian heads"),
+        seed(),
+        block_mib("the layers held by the all-pairs operator gram"),
+        Param("forward_pass", True, bool, "run the model on a text to measure attention entropy"),
+        Param("text", None, str, "UTF-8 text file for the forward pass (default: built-in public-domain text)",
+              path=True),
+        Param("max_tokens", 512, int, "tokens of the text read by the forward pass", min=2),
+        Param("max_memory", None, int, "RAM budget in bytes for the forward pass' float32 weights "
+              "(default: a quarter of RAM); larger safetensors models are offloaded, larger GGUF refused",
+              min=1, in_key=False),
+    )
+
+    def preflight(self, ckpt, params, ctx):
+        if not operators_of(ckpt.families):
+            raise UnsupportedArchitectureError(
+                f"{ckpt.source} has no q/k or o/v projections, so it has no per-head operators; "
+                "compute the other analyses only (e.g. analyses=['weights'])"
+            )
+        if not params.forward_pass:
+            ctx.skip("attn_entropy", "forward_pass=False", warn=False)
+            return params
+        from ...model.forward import check_tokenizer
+
+        try:
+            check_tokenizer(ckpt)
+        except GeomlibError as exc:  # an optional input is missing: compute the rest, say so once
+            ctx.skip("attn_entropy", str(exc))
+            return params.replace(forward_pass=False)
+        return params
+
+    def run(self, ckpt, params, ctx):
+        from .compute import run
+
+        return run(ckpt, params, ctx)
+
+    def report(self, ds, anchor=-1):
+        from .report import sections
+
+        return sections(ds, anchor)
+
+
+__all__ = ["Heads", "OPERATORS", "operators_of"]

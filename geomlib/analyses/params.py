@@ -1,0 +1,162 @@
+"""Declarative analysis parameters: each one is declared once, with its type, bounds and help.
+
+Validation, the CLI flags (``--heads.null-draws``), ``compute()``'s keywords and
+the cache key are all derived from these declarations (scikit-learn's
+``_parameter_constraints`` idea), so no analysis writes its own checks.
+Torch-free: the cache and the CLI parser read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an analysis.
+
+    Attributes
+    ----------
+    name : str
+        Python name (``null_draws``); the CLI flag is ``--<analysis>.<name with dashes>``.
+    default : object
+        Value when not given.
+    type : type
+        ``int``, ``float``, ``str`` or ``bool``; ``None`` is allowed only when ``default`` is None.
+    help : str
+        One line for ``--help`` and the docs.
+    min : number, optional
+        Smallest allowed value (ints and floats).
+    choices : tuple, optional
+        Allowed values.
+    forbid : mapping, optional
+        ``{value: reason}`` for single values that are not allowed (``{1: "..."}``).
+    path : bool
+        The value is a file that must exist; the cache key uses its content hash, not its path.
+    in_key : bool
+        Whether the value changes the numbers (and so enters the cache key).  A memory budget does not.
+    """
+
+    name: str
+    default: Any
+    type: type
+    help: str
+    min: float | None = None
+    choices: tuple | None = None
+    forbid: Mapping[Any, str] | None = None
+    path: bool = False
+    in_key: bool = True
+
+    @property
+    def flag(self) -> str:
+        return self.name.replace("_", "-")
+
+    def check(self, analysis: str, value: Any) -> Any:
+        """``value`` if allowed, else one-sentence :class:`InvalidArgumentError`."""
+        where = f"{analysis} parameter {self.name}={value!r}"
+        if value is None:
+            if self.default is None:
+                return None
+            raise InvalidArgumentError(f"{where} is not allowed; pass a {self.type.__name__} (default {self.default!r})")
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise InvalidArgumentError(f"{where} is not allowed; pass True or False")
+            return value
+        if self.type in (int, float):
+            ok = isinstance(value, (int, float) if self.type is float else int) and not isinstance(value, bool)
+            if not ok:
+                raise InvalidArgumentError(f"{where} is not allowed; pass {'a number' if self.type is float else 'an integer'}")
+            if self.min is not None and value < self.min:
+                raise InvalidArgumentError(f"{where} is not allowed; pass a value of at least {self.min:g}")
+        elif self.type is str and not isinstance(value, (str, os.PathLike)):
+            raise InvalidArgumentError(f"{where} is not allowed; pass a string")
+        if self.choices is not None and value not in self.choices:
+            raise InvalidArgumentError(f"{where} is not a choice; use one of {', '.join(map(repr, self.choices))}")
+        if self.forbid and value in self.forbid:
+            raise InvalidArgumentError(f"{where} is not allowed: {self.forbid[value]}")
+        if self.path:
+            value = os.fspath(value)
+            if not os.path.isfile(value):
+                raise InvalidArgumentError(f"{where}: no such file; pass a readable file or omit it")
+        return value
+
+    def key_value(self, value: Any) -> Any:
+        """What enters the cache key: a file by its content, not where it lives."""
+        if self.path and value is not None:
+            with open(value, "rb") as fh:
+                return "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+        return value
+
+
+class Params:
+    """The validated parameters of one analysis: attribute access, immutable.
+
+    Make them with :meth:`geomlib.analyses.Analysis.make_params`.
+    """
+
+    __slots__ = ("_analysis", "_specs", "_values")
+
+    def __init__(self, analysis: str, specs: tuple[Param, ...], given: Mapping[str, Any] | None = None) -> None:
+        given = dict(given or {})
+        known = {p.name: p for p in specs}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown parameter(s) {', '.join(unknown)} for the {analysis} analysis; "
+                f"its parameters are {', '.join(known) or 'none'}"
+            )
+        values = {p.name: p.check(analysis, given[p.name]) if p.name in given else p.default for p in specs}
+        object.__setattr__(self, "_analysis", analysis)
+        object.__setattr__(self, "_specs", specs)
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"{self._analysis} has no parameter {name!r}") from None
+
+    def __setattr__(self, name, value):  # pragma: no cover - immutability guard
+        raise AttributeError("Params are immutable; use replace()")
+
+    def replace(self, **changes) -> "Params":
+        return Params(self._analysis, self._specs, {**self._values, **changes})
+
+    def as_dict(self) -> dict:
+        """Every value (recorded in provenance)."""
+        return dict(self._values)
+
+    def key_dict(self) -> dict:
+        """The values that change the numbers, files by content hash (the cache key)."""
+        return {p.name: p.key_value(self._values[p.name]) for p in self._specs if p.in_key}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Params) and (self._analysis, self._values) == (other._analysis, other._values)
+
+    def __hash__(self) -> int:
+        return hash((self._analysis, tuple(sorted(self._values.items(), key=lambda kv: kv[0]))))
+
+    def __repr__(self) -> str:
+        return f"Params[{self._analysis}]({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+
+#: shared declarations (each analysis still owns its own value and default)
+def null_draws(default: int, what: str) -> Param:
+    return Param("null_draws", default, int, f"seeded draws per null baseline ({what}); 0 skips them (NaN)", min=0,
+                 forbid={1: "one draw gives no standard deviation; use 0 (skip) or at least 2"})
+
+
+def seed() -> Param:
+    return Param("seed", 0, int, "seed of the null draws", min=0)
+
+
+def block_mib(what: str) -> Param:
+    return Param("block_mib", 256, int, f"memory budget in MiB for {what}", min=1)
+
+
+__all__ = ["Param", "Params", "block_mib", "null_draws", "seed"]

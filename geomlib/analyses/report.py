@@ -1,0 +1,74 @@
+"""``geomlib report``: each analysis' tables as text, every verdict beside its null band.
+
+Takes a Dataset (from :func:`geomlib.load`) and returns a string; needs no torch.
+The header is here; each registered analysis contributes its own sections
+(:meth:`geomlib.analyses.Analysis.report`), named by the question they answer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+
+from ..errors import InvalidArgumentError
+from .phases import phase_order
+
+ROOT2 = math.sqrt(2.0)
+
+
+def _f(x: float, spec: str = "+.4f", width: int = 10) -> str:
+    return f"{'—':>{width}}" if x is None or not np.isfinite(x) else f"{x:{spec}}".rjust(width)
+
+
+def _present(ds: xr.Dataset, fams) -> list[str]:
+    # which families the model has: weights attrs list them; the heads analysis alone has none
+    have = set(str(ds.attrs.get("families_present", "")).split(","))
+    return [f for f in fams if f in have]
+
+
+def _header(ds: xr.Dataset) -> list[str]:
+    a = ds.attrs
+    q = a.get("quantization", "none")
+    lines = [
+        f"geomlib report: {a.get('source')} ({a.get('arch')}, {a.get('n_layers')} layers, "
+        f"{a.get('n_heads')}/{a.get('n_kv_heads')} heads, storage {a.get('dtype')})",
+        f"identity {str(a.get('identity', ''))[:16]}…, geomlib {a.get('geomlib_version')}; "
+        + "; ".join(f"{an} computed {a.get(an + '_created')} on {a.get(an + '_device')}"
+                    for an in str(a.get("analyses", "")).split(",") if an),
+        f"phases ({a.get('phase_method')}): " + ", ".join(
+            f"{p}={int(ds.layer[ds.phase == p].min())}-{int(ds.layer[ds.phase == p].max())}" for p in phase_order(ds)),
+    ]
+    if q not in (None, "none"):
+        lines.append(f"NOTE: weights are quantized ({q}); every number below includes quantization noise.")
+    if a.get("warnings"):
+        lines.append("warnings:")
+        lines += [f"  - {w}" for w in str(a["warnings"]).splitlines()]
+    return lines
+
+
+def _table(title: str, cols: list[str], rows: list[tuple[str, list[str]]], first: str = "L") -> list[str]:
+    out = ["", f"=== {title} ==="]
+    out.append(f" {first:>6}" + "".join(f" {c:>12}" for c in cols))
+    for label, cells in rows:
+        out.append(f" {label:>6}" + "".join(f" {c:>12}" for c in cells))
+    return out
+
+
+def render(ds: xr.Dataset, anchor: int = -1) -> str:
+    """The full text report: the header, then each registered analysis' sections, where computed."""
+    from . import registry
+
+    n = ds.sizes["layer"]
+    if not -n <= anchor < n:
+        raise InvalidArgumentError(f"anchor layer {anchor} is out of range for {n} layers; use 0..{n - 1} or -1")
+    anchor %= n
+    lines = _header(ds)
+    present = str(ds.attrs.get("analyses", "")).split(",")
+    for name in registry.names():
+        if name in present:
+            lines += registry.get(name).report(ds, anchor)
+    lines += ["", "Footnote: [seed 00N] marks the research script whose question a section answers; "
+                  "index-paired metrics pair neuron i (head h) of one layer with neuron i (head h) of the other."]
+    return "\n".join(lines) + "\n"

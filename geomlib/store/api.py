@@ -1,0 +1,218 @@
+"""``geomlib.compute``, ``geomlib.load`` and ``geomlib.cached``: analyses of a model as one xarray Dataset.
+
+:func:`compute` opens the checkpoint and computes what the cache lacks;
+:func:`load` and :func:`cached` only read the cache (no torch, no weights).
+Every list of analyses and parameters comes from :mod:`geomlib.analyses`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Sequence
+
+import xarray as xr
+
+from ..analyses import registry
+from ..analyses.phases import apply_phases, check_phase_spec
+from ..errors import InvalidArgumentError, SourceNotFoundError
+from . import cache
+
+#: attributes that differ per analysis file: prefixed with the analysis name when merged
+_PER_ANALYSIS = ("params", "created", "device", "cache_key", "schema_version", "not_computed")
+
+
+def _merge(parts: list[xr.Dataset]) -> xr.Dataset:
+    """One Dataset from the analyses' files; per-analysis provenance keeps its analysis prefix."""
+    renamed = []
+    for p in parts:
+        q = p.copy()
+        a = q.attrs.pop("analysis")
+        for k in _PER_ANALYSIS:
+            if k in q.attrs:
+                q.attrs[f"{a}_{k}"] = q.attrs.pop(k)
+        q.attrs.pop("warnings", None)
+        renamed.append(q)
+    merged = xr.merge(renamed, combine_attrs="drop_conflicts", join="outer", compat="no_conflicts")
+    merged.attrs["analyses"] = ",".join(p.attrs["analysis"] for p in parts)
+    merged.attrs["warnings"] = "\n".join(w for p in parts for w in str(p.attrs.get("warnings", "")).splitlines()
+                                         if w)
+    return merged
+
+
+def _per_analysis(names: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
+    """The parameter dict of each selected analysis; keywords must be analysis names."""
+    unknown = sorted(set(params) - set(registry.names()))
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown keyword(s) {', '.join(unknown)}; analysis parameters go in a dict named after their analysis, "
+            f"e.g. heads={{'k': 8}} (analyses: {', '.join(registry.names())})"
+        )
+    unused = sorted(set(params) - set(names))
+    if unused:
+        raise InvalidArgumentError(
+            f"parameters were given for {', '.join(unused)}, which is not among the analyses {list(names)}; "
+            "add it to analyses or drop its parameters"
+        )
+    return {a: params.get(a) for a in names}
+
+
+def compute(
+    source: str | os.PathLike,
+    analyses: Iterable[str] | str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    device: str | None = "auto",
+    progress: bool = True,
+    force: bool = False,
+    phases: str | Sequence[int] | None = None,
+    phase_names: Sequence[str] | None = None,
+    n_phases: int | None = None,
+    hf_cache_dir: str | os.PathLike | None = None,
+    **params: dict,
+) -> xr.Dataset:
+    """Compute the analyses of a model that the cache lacks, and return them all as one Dataset.
+
+    Parameters
+    ----------
+    source : str or path
+        Anything :func:`geomlib.open_model` accepts.
+    analyses : str or iterable of str, optional
+        Names from :func:`geomlib.analyses.names` (``"weights"``, ``"heads"``, ...);
+        default: every registered analysis, as the command line does.
+    cache_dir : path, optional
+        Cache root (default ``$GEOMLIB_CACHE``, else ``./cache``).
+    device : str
+        ``"auto"`` uses CUDA when present; resolved once for every analysis.
+    progress : bool
+        Progress bars with ETA.
+    force : bool
+        Recompute even when a valid cache entry exists.
+    phases, phase_names, n_phases : optional
+        Phase labels (never recomputes); see :func:`~geomlib.analyses.phases.apply_phases`.
+    **params : dict
+        One dict per analysis, named after it: ``weights={"null_draws": 0}``,
+        ``heads={"forward_pass": False, "k": 8}``.  Each analysis' parameters
+        are listed by ``geomlib compute --help`` and in the README.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``family``, ``layer``, ``layer_b``, ``operator``, ``head``... float64
+        values, provenance in ``attrs``; each analysis is cached in
+        ``<cache>/<model>/<analysis>-<key>.nc``, written atomically.
+    """
+    from ..analyses.base import RunContext
+    from ..model.checkpoint import open_model
+
+    names = registry.resolve(analyses)
+    given = _per_analysis(names, params)
+    per = {a: registry.get(a).make_params(given[a]) for a in names}
+    if not isinstance(force, bool):
+        raise InvalidArgumentError(f"force={force!r} must be True or False")
+    root = cache.cache_root(cache_dir)
+    ctx = RunContext.create(device, progress)
+
+    def hit(ckpt, a: str, p) -> tuple[str, xr.Dataset | None]:
+        key = cache.cache_key(a, ckpt.identity, p.key_dict(), registry.get(a).schema_version)
+        path = cache.entry_path(root, ckpt.source, ckpt.identity, a, key)
+        if force or not path.exists():
+            return key, None
+        ds = cache.read(path)
+        return key, (ds if ds.attrs.get("cache_key") == key else None)
+
+    parts = []
+    with open_model(source, hf_cache_dir=hf_cache_dir) as ckpt:
+        check_phase_spec(ckpt.n_layers, phases, phase_names, n_phases)  # a bad spec fails before any work
+        plans = []
+        for a in names:  # every pre-flight check before any analysis runs
+            an, p, actx = registry.get(a), per[a], ctx.for_analysis()
+            key, ds = hit(ckpt, a, p)
+            if ds is None:
+                q = an.preflight(ckpt, p, actx)
+                if q != p:  # an optional part was switched off: the key says so
+                    p = q
+                    key, ds = hit(ckpt, a, p)
+            plans.append((a, an, p, actx, key, ds))
+        for a, an, p, actx, key, ds in plans:
+            if ds is None:
+                ds = an.run(ckpt, p, actx)
+                ds.attrs["cache_key"] = key
+                cache.write_atomic(ds, cache.entry_path(root, ckpt.source, ckpt.identity, a, key))
+            parts.append(ds)
+    return apply_phases(_merge(parts), phases, phase_names, n_phases)
+
+
+def load(
+    source: str | os.PathLike,
+    analyses: Iterable[str] | str | None = None,
+    cache_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    *,
+    phases: str | Sequence[int] | None = None,
+    phase_names: Sequence[str] | None = None,
+    n_phases: int | None = None,
+    **params: dict,
+) -> xr.Dataset:
+    """The cached analyses of ``source`` as one Dataset; never computes.
+
+    Entries are matched by the source as it was given (and, for an analysis
+    whose parameters are passed, by those parameters; otherwise its newest
+    entry wins) without opening the checkpoint, so reading results needs
+    neither torch nor the weights.  :func:`compute` re-checks the checkpoint
+    identity instead.
+
+    Parameters
+    ----------
+    analyses : str or iterable of str, optional
+        Analyses that must be cached; default: every one that is.
+    cache_dir : path or list of paths, optional
+        Cache root(s) to look in.
+    **params : dict
+        As for :func:`compute`: ``heads={"k": 8}`` selects entries computed so.
+
+    Raises
+    ------
+    SourceNotFoundError
+        A named analysis (or, by default, every analysis) is not cached for ``source``.
+    """
+    named = analyses is not None
+    names = registry.resolve(analyses) if named else registry.names()
+    given = _per_analysis(names, params)
+    roots = list(cache_dir) if isinstance(cache_dir, (list, tuple)) else [cache_dir]
+    label = os.fspath(source)
+    entries = [e for r in roots for e in cache.entries(r)]
+    parts, missing = [], []
+    for a in names:
+        want = registry.get(a).make_params(given[a]).key_dict() if given[a] is not None else None
+        e = cache.newest(entries, label, a, want)
+        if e is None:
+            missing.append(a)
+        else:
+            parts.append(cache.read(e.path))
+    if (named and missing) or not parts:
+        where = ", ".join(str(cache.cache_root(r)) for r in roots)
+        what = ", ".join(missing) if named else "nothing"
+        raise SourceNotFoundError(
+            f"{what} is cached for {label!r} under {where}"
+            + (" with those parameters" if any(given.values()) else "")
+            + f"; compute it first (geomlib compute {label}"
+            + (f" --analyses {','.join(missing)})" if named else ")")
+        )
+    return apply_phases(_merge(parts), phases, phase_names, n_phases)
+
+
+def cached(
+    source: str | os.PathLike,
+    cache_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    *,
+    phases: str | Sequence[int] | None = None,
+    phase_names: Sequence[str] | None = None,
+    n_phases: int | None = None,
+) -> xr.Dataset:
+    """Every analysis cached for ``source`` (the newest of each), merged; never computes.
+
+    What the dashboard and Binder open: ``load(source, cache_dir=roots)``.
+    """
+    return load(source, None, cache_dir, phases=phases, phase_names=phase_names, n_phases=n_phases)
+
+
+__all__ = ["cached", "compute", "load"]
