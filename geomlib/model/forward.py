@@ -277,6 +277,31 @@ def _model_location(ckpt: Checkpoint) -> tuple[Path, str | None]:
     return where, None
 
 
+def _budget(max_memory: int | None) -> int:
+    return int(max_memory if max_memory is not None else _physical_ram() * DEFAULT_RAM_SHARE)
+
+
+def _check_gguf_budget(ckpt: Checkpoint, budget: int) -> None:
+    need = _float32_bytes(ckpt)
+    if need * GGUF_PEAK_FACTOR > budget:
+        raise UnsupportedSourceError(
+            f"{ckpt.source} takes {need / 2**30:.1f} GiB in float32 and transformers dequantizes a whole GGUF "
+            f"in memory (about {GGUF_PEAK_FACTOR}x that at peak), more than the {budget / 2**30:.1f} GiB budget; "
+            f"raise the budget (heads={{'max_memory': BYTES}}, --heads.max-memory BYTES), use the safetensors "
+            f"checkpoint (which can be offloaded), or {_SKIP}"
+        )
+
+
+def check_memory_budget(ckpt: Checkpoint, max_memory: int | None = None) -> None:
+    """Fail now, in one sentence, if the forward pass would not fit: a GGUF over the RAM budget.
+
+    Cheap (headers only); lets callers refuse before any expensive work.
+    """
+    _, gguf_file = _model_location(ckpt)
+    if gguf_file is not None:
+        _check_gguf_budget(ckpt, _budget(max_memory))
+
+
 def _load_model(ckpt: Checkpoint, where: Path, gguf_file: str | None, dev: torch.device, budget: int,
                 offload_dir: str):
     """Build the eager float32 base model; ``(model, input device, offloaded)``."""
@@ -290,13 +315,7 @@ def _load_model(ckpt: Checkpoint, where: Path, gguf_file: str | None, dev: torch
         gpu_budget = int(free * GPU_SHARE)
     offloaded = False
     if gguf_file is not None:
-        if need * GGUF_PEAK_FACTOR > budget:
-            raise UnsupportedSourceError(
-                f"{ckpt.source} takes {need / 2**30:.1f} GiB in float32 and transformers dequantizes a whole GGUF "
-                f"in memory (about {GGUF_PEAK_FACTOR}x that at peak), more than the {budget / 2**30:.1f} GiB budget; "
-                f"pass a larger max_memory, use the safetensors checkpoint (which can be offloaded), or "
-                f"{_SKIP}"
-            )
+        _check_gguf_budget(ckpt, budget)
         kw["gguf_file"] = gguf_file
     else:
         kw["use_safetensors"] = True
@@ -500,7 +519,7 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
     if collect not in ("auto", "hooks", "outputs"):
         raise InvalidArgumentError(f"collect={collect!r}; use 'auto', 'hooks' or 'outputs'")
     dev = resolve_device(device)
-    budget = int(max_memory if max_memory is not None else _physical_ram() * DEFAULT_RAM_SHARE)
+    budget = _budget(max_memory)
     where, gguf_file = _model_location(ckpt)
 
     bar = tqdm(total=2 + ckpt.n_layers, desc=f"attention entropy {ckpt.source}: tokenizer", unit="step",
@@ -567,4 +586,4 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
     )
 
 
-__all__ = ["EntropyResult", "TEXT_SOURCE", "attention_entropy", "builtin_text"]
+__all__ = ["EntropyResult", "TEXT_SOURCE", "attention_entropy", "builtin_text", "check_memory_budget", "check_tokenizer"]

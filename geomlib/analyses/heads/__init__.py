@@ -49,13 +49,14 @@ class Heads(Analysis):
         if not params.forward_pass:
             ctx.skip("attn_entropy", "forward_pass=False", warn=False)
             return params
-        from ...model.forward import check_tokenizer
+        from ...model.forward import check_memory_budget, check_tokenizer
 
         try:
             check_tokenizer(ckpt)
         except GeomlibError as exc:  # an optional input is missing: compute the rest, say so once
             ctx.skip("attn_entropy", str(exc))
             return params.replace(forward_pass=False)
+        check_memory_budget(ckpt, params.max_memory)  # a GGUF over the RAM budget is refused before any work
         return params
 
     def run(self, ckpt, params, ctx):
