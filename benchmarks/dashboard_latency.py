@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geomlib.plot.names import VIEW_NAMES as VIEWS  # the page's views, in order
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -57,6 +59,7 @@ KINDS = ("anchor", "family", "phase", "operator")
 INIT_JS = r"""
 (() => {
   const dec = new TextDecoder();
+  window.__nViews = __N_VIEWS__;
   window.__frames = []; window.__lastFrame = performance.now(); window.__aps = []; window.__t0 = null;
   const text = (d) => { try { if (typeof d === 'string') return d.slice(0, 4096);
       const u = d instanceof ArrayBuffer ? new Uint8Array(d) : new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
@@ -78,7 +81,7 @@ INIT_JS = r"""
     window.addEventListener(type, () => { if (window.__armed === type && window.__t0 === null) window.__t0 = performance.now(); }, true);
   }
   window.__hook = () => { const gs = Array.from(document.querySelectorAll('.geomlib-plot'));
-    if (gs.length < 4 || !gs.every((g) => g.on)) return false;
+    if (gs.length < window.__nViews || !gs.every((g) => g.on)) return false;
     for (const g of gs) { if (g.__hooked) continue; g.__hooked = true;
       g.on('plotly_afterplot', () => { const a = g.layout.annotations || [];
         window.__aps.push([performance.now(), g.layout.title.text, (a[0] || {}).text, (a[4] || {}).text]); }); }
@@ -89,7 +92,6 @@ INIT_JS = r"""
 GD = "document.querySelector('.geomlib-plot[data-view=\"cos\"]')"
 # each view is its own plotly figure: a change is shown when every view it touches shows it
 V = "((v) => document.querySelector(`.geomlib-plot[data-view=\"${v}\"]`))"
-VIEWS = ("cos", "operator", "gamma", "entropy")
 PHASE_SPANS: dict[str, tuple[int, int]] = {}  # phase -> (first layer, last layer), filled in main()
 
 
@@ -203,10 +205,10 @@ class Voila:
 
 
 def wait_rendered(page, n_panels: int, timeout: float = 180_000) -> None:
-    """Every view drawn: ``n_panels`` subplots over the four figures."""
+    """Every view drawn: ``n_panels`` subplots over the views' figures."""
     page.wait_for_function(
         "() => { const gs = Array.from(document.querySelectorAll('.geomlib-plot'));"
-        " return gs.length === 4 && gs.every((g) => g.data && g.data.length && g._fullLayout) &&"
+        f" return gs.length === {len(VIEWS)} && gs.every((g) => g.data && g.data.length && g._fullLayout) &&"
         f" gs.reduce((n, g) => n + g.querySelectorAll('.nsewdrag').length, 0) === {n_panels}; }}",
         timeout=timeout)
     page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
@@ -355,17 +357,18 @@ def main(argv=None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from geomlib.dashboard.data import families_with_data, open_model_data, phases_of
-    from geomlib.plot.views import VIEWS
+    from geomlib.analyses.phases import phase_order
+    from geomlib.dashboard.data import families_with_data, open_model_data
+    from geomlib.plot import views
 
     ARTIFACTS.mkdir(exist_ok=True)
     source = "demo:smollm2-135m"
     ds = open_model_data(source)
     n_layers = ds.sizes["layer"]
-    n_panels = sum(len(v) for v in VIEWS.values())
-    changes = plan_changes(args.changes, args.seed, n_layers, families_with_data(ds), ["all"] + phases_of(ds))
+    n_panels = sum(len(views.get(v).panels) for v in VIEWS)
+    changes = plan_changes(args.changes, args.seed, n_layers, families_with_data(ds), ["all"] + phase_order(ds))
     labels = [str(p) for p in ds["phase"].values]
-    for p in phases_of(ds):
+    for p in phase_order(ds):
         layers = [L for L, q in enumerate(labels) if q == p]
         PHASE_SPANS[p] = (min(layers), max(layers))
 
@@ -378,7 +381,7 @@ def main(argv=None) -> int:
         browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         result["machine"]["chromium"] = browser.version
         context = browser.new_context(viewport={"width": 1700, "height": 1100})
-        context.add_init_script(INIT_JS)
+        context.add_init_script(INIT_JS.replace("__N_VIEWS__", str(len(VIEWS))))
         errors: list[str] = []
         voila = Voila(ARTIFACTS / "dashboard_latency-voila.log")
         try:

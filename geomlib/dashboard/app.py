@@ -1,9 +1,13 @@
-"""The dashboard: one shared selection state, controls bound to it, one linked figure.
+"""The dashboard: one shared selection state, controls bound to it, one linked figure per view.
 
 Every control writes a trait of :class:`Dashboard`; every view observes the
 traits; every click on a depth axis or a heatmap cell writes them too.  Only
 the panels whose inputs changed are rebuilt, and the browser receives one
 patch with just those traces and the overlays that moved (:mod:`.plotview`).
+
+Nothing here names a view or a panel: the views, which selection fields each
+panel follows (``PanelSpec.depends``) and what a click on it sets
+(``PanelSpec.click``) come from :mod:`geomlib.plot.views`.
 """
 
 from __future__ import annotations
@@ -15,33 +19,19 @@ import time
 import ipywidgets as W
 import traitlets
 
+from ..analyses.phases import phase_order
 from ..errors import GeomlibError
-from .data import CatalogEntry, cache_dirs, catalog, families_with_data, open_model_data, phases_of
-from ..plot import export
-from ..plot.layout import VIEW_TITLES, build_figure, overlays, point_ranges, title_text
-from ..plot.views import VIEWS, Selection, norm_family
+from ..plot import export, views
+from ..plot.layout import build_figure, overlays, point_ranges, title_text
+from ..plot.spec import FIELDS, Selection, ViewSpec, build_panel
+from .data import CatalogEntry, cache_dirs, catalog, families_with_data, open_model_data
 from .plotview import PlotView
 
-#: which selection fields each panel's traces depend on, (view, column) -> fields.  The anchor, the
-#: phase and the selected pair's cell are overlays (shapes): changing them redraws no data, which
-#: is what keeps the browser fast (plotly redraws a whole figure on any data change, so each view
-#: is its own figure and a change redraws only the views it touches)
-DEPENDS = {
-    ("cos", 0): ("family",), ("cos", 1): ("family",), ("cos", 2): ("family",), ("cos", 3): ("family",),
-    ("operator", 0): ("operator", "op_metric", "head"), ("operator", 1): ("operator", "op_metric", "head", "pair"),
-    ("operator", 2): ("operator", "head", "pair"), ("operator", 3): ("operator", "head", "pair"),
-    ("gamma", 0): ("family",), ("gamma", 1): ("family",), ("gamma", 2): ("family",),
-    ("entropy", 0): (), ("entropy", 1): (),
-}
-#: clicks: (view, column) -> what a click there sets
-CELL_CLICKS = {("cos", 0), ("cos", 1), ("operator", 0)}
-DEPTH_CLICKS = {("cos", 2), ("gamma", 2), ("entropy", 1)}
-STATE = ("anchor", "family", "phase", "operator", "head", "op_metric", "pair")
-
-
-def _view_title(ds, view: str) -> str:
-    # the first view carries the model line (quantization label, analyses missing); the others their name
-    return title_text(ds, None) if view == "cos" else VIEW_TITLES[view]
+#: the traits that make up the selection.  The anchor, the phase and the selected pair's cell are
+#: overlays (shapes): changing them redraws no data, which is what keeps the browser fast (plotly
+#: redraws a whole figure on any data change, so each view is its own figure and a change redraws
+#: only the panels, and views, whose declared ``depends`` it touches)
+STATE = FIELDS
 
 
 def _facts(ds) -> str:
@@ -93,7 +83,9 @@ class Dashboard(W.VBox):
                 "cache/); compute one with: geomlib compute demo:smollm2-135m"
             )
         self._ds = None
-        self._last: dict[tuple[int, int], tuple] = {}
+        # the views registered now: a view registered later shows in the next dashboard built
+        self._specs: dict[str, ViewSpec] = {v: views.get(v) for v in views.names()}
+        self._last: dict[tuple[str, int], tuple] = {}
         self._panels: dict = {}
         self._build_controls()
         super().__init__(**kwargs)
@@ -106,7 +98,7 @@ class Dashboard(W.VBox):
             W.link((self, trait), (widget, "value"))
         # one figure per view, kept here as plain go.Figures (the source of truth, what tests and exports
         # read); the browser gets each once, then patches (see plotview)
-        self.views = {v: PlotView(name=v, carry_plotly=(i == 0)) for i, v in enumerate(VIEWS)}
+        self.views = {v: PlotView(name=v, carry_plotly=(i == 0)) for i, v in enumerate(self._specs)}
         for v, pv in self.views.items():
             pv.observe(lambda ch, v=v: self._on_click(v, ch), "click")
         self._build_figures()
@@ -123,7 +115,9 @@ class Dashboard(W.VBox):
         self._ds = open_model_data(source, self._roots)
         ds = self._ds
         n = ds.sizes["layer"]
-        fams = families_with_data(ds) or [str(f) for f in ds["family"].values]
+        # a model without the weights analysis has no families: the dropdown keeps the current one (unused)
+        fams = families_with_data(ds) or ([str(f) for f in ds["family"].values] if "family" in ds.dims else
+                                          [self.family])
         with self.hold_trait_notifications():
             self.source = source
             self._model.value = source
@@ -131,7 +125,7 @@ class Dashboard(W.VBox):
             self._family.options = fams
             if self.family not in fams:
                 self.family = fams[0]
-            self._phase.options = ["all"] + phases_of(ds)
+            self._phase.options = ["all"] + phase_order(ds)
             if self.phase not in self._phase.options:
                 self.phase = "all"
             H = ds.sizes.get("head", 0)
@@ -172,7 +166,7 @@ class Dashboard(W.VBox):
         self._log = W.Output(layout=W.Layout(max_height="8em", overflow="auto"))
         self._go.on_click(lambda _: self.compute(self._src.value.strip()))
         self._compute_box = W.VBox([W.HBox([self._src, self._go]), self._log])
-        self._view = W.Dropdown(options=list(VIEWS), description="export", layout=W.Layout(width="14em"))
+        self._view = W.Dropdown(options=list(self._specs), description="export", layout=W.Layout(width="14em"))
         self._fmt = W.Dropdown(options=list(export.FORMATS), value="png", layout=W.Layout(width="8em"))
         self._save = W.Button(description="export", icon="download")
         self._links = W.HTML()
@@ -196,38 +190,41 @@ class Dashboard(W.VBox):
             return
         self._build_figures()
 
+    def _view_title(self, v: str) -> str:
+        # the first view carries the model line (quantization label, analyses missing); the others their name
+        return title_text(self._ds, None) if v == next(iter(self._specs)) else views.title(v)
+
+    def _key(self, spec, res: Selection) -> tuple:
+        """What a panel's traces depend on: the selection fields it declares, as its view reads them."""
+        return tuple(getattr(res, f) for f in spec.depends)
+
     def _build_figures(self) -> None:
         """Build every view's figure for the current model and send each whole to the browser."""
         sel = self.selection()
-        res = sel.resolved(self._ds)
         self.figures, self._index, self._panels, self._last = {}, {}, {}, {}
-        for v, builders in VIEWS.items():
-            for c, build in enumerate(builders):
-                self._last[(v, c)] = self._key(v, c, res)
-                self._panels[(v, c)] = build(self._ds, res)
-            row = [self._panels[(v, c)] for c in range(len(builders))]
-            fig, index = build_figure(self._ds, sel, (v,), title=_view_title(self._ds, v), grid=[row])
+        for v, view in self._specs.items():
+            res = view.selection(self._ds, sel)
+            for c, p in enumerate(view.panels):
+                self._last[(v, c)] = self._key(p, res)
+                self._panels[(v, c)] = build_panel(p, self._ds, res)
+            row = [self._panels[(v, c)] for c in range(len(view.panels))]
+            fig, index = build_figure(self._ds, sel, (v,), title=self._view_title(v), grid=[row])
             self.figures[v], self._index[v] = fig, index[0]
             self.views[v].show(fig)
-        self._curve = {v: {i: c for c, ids in enumerate(self._index[v]) for i in ids} for v in VIEWS}
-
-    def _key(self, v: str, c: int, res: Selection) -> tuple:
-        if v == "gamma":  # the γ view shows the chosen family only when it is a norm gain
-            return (norm_family(self._ds, res),)
-        return tuple(getattr(res, f) for f in DEPENDS[(v, c)])
+        self._curve = {v: {i: c for c, ids in enumerate(self._index[v]) for i in ids} for v in self._specs}
 
     def refresh(self, force: bool = False) -> None:
         """Rebuild only the panels whose inputs changed; send each view only what changed in it."""
         t0 = time.perf_counter()
         sel = self.selection()
-        res = sel.resolved(self._ds)
-        for v, builders in VIEWS.items():
+        for v, view in self._specs.items():
+            res = view.selection(self._ds, sel)
             changed = []
-            for c, build in enumerate(builders):
-                key = self._key(v, c, res)
+            for c, p in enumerate(view.panels):
+                key = self._key(p, res)
                 if force or self._last.get((v, c)) != key:
                     self._last[(v, c)] = key
-                    self._panels[(v, c)] = build(self._ds, res)
+                    self._panels[(v, c)] = build_panel(p, self._ds, res)
                     changed.append(c)
             self._patch(v, sel, changed)
         self.render_ms = (time.perf_counter() - t0) * 1000
@@ -236,7 +233,7 @@ class Dashboard(W.VBox):
 
     def _patch(self, v: str, sel: Selection, changed: list[int]) -> None:
         fig = self.figures[v]
-        row = [self._panels[(v, c)] for c in range(len(VIEWS[v]))]
+        row = [self._panels[(v, c)] for c in range(len(self._specs[v].panels))]
         traces: dict[int, dict] = {}
         relayout: dict = {}
         for c in changed:
@@ -259,21 +256,22 @@ class Dashboard(W.VBox):
         self.views[v].send(traces, relayout)
 
     def _on_click(self, v: str, change) -> None:
-        """A click in the browser: a heatmap cell sets the pair and the anchor, a depth position the anchor."""
+        """A click in the browser: what it sets is the clicked panel's declared ``click``."""
         ev = change["new"] or {}
         c = self._curve[v].get(ev.get("curve"))
         if c is None or ev.get("x") is None:
             return
-        if (v, c) in CELL_CLICKS:  # L x L heatmaps: (layer, layer_b) = (y, x)
+        kind = self._specs[v].panels[c].click
+        if kind == "cell":  # L x L heatmaps: (layer, layer_b) = (y, x)
             with self.hold_trait_notifications():
                 self.pair = (int(ev["y"]), int(ev["x"]))
                 self.anchor = int(ev["x"])
-        elif (v, c) == ("entropy", 0):  # entropy heatmap: layers on y
+        elif kind == "row":  # layers on y (the entropy heatmap)
             self.anchor = int(ev["y"])
-        elif (v, c) == ("gamma", 0):  # γ scatter: point k is layer k
+        elif kind == "point":  # point k is layer k (the γ scatter)
             if ev.get("point") is not None:
                 self.anchor = int(ev["point"])
-        elif (v, c) in DEPTH_CLICKS:  # lines over depth
+        elif kind == "depth":  # lines over depth
             self.anchor = int(round(float(ev["x"])))
 
     # -- actions -------------------------------------------------------------------------------------------------
@@ -282,7 +280,7 @@ class Dashboard(W.VBox):
         self._status.value = f"<span class='geomlib-error' style='color:#b00020'>{html.escape(self.error)}</span>"
 
     def compute(self, source: str) -> None:
-        """Compute ``source`` (weights and heads) into the cache with progress shown, then show it."""
+        """Compute ``source`` (every default analysis) into the first cache root with progress shown, then show it."""
         if not source:
             self._set_error(GeomlibError("type a model source first: a path, a .gguf file, org/name or demo:NAME"))
             return
@@ -290,11 +288,11 @@ class Dashboard(W.VBox):
         self._freeze(True)
         self._log.clear_output()
         try:
-            from ..dataset import compute  # the only path that imports torch
+            from ..store.api import compute  # the only path that imports torch (when it runs)
 
             target = (self._roots or cache_dirs() or [None])[0]
             with self._log:
-                compute(source, analyses=("weights", "heads"), cache_dir=target, progress=True)
+                compute(source, cache_dir=target, progress=True)
             self._entries = catalog(self._roots if self._roots is not None else cache_dirs())
             self._model.options = [(e.label, e.source) for e in self._entries]
             self.source = source

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..dataset import cache
-from ..dataset.api import cached
-from ..dataset.params import ANALYSES
+from ..analyses import registry
+from ..store import cache
+from ..store.api import cached
 
 
 def cache_dirs() -> list[Path]:
@@ -50,18 +50,20 @@ class CatalogEntry:
 
 
 def catalog(roots: list[Path] | None = None) -> list[CatalogEntry]:
-    """Every cached model, labelled with architecture, depth, quantization and analyses."""
+    """Every cached model, labelled with architecture, depth, quantization and the analyses it has.
+
+    Only entries the analysis registry still reads count (an old schema
+    version is as good as absent); the label's attributes are those of the
+    newest entry of the model's first analysis.
+    """
     roots = cache_dirs() if roots is None else roots
-    by_source: dict[str, list[cache.Entry]] = {}
-    for root in roots:
-        for e in cache.entries(root):
-            if e.analysis in ANALYSES and e.schema_version == ANALYSES[e.analysis][1]:
-                by_source.setdefault(e.source, []).append(e)
+    found = [e for root in roots for e in cache.entries(root) if registry.is_current(e.analysis, e.schema_version)]
     out = []
-    for source, es in sorted(by_source.items()):
-        a = es[0].attrs
+    for source in sorted({e.source for e in found}):
+        newest = {a: cache.newest(found, source, a) for a in registry.names()}
+        analyses = tuple(a for a, e in newest.items() if e is not None)
+        a = newest[analyses[0]].attrs
         q = str(a.get("quantization", "none"))
-        analyses = tuple(x for x in ANALYSES if any(e.analysis == x for e in es))
         label = (f"{source} — {a.get('arch', '?')}, {a.get('n_layers', '?')} layers"
                  f"{', ' + q + ' quantized' if q != 'none' else ''} [{'+'.join(analyses)}]")
         out.append(CatalogEntry(source, label, analyses))
@@ -77,9 +79,6 @@ def families_with_data(ds: xr.Dataset) -> list[str]:
     """Families that have a finite all-pairs cosine (the family dropdown's choices)."""
     if "cos" not in ds:
         return []
-    ok = np.isfinite(ds["cos"].values).any(axis=(1, 2))
-    return [str(f) for f, good in zip(ds["family"].values, ok) if good]
-
-
-def phases_of(ds: xr.Dataset) -> list[str]:
-    return list(dict.fromkeys(str(p) for p in ds["phase"].values))
+    c = ds["cos"]
+    ok = np.isfinite(c).any([d for d in c.dims if d != "family"])
+    return [str(f) for f, good in zip(c["family"].values, ok.values) if good]

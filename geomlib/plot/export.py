@@ -18,11 +18,13 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import InvalidArgumentError, MissingDependencyError
+from . import views
 from .layout import caption, standalone
-from .views import VIEWS, Selection
-
 from .names import DATA_FORMATS, FORMATS, IMAGE_FORMATS
-__all__ = ["DATA_FORMATS", "FORMATS", "IMAGE_FORMATS", "browser_path", "render", "render_many", "view_data", "write"]
+from .spec import SELECTS, Selection
+
+__all__ = ["DATA_FORMATS", "FORMATS", "IMAGE_FORMATS", "browser_path", "check_path", "render", "render_many",
+           "view_data", "write"]
 
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "netcdf": "application/x-netcdf",
         "csv": "text/csv"}
@@ -31,10 +33,10 @@ SUFFIX = {"png": ".png", "svg": ".svg", "pdf": ".pdf", "netcdf": ".nc", "csv": "
 _server_started = False
 
 
-def _check(view: str, fmt: str) -> None:
-    if view not in VIEWS:
-        raise InvalidArgumentError(f"view {view!r} is not one of {', '.join(VIEWS)}; pick one of those")
-    if fmt not in FORMATS:
+def _check(view: str, fmt: str | None = None) -> None:
+    if view not in views.names():
+        raise InvalidArgumentError(f"view {view!r} is not one of {', '.join(views.names())}; pick one of those")
+    if fmt is not None and fmt not in FORMATS:
         raise InvalidArgumentError(f"format {fmt!r} is not one of {', '.join(FORMATS)}; pick one of those")
 
 
@@ -70,23 +72,70 @@ def _ensure_server() -> None:
         _server_started = True
 
 
-def view_data(ds: xr.Dataset, view: str, sel: Selection) -> xr.Dataset:
-    """The variables a view shows, for the selected family / operator, with provenance attrs."""
-    s = sel.resolved(ds)
-    keep = {
-        "cos": ["cos", "aligned_cos", "delta", "aligned_null_mean", "aligned_null_std"],
-        "operator": [f"{s.operator}_{v}" for v in ("cos", "pa_mean", "T", "singvals", "sign_agree", "rescale_T",
-                                                    "rescale_resid", "null_mean", "null_std")],
-        "gamma": ["gamma_norm", "gamma_pca_explained", "gamma_pca_scores", "gamma_proj_top1", "gamma_resid_top1"],
-        "entropy": ["attn_entropy"],
-    }[view]
-    out = ds[[v for v in keep if v in ds]]
-    if "family" in out.dims and view == "cos":
-        out = out.sel(family=s.family)
-    out.attrs = {k: v for k, v in ds.attrs.items()}
-    out.attrs["export_view"] = view
-    out.attrs["export_caption"] = caption(ds, view, sel).replace("<br>", " | ")
-    return out
+def _pick(da: xr.DataArray, dim: str, value) -> xr.DataArray:
+    if value not in da[dim].values:
+        have = ", ".join(str(v) for v in da[dim].values)
+        raise InvalidArgumentError(f"{dim} {value!r} is not in this model's data ({have}); choose one of those")
+    return da.sel({dim: value})
+
+
+def view_data(ds: xr.Dataset, view: str, sel: Selection, *, narrow_head: bool = False,
+              narrow_pair: bool = False) -> xr.Dataset:
+    """The variables a view shows, narrowed to its selection, with provenance attrs.
+
+    The variables are those the view's panels read plus its ``export_vars``.
+    Each is narrowed along the dimensions the view follows: ``family`` and
+    ``operator`` to the selected one when a panel depends on that field (the
+    coordinate stays as a scalar).  Optionally further, where the view depends
+    on them:
+
+    narrow_head : bool
+        Only the selected head (``head`` becomes a scalar coordinate).  With
+        ``sel.head == -1`` ("mean") every head is kept: the per-head values
+        are what the view averages, and the mean is one line of xarray away.
+    narrow_pair : bool
+        Only the selected (layer, layer_b) pair: a (layer, layer_b) variable
+        loses both dimensions (the pair is in the ``export_pair`` attribute),
+        a per-layer variable keeps the pair's two layers.
+    """
+    _check(view)
+    spec = views.get(view)
+    s = spec.selection(ds, sel)
+    follows = spec.depends
+    a, b = s.pair
+    out = {}
+    for v in spec.variables:
+        if v not in ds:
+            continue
+        da = ds[v]
+        for f in SELECTS:
+            if f in follows and f in da.dims:
+                da = _pick(da, f, getattr(s, f))
+        if narrow_head and "head" in follows and s.head >= 0 and "head" in da.dims:
+            da = _pick(da, "head", s.head)
+        if narrow_pair and "pair" in follows and "layer" in da.dims:
+            if "layer_b" in da.dims:
+                da = _pick(_pick(da, "layer", a), "layer_b", b)
+                # scalar layer coordinates would clash with the per-layer variables' layer dimension
+                da = da.drop_vars([c for c in ("layer", "layer_b", "phase", "phase_b") if c in da.coords])
+            else:
+                da = da.sel(layer=list(dict.fromkeys((a, b))))
+        out[v] = da
+    if not out:
+        need = [a for a in dict.fromkeys(a for p in spec.panels for a in p.requires)
+                if a not in str(ds.attrs.get("analyses", "")).split(",")]
+        raise InvalidArgumentError(
+            f"the {view} view has no data for {ds.attrs.get('source')}: the {', '.join(need) or 'needed'} analysis is "
+            f"not cached; compute it (geomlib compute {ds.attrs.get('source')} --analyses {','.join(need)}) or "
+            "export another view"
+        )
+    data = xr.Dataset(out)
+    data.attrs = dict(ds.attrs)
+    data.attrs["export_view"] = view
+    if narrow_pair and "pair" in follows:
+        data.attrs["export_pair"] = f"{a},{b}"
+    data.attrs["export_caption"] = caption(ds, view, sel).replace("<br>", " | ")
+    return data
 
 
 def _data_bytes(data: xr.Dataset, fmt: str) -> bytes:
@@ -103,7 +152,9 @@ def _data_bytes(data: xr.Dataset, fmt: str) -> bytes:
         buf.write(f"# {line}\n")
     frames = []
     for v in data.data_vars:
-        df = data[v].reset_coords(drop=True).to_dataframe(name="value").reset_index()
+        da = data[v].reset_coords(drop=True)
+        # a variable narrowed to one value (one head of one pair) has no dimension left: a one-row frame
+        df = da.to_dataframe(name="value").reset_index() if da.ndim else pd.DataFrame({"value": [da.item()]})
         df.insert(0, "variable", v)
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)
@@ -114,19 +165,22 @@ def _data_bytes(data: xr.Dataset, fmt: str) -> bytes:
     return buf.getvalue().encode()
 
 
-def render(ds: xr.Dataset, view: str, sel: Selection, fmt: str) -> bytes:
-    """The bytes of one export."""
-    return render_many(ds, [(view, sel, fmt)])[0]
+def render(ds: xr.Dataset, view: str, sel: Selection, fmt: str, *, narrow_head: bool = False,
+           narrow_pair: bool = False) -> bytes:
+    """The bytes of one export (``narrow_*``: see :func:`view_data`; images are not narrowed)."""
+    return render_many(ds, [(view, sel, fmt)], narrow_head=narrow_head, narrow_pair=narrow_pair)[0]
 
 
-def render_many(ds: xr.Dataset, jobs: list[tuple[str, Selection, str]]) -> list[bytes]:
+def render_many(ds: xr.Dataset, jobs: list[tuple[str, Selection, str]], *, narrow_head: bool = False,
+                narrow_pair: bool = False) -> list[bytes]:
     """Several exports; images share one browser."""
     for view, _, fmt in jobs:
         _check(view, fmt)
     out: list[bytes] = []
     for view, sel, fmt in jobs:
         if fmt in DATA_FORMATS:
-            out.append(_data_bytes(view_data(ds, view, sel), fmt))
+            data = view_data(ds, view, sel, narrow_head=narrow_head, narrow_pair=narrow_pair)
+            out.append(_data_bytes(data, fmt))
         else:
             _ensure_server()
             import plotly.io as pio
@@ -137,18 +191,40 @@ def render_many(ds: xr.Dataset, jobs: list[tuple[str, Selection, str]]) -> list[
     return out
 
 
-def write(ds: xr.Dataset, view: str, sel: Selection, fmt: str | None, path: str | os.PathLike) -> Path:
-    """Export one view to ``path`` (format from the suffix when ``fmt`` is None), atomically."""
+def check_path(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """The format of an export to ``path``, checked before any work is done.
+
+    Raises :class:`~geomlib.errors.InvalidArgumentError` when the format can be
+    told neither from ``fmt`` nor from the suffix, or the directory does not exist.
+    """
     path = Path(path)
     if fmt is None:
-        by_suffix = {v: k for k, v in SUFFIX.items()}
-        fmt = by_suffix.get(path.suffix.lower())
+        fmt = {v: k for k, v in SUFFIX.items()}.get(path.suffix.lower())
         if fmt is None:
             raise InvalidArgumentError(
-                f"cannot tell the format of {path.name}; use a suffix among {', '.join(SUFFIX.values())} or pass "
-                "--format"
+                f"cannot tell the format of {path.name}: expected a suffix among {', '.join(SUFFIX.values())}; "
+                "rename the file or pass --format"
             )
-    data = render(ds, view, sel, fmt)
+    elif fmt not in FORMATS:
+        raise InvalidArgumentError(f"format {fmt!r} is not one of {', '.join(FORMATS)}; pick one of those")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InvalidArgumentError(
+            f"cannot write {path}: its directory {parent} does not exist; create it first or choose another path"
+        )
+    return fmt
+
+
+def write(ds: xr.Dataset, view: str, sel: Selection, fmt: str | None, path: str | os.PathLike, *,
+          narrow_head: bool = False, narrow_pair: bool = False) -> Path:
+    """Export one view to ``path`` (format from the suffix when ``fmt`` is None), atomically.
+
+    ``narrow_head`` / ``narrow_pair`` narrow a data export to the selected head / pair
+    (see :func:`view_data`); figures always show the whole view.
+    """
+    path = Path(path)
+    fmt = check_path(path, fmt)
+    data = render(ds, view, sel, fmt, narrow_head=narrow_head, narrow_pair=narrow_pair)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

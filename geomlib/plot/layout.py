@@ -15,7 +15,10 @@ import xarray as xr
 from plotly.subplots import make_subplots
 
 from .. import __version__
-from .views import ANCHOR_COLOR, VIEWS, Panel, Selection
+from ..analyses import registry
+from . import views
+from .spec import Panel, Selection, build_panel
+from .traces import ANCHOR_COLOR
 
 COLS = 4
 #: a small explicit style instead of the "plotly_white" template: plotly re-applies a template's
@@ -26,17 +29,16 @@ LIGHT = go.layout.Template(layout=dict(
     yaxis=dict(gridcolor="#EBF0F8", zerolinecolor="#EBF0F8", linecolor="#EBF0F8"),
     colorway=["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880"]))
 ROW_HEIGHT = 400
-VIEW_TITLES = {
-    "cos": "1 · weight cos-sim and delta (aligned − raw) against the null",
-    "operator": "2 · per-head operators (click a cell for the pair's detail)",
-    "gamma": "3 · norm-gain directions",
-    "entropy": "4 · attention entropy and phases",
-}
 
 
-def panels(ds: xr.Dataset, sel: Selection, views: tuple[str, ...] = tuple(VIEWS)) -> list[list[Panel]]:
-    sel = sel.resolved(ds)
-    return [[build(ds, sel) for build in VIEWS[v]] for v in views]
+def panels(ds: xr.Dataset, sel: Selection, names: tuple[str, ...] | None = None) -> list[list[Panel]]:
+    """The panels of each view in ``names`` (default: every registered view), one row per view."""
+    rows = []
+    for v in views.names() if names is None else names:
+        spec = views.get(v)
+        s = spec.selection(ds, sel)
+        rows.append([build_panel(p, ds, s) for p in spec.panels])
+    return rows
 
 
 def _axis_names(idx: int) -> tuple[str, str]:
@@ -44,6 +46,7 @@ def _axis_names(idx: int) -> tuple[str, str]:
 
 
 def _phase_spans(ds: xr.Dataset) -> list[tuple[str, int, int]]:
+    """(phase, first layer, last layer) of each run of equal labels along depth."""
     labels = [str(p) for p in ds["phase"].values]
     spans, start = [], 0
     for L in range(1, len(labels) + 1):
@@ -112,7 +115,7 @@ def title_text(ds: xr.Dataset, sel: Selection | None = None) -> str:
     a = ds.attrs
     q = str(a.get("quantization", "none"))
     qt = f" · <b>{q} quantized</b>: numbers include quantization noise" if q != "none" else ""
-    missing = [x for x in ("weights", "heads") if x not in str(a.get("analyses", "")).split(",")]
+    missing = [x for x in registry.defaults() if x not in str(a.get("analyses", "")).split(",")]
     mt = f" · not computed: {', '.join(missing)}" if missing else ""
     # anchor and phase are not in the title: a title change makes plotly redraw the whole figure,
     # while moving shapes does not (the controls show them)
@@ -129,16 +132,16 @@ def point_ranges(panel: Panel, idx: int) -> dict[str, list[float]]:
     return {xa: [float(lo[0] - pad[0]), float(hi[0] + pad[0])], ya: [float(lo[1] - pad[1]), float(hi[1] + pad[1])]}
 
 
-def build_figure(ds: xr.Dataset, sel: Selection, views: tuple[str, ...] = tuple(VIEWS),
+def build_figure(ds: xr.Dataset, sel: Selection, names: tuple[str, ...] | None = None,
                  caption: str | None = None, title: str | None = None,
                  grid: list[list[Panel]] | None = None) -> tuple[go.Figure, list[list[list[int]]]]:
-    """One figure, a row per view; returns it and the trace indices of each panel.
+    """One figure, a row per view (default: every registered view); returns it and the trace indices of each panel.
 
-    ``grid`` passes panels already built for ``views`` (one row each), so callers that keep them
+    ``grid`` passes panels already built for ``names`` (one row each), so callers that keep them
     do not build them twice.
     """
-    grid = panels(ds, sel, views) if grid is None else grid
-    cols = max(len(r) for r in grid) if len(views) == 1 else COLS
+    grid = panels(ds, sel, names) if grid is None else grid
+    cols = max(len(r) for r in grid) if len(grid) == 1 else max(COLS, *(len(r) for r in grid))
     titles = []
     for row in grid:
         titles += [p.title for p in row] + [""] * (cols - len(row))
@@ -199,5 +202,5 @@ def caption(ds: xr.Dataset, view: str, sel: Selection) -> str:
 def standalone(ds: xr.Dataset, view: str, sel: Selection) -> go.Figure:
     """The figure of one view, with its provenance caption, for export."""
     fig, _ = build_figure(ds, sel, (view,), caption=caption(ds, view, sel))
-    fig.update_layout(title=dict(text=VIEW_TITLES[view] + "<br><sup>" + title_text(ds, sel) + "</sup>"))
+    fig.update_layout(title=dict(text=views.title(view) + "<br><sup>" + title_text(ds, sel) + "</sup>"))
     return fig

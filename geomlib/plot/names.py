@@ -1,4 +1,9 @@
-"""Names of the views and export formats (no plotting import: the CLI parser uses them)."""
+"""Names of the built-in views and of the export formats (no plotting import: the CLI parser uses them).
+
+A view is one module of :mod:`geomlib.plot.views` declaring ``VIEW``, a
+:class:`~geomlib.plot.spec.ViewSpec` of the same name; this list gives their
+order on the page, and is the one place a new view module is named.
+"""
 
 VIEW_NAMES = ("cos", "operator", "gamma", "entropy")
 IMAGE_FORMATS = ("png", "svg", "pdf")

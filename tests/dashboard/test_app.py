@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 
+from geomlib.analyses import registry
 from geomlib.dashboard import Dashboard, build_app
-from geomlib.dataset import cache
 from geomlib.errors import GeomlibError
-from geomlib.plot.views import VIEWS
+from geomlib.plot import views
+from geomlib.plot.spec import Panel, PanelSpec, ViewSpec
+from geomlib.store import cache
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CACHE = [ROOT / "cache"]
@@ -24,7 +27,7 @@ def app():
     return build_app(roots=DEMO_CACHE)
 
 
-ROWS = list(VIEWS)  # view r of the page
+ROWS = list(views.names())  # view r of the page
 
 
 def fig(app, r):
@@ -44,7 +47,7 @@ def y(app, r, c, k=0):
 
 
 def titles(app, r):
-    return [a.text for a in fig(app, r).layout.annotations][: len(VIEWS[ROWS[r]])]
+    return [a.text for a in fig(app, r).layout.annotations][: len(views.get(ROWS[r]).panels)]
 
 
 def shapes(app, r=None):
@@ -122,7 +125,7 @@ def test_clicking_an_operator_cell_opens_that_pairs_detail(app):
     click(app, 1, 0, 0, x=12, yv=3)
     assert app.pair == (3, 12) and app.anchor == 12
     assert "pair (3, 12)" in titles(app, 1)[1]
-    want = app.dataset["qk_cos"].sel(layer=3, layer_b=12).values
+    want = app.dataset["head_cos"].sel(operator="qk", layer=3, layer_b=12).values
     np.testing.assert_allclose(y(app, 1, 1), want)
     assert not np.allclose(y(app, 1, 1), bars)
     assert "pair (3, 12)" in titles(app, 1)[3]  # sign agreement follows
@@ -184,17 +187,34 @@ def test_update_touches_only_what_changed(app):
 
 
 def test_missing_analyses_are_labelled(tmp_path):
-    # a cache holding only the weights analysis of the demo
+    # a cache holding only the weights analysis of the demo: every panel that needs the heads says so
     src = next(e.path for e in cache.entries(ROOT / "cache") if e.source == "demo:minilm-l6"
                and e.analysis == "weights")
     dest = tmp_path / src.parent.name
     dest.mkdir()
     (dest / src.name).write_bytes(src.read_bytes())
     app = build_app(roots=[tmp_path])
-    notes = [a.text for r in range(4) for a in fig(app, r).layout.annotations if a.text and "not computed" in a.text]
-    assert any("heads analysis not computed" in n for n in notes)
-    assert any("entropy not computed" in n for n in notes)
+    notes = {v: [a.text for a in app.figures[v].layout.annotations if a.text and "not computed" in a.text]
+             for v in ROWS}
+    assert notes == {"cos": [], "operator": ["heads analysis not computed"] * 4, "gamma": [],
+                     "entropy": ["heads analysis not computed"] * 2}
     assert "not computed: heads" in fig(app, 0).layout.title.text
+    assert [e.analyses for e in app._entries] == [("weights",)] and "[weights]" in app._entries[0].label
+    app.operator, app.family = "ov", "k_proj"  # placeholders follow the state without failing
+    assert app.error == "" and "k_proj" in titles(app, 0)[0]
+
+
+def test_a_model_without_the_weights_analysis_opens(tmp_path):
+    src = next(e.path for e in cache.entries(ROOT / "cache") if e.source == "demo:minilm-l6"
+               and e.analysis == "heads" and registry.is_current("heads", e.schema_version))
+    (tmp_path / src.parent.name).mkdir()
+    (tmp_path / src.parent.name / src.name).write_bytes(src.read_bytes())
+    app = build_app(roots=[tmp_path])
+    assert [a.text for a in fig(app, 0).layout.annotations][4:] == ["weights analysis not computed"] * 4
+    assert "not computed: weights" in fig(app, 0).layout.title.text
+    assert z(app, 1, 0).shape == (6, 6)
+    click(app, 1, 0, 0, x=4, yv=1)
+    assert app.pair == (1, 4) and "pair (1, 4)" in titles(app, 1)[1]
 
 
 def test_no_cache_is_one_clear_error(tmp_path):
@@ -229,7 +249,7 @@ def test_viewing_cached_results_does_not_import_torch():
 def test_compute_box_computes_a_new_model_and_shows_it(tmp_path):
     # start from a cache holding only the smollm2 demo, then compute the MiniLM demo from its wheel
     for e in cache.entries(ROOT / "cache"):
-        if e.source == "demo:smollm2-135m":
+        if e.source == "demo:smollm2-135m" and registry.is_current(e.analysis, e.schema_version):
             (tmp_path / e.path.parent.name).mkdir(exist_ok=True)
             (tmp_path / e.path.parent.name / e.path.name).write_bytes(e.path.read_bytes())
     app = build_app(roots=[tmp_path])
@@ -239,3 +259,33 @@ def test_compute_box_computes_a_new_model_and_shows_it(tmp_path):
     assert app.source == "demo:minilm-l6" and z(app, 0, 0).shape == (6, 6)
     assert "demo:minilm-l6" in [v for _, v in app._model.options]
     assert len(list(tmp_path.rglob("*.nc"))) == 4
+
+
+def _toy_panel(ds, sel):
+    m = ds["attn_entropy"].mean("head").values if sel.head < 0 else ds["attn_entropy"].sel(head=sel.head).values
+    return Panel(f"toy entropy · head {sel.head}", [go.Scatter(x=ds["layer"].values, y=m, showlegend=False)])
+
+
+def test_a_view_registered_at_run_time_shows_in_the_dashboard():
+    """A view is one declaration: nothing in the dashboard names it, yet it is drawn, follows, clicks, exports."""
+    toy = ViewSpec("toy", "toy entropy by layer", (
+        PanelSpec(_toy_panel, "toy", ("scatter",), reads=("attn_entropy",), requires=("heads",), depends=("head",),
+                  click="depth", depth="x"),))
+    views.register(toy)
+    try:
+        app = build_app(roots=DEMO_CACHE)
+    finally:
+        views.unregister("toy")
+    assert list(app.views)[-1] == "toy" and app.figures["toy"].layout.title.text.endswith("toy entropy by layer")
+    before = np.array(app.figures["toy"].data[0].y, dtype=float)
+    seq = app.views["toy"].patch.get("seq")
+    app.head = 4  # a declared dependency: rebuilt and patched
+    assert not np.allclose(np.array(app.figures["toy"].data[0].y, dtype=float), before)
+    assert app.views["toy"].patch["seq"] != seq and "head 4" in app.figures["toy"].layout.annotations[0].text
+    seq = app.views["toy"].patch["seq"]
+    app.family = "k_proj"  # not one: nothing sent to the toy view
+    assert app.views["toy"].patch["seq"] == seq
+    app.views["toy"].click = {"seq": 1.0, "curve": 0, "point": 2, "x": 11, "y": 0.5, "customdata": None}
+    assert app.anchor == 11
+    assert [s.x0 for s in app.figures["toy"].layout.shapes if s.type == "line"] == [11]  # the anchor line moved
+    assert "toy" in app._view.options

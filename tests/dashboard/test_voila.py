@@ -30,12 +30,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geomlib.analyses.phases import phase_order
+from geomlib.plot.names import VIEW_NAMES
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 SMOL, MINI = "demo:smollm2-135m", "demo:minilm-l6"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-VIEW_ROWS = ("cos", "operator", "gamma", "entropy")
+VIEW_ROWS = VIEW_NAMES  # the page's views, in order
 
 pytestmark = pytest.mark.slow
 
@@ -388,7 +391,7 @@ def test_family_dropdown_changes_the_weight_views(dash, smol):
 
 def test_phase_dropdown_shades_the_phase_everywhere(dash, smol):
     ds, figs, index = smol
-    phases = list(dict.fromkeys(str(p) for p in ds["phase"].values))
+    phases = phase_order(ds)
     first = phases[0]
     layers = [L for L, p in enumerate(str(p) for p in ds["phase"].values) if p == first]
     assert not [b for v in VIEW_ROWS for b in _bands(dash.snapshot(v))]
@@ -430,10 +433,10 @@ def test_click_on_an_operator_cell_opens_that_pair(dash, smol):
     after = dash.snapshot("operator")
 
     # per-head bars: title and values of the clicked pair; the spectra and sign panels follow
-    assert after["annotations"][1].startswith(f"pair ({L}, {Lb}): qk_cos per head")
+    assert after["annotations"][1].startswith(f"pair ({L}, {Lb}): head_cos (qk) per head")
     bars = index["operator"][1][0]
-    np.testing.assert_allclose(_vals(after["data"][bars]["y"]), ds["qk_cos"].sel(layer=L, layer_b=Lb).values,
-                               rtol=1e-12)
+    np.testing.assert_allclose(_vals(after["data"][bars]["y"]),
+                               ds["head_cos"].sel(operator="qk", layer=L, layer_b=Lb).values, rtol=1e-12)
     assert after["data"][bars]["y"] != before["data"][bars]["y"]
     assert f"σ_{L} vs T·σ_{Lb}" in after["annotations"][2] and after["annotations"][3].startswith(f"pair ({L}, {Lb})")
     box = [sh for sh in after["shapes"] if sh["type"] == "rect" and not sh["fill"]]  # the selected cell outlined
@@ -507,7 +510,7 @@ def test_overlays_are_drawn_where_their_data_coordinates_are(dash, smol):
     page = dash.page
     dash.choose(dash.dropdown("model"), SMOL)  # back to the demo with several phases
     dash.wait(f"g.layout.title.text.startsWith('{SMOL}')", timeout=90_000)
-    phases = list(dict.fromkeys(str(p) for p in smol[0]["phase"].values))
+    phases = phase_order(smol[0])
     dash.dropdown("phase").select_option(phases[-1])
     dash.wait("(g.__overlays || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)")
     boxes = page.evaluate(f"""() => {{

@@ -43,6 +43,22 @@ def test_export_data_with_selection(demo_cache, tmp_path):
     assert "operator ov" in head and "head 3" in head and "pair (4, 9)" in head
 
 
+def test_export_pair_and_head_narrow_the_data(demo_cache, tmp_path):
+    import xarray as xr
+
+    out = tmp_path / "op.nc"
+    r = cli("export", "demo:smollm2-135m", "--cache", demo_cache, "--view", "operator", "--operator", "ov",
+            "--head", "3", "--pair", "4,9", "-o", out)
+    assert r.returncode == 0, r.stderr
+    ds = xr.open_dataset(out, engine="netcdf4").load()
+    assert "layer_b" not in ds.dims and "head" not in ds.dims and ds.attrs["export_pair"] == "4,9"
+    assert int(ds["head"]) == 3 and str(ds["operator"].values) == "ov"
+    r = cli("export", "demo:smollm2-135m", "--cache", demo_cache, "--view", "operator", "--pair", "4,9", "-o", out)
+    assert r.returncode == 0, r.stderr
+    ds = xr.open_dataset(out, engine="netcdf4").load()
+    assert "layer_b" not in ds.dims and ds.sizes["head"] == 9  # --pair alone keeps every head
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -51,6 +67,7 @@ def test_export_data_with_selection(demo_cache, tmp_path):
         (["--head", "x"], "--head 'x'"),
         (["--phase", "Z"], "--phase 'Z'"),
         (["-o", "{tmp}/fig.bmp"], "cannot tell the format"),
+        (["-o", "{tmp}/no/such/dir/fig.png"], "does not exist"),
     ],
 )
 def test_bad_export_arguments_exit_2_with_one_line(demo_cache, tmp_path, args, words):

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import xarray as xr
 from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
-from geomlib.dataset import cached
 from geomlib.errors import InvalidArgumentError, MissingDependencyError
-from geomlib.plot import export
+from geomlib.plot import export, views
 from geomlib.plot.layout import build_figure, caption, standalone
 from geomlib.plot.names import FORMATS, VIEW_NAMES
-from geomlib.plot.views import VIEWS, Selection
+from geomlib.plot.views import Selection
+from geomlib.store import cached
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,9 +37,10 @@ def test_trace_counts_do_not_depend_on_the_data(smol, minilm, sel):
     # the dashboard updates traces in place: every panel must keep its number of traces
     a, _ = build_figure(smol, sel)
     b, _ = build_figure(minilm, sel)
-    weights_only = minilm[[v for v in minilm.data_vars if not v.startswith(("qk_", "ov_", "attn"))]]
-    c, _ = build_figure(weights_only.assign_attrs(minilm.attrs), sel)
+    weights_only = minilm[[v for v in minilm.data_vars if not v.startswith(("head_", "attn"))]]
+    c, _ = build_figure(weights_only.assign_attrs(minilm.attrs, analyses="weights"), sel)
     assert len(a.data) == len(b.data) == len(c.data)
+    assert [t.type for t in a.data] == [t.type for t in c.data]
 
 
 def test_hover_names_values_and_layers(smol):
@@ -56,7 +57,7 @@ def test_standalone_views_carry_provenance(smol):
         fig = standalone(smol, view, Selection())
         texts = " ".join(a.text or "" for a in fig.layout.annotations)
         assert smol.attrs["identity"][:16] in texts and "geomlib" in texts and "Q4_1" in texts
-    assert tuple(VIEWS) == VIEW_NAMES
+    assert views.names() == VIEW_NAMES
 
 
 def test_images_in_every_format_in_one_batch(smol):
@@ -106,3 +107,60 @@ def test_missing_browser_is_reported_clearly(smol, monkeypatch):
 def test_caption_names_the_selection(smol):
     text = caption(smol, "operator", Selection(operator="ov", head=3, pair=(2, 5)))
     assert "operator ov" in text and "head 3" in text and "pair (2, 5)" in text
+
+
+def test_check_path_before_any_work(tmp_path):
+    assert export.check_path(tmp_path / "fig.PDF") == "pdf"
+    assert export.check_path(tmp_path / "data.nc") == "netcdf"
+    assert export.check_path(tmp_path / "whatever.bin", "csv") == "csv"
+    with pytest.raises(InvalidArgumentError, match="cannot tell the format of fig.bmp.*--format"):
+        export.check_path(tmp_path / "fig.bmp")
+    with pytest.raises(InvalidArgumentError, match="does not exist"):
+        export.check_path(tmp_path / "no" / "such" / "fig.png")
+    with pytest.raises(InvalidArgumentError, match="format 'gif'"):
+        export.check_path(tmp_path / "fig.png", "gif")
+    for err in (lambda: export.check_path(tmp_path / "x.bmp"), lambda: export.check_path(tmp_path / "a" / "x.png")):
+        with pytest.raises(InvalidArgumentError) as exc:
+            err()
+        assert "\n" not in str(exc.value)
+
+
+def test_operator_data_follows_the_operator_and_narrows_on_request(smol, tmp_path):
+    sel = Selection(operator="ov", head=3, pair=(4, 9))
+    full = export.view_data(smol, "operator", sel)
+    assert "operator" not in full.dims and str(full["operator"].values) == "ov"
+    assert full.sizes["head"] == 9 and full.sizes["layer_b"] == 30
+    np.testing.assert_allclose(full.head_cos.values, smol.head_cos.sel(operator="ov").values)
+
+    path = export.write(smol, "operator", sel, None, tmp_path / "pair.nc", narrow_pair=True)
+    pair = xr.open_dataset(path, engine="netcdf4").load()
+    assert "layer_b" not in pair.dims and pair.attrs["export_pair"] == "4,9"
+    assert pair.sizes["layer"] == 2 and list(pair.layer.values) == [4, 9]  # the spectra of both layers
+    np.testing.assert_allclose(pair.head_cos.values, smol.head_cos.sel(operator="ov", layer=4, layer_b=9).values)
+
+    path = export.write(smol, "operator", sel, None, tmp_path / "head.nc", narrow_head=True)
+    head = xr.open_dataset(path, engine="netcdf4").load()
+    assert "head" not in head.dims and int(head["head"]) == 3 and head.sizes["layer_b"] == 30
+    np.testing.assert_allclose(head.head_sign_agree.values, smol.head_sign_agree.sel(operator="ov", head=3).values)
+
+    both = export.render(smol, "operator", sel, "csv", narrow_head=True, narrow_pair=True).decode().splitlines()
+    row = next(ln for ln in both if ln.startswith("head_cos,"))
+    assert float(row.split(",")[1]) == pytest.approx(float(smol.head_cos.sel(operator="ov", layer=4, layer_b=9,
+                                                                              head=3)))
+    # "mean" narrows nothing: the view averages every head
+    mean = export.view_data(smol, "operator", Selection(head=-1, pair=(4, 9)), narrow_head=True)
+    assert mean.sizes["head"] == 9
+
+
+def test_data_of_views_that_do_not_follow_a_field_is_not_narrowed_by_it(smol):
+    ent = export.view_data(smol, "entropy", Selection(head=2, pair=(1, 2)), narrow_head=True, narrow_pair=True)
+    assert ent.attn_entropy.dims == ("layer", "head") and "export_pair" not in ent.attrs
+    gamma = export.view_data(smol, "gamma", Selection(family="q_proj"))  # the γ view shows a norm family
+    assert str(gamma["family"].values) == "input_ln" and "family" not in gamma.dims
+    assert {"gamma_proj_top1", "gamma_resid_top1"} <= set(gamma.data_vars)
+
+
+def test_data_export_of_a_view_without_data_says_what_to_compute(minilm):
+    weights_only = minilm[[v for v in minilm.data_vars if not v.startswith(("head_", "attn"))]]
+    with pytest.raises(InvalidArgumentError, match="heads analysis is not cached.*--analyses heads"):
+        export.view_data(weights_only.assign_attrs(minilm.attrs, analyses="weights"), "entropy", Selection())
