@@ -241,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--family", default="q_proj", help="weight family (default: q_proj)")
     exp.add_argument("--anchor", type=int, default=-1, metavar="L", help="anchor layer (default: -1, the last)")
     exp.add_argument("--phase", default="all", help="phase to highlight (default: all)")
-    exp.add_argument("--operator", choices=("qk", "ov"), default="qk", help="per-head operator (default: qk)")
+    from .analyses.heads import OPERATORS
+
+    exp.add_argument("--operator", choices=tuple(OPERATORS), default="qk", help="per-head operator (default: qk)")
     exp.add_argument("--metric", choices=("cos", "pa_mean"), default="cos",
                      help="operator heatmap: cos-sim or principal-angle cosines (default: cos)")
     exp.add_argument("--head", help="a head index or 'mean' (default: mean); a data export then holds that head only")

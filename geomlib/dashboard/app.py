@@ -20,6 +20,7 @@ import ipywidgets as W
 import traitlets
 
 from ..analyses.phases import phase_order
+from ..analyses.heads import OPERATORS
 from ..errors import GeomlibError
 from ..plot import export, views
 from ..plot.layout import build_figure, overlays, point_ranges, title_text
@@ -66,7 +67,7 @@ class Dashboard(W.VBox):
     anchor = traitlets.Int(-1)
     family = traitlets.Unicode("q_proj")
     phase = traitlets.Unicode("all")
-    operator = traitlets.Enum(("qk", "ov"), "qk")
+    operator = traitlets.Enum(tuple(OPERATORS), "qk")
     head = traitlets.Int(-1)
     op_metric = traitlets.Enum(("cos", "pa_mean"), "cos")
     pair = traitlets.Tuple(traitlets.Int(), traitlets.Int(), default_value=(-1, -1))
@@ -146,7 +147,7 @@ class Dashboard(W.VBox):
                                    layout=W.Layout(width="30em"))
         self._family = W.Dropdown(description="family", layout=W.Layout(width="16em"))
         self._phase = W.Dropdown(description="phase", options=["all"], layout=W.Layout(width="14em"))
-        self._operator = W.ToggleButtons(options=[("QK", "qk"), ("OV", "ov")], description="operator",
+        self._operator = W.ToggleButtons(options=[(op.upper(), op) for op in OPERATORS], description="operator",
                                          style={"button_width": "4em"})
         self._metric = W.ToggleButtons(options=[("cos", "cos"), ("angles", "pa_mean")], description="metric",
                                        style={"button_width": "5em"})
