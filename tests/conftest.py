@@ -3,8 +3,62 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+
+import pytest
 
 # Tests never reach the hub: everything is built locally or shipped in wheels.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@dataclass
+class CliResult:
+    """What one in-process ``geomlib`` command returned and printed."""
+
+    code: int
+    out: str
+    err: str
+
+    def one_error_line(self, *words: str) -> str:
+        """Assert exit 2, empty stdout and exactly one ``geomlib: error: ...`` line holding ``words``."""
+        assert self.code == 2, (self.code, self.out, self.err)
+        assert "Traceback" not in self.err and "Traceback" not in self.out
+        assert self.out == "", self.out
+        lines = self.err.splitlines()
+        assert len(lines) == 1, self.err
+        assert lines[0].startswith("geomlib: error: "), lines[0]
+        for w in words:
+            assert w in lines[0], (w, lines[0])
+        return lines[0]
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch, tmp_path):
+    """Run ``geomlib ARGS`` in this process (``geomlib.cli.main``): no interpreter or torch start-up per call.
+
+    The command runs from ``tmp_path`` against an empty, offline HF cache (as a user without the
+    model would), so nothing lands in the repository and nothing is downloaded.  argparse's own
+    exits (``--help``, ``--version``, usage errors) are returned as their exit status.
+    """
+    from geomlib.cli import main
+
+    empty = tmp_path / "empty-hf-cache"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(empty))
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args, **env: str) -> CliResult:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        capsys.readouterr()  # drop what earlier steps printed
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, --version, usage errors
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return run

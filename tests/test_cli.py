@@ -1,5 +1,8 @@
-"""The installed ``geomlib`` console script, run as a user runs it (a subprocess).
+"""The ``geomlib`` command line: ``info``, exit codes, help and version.
 
+Most cases run ``geomlib.cli.main`` in this process (the ``run_cli`` fixture of
+tests/conftest.py); a handful run the installed console script and ``python -m
+geomlib`` as a user runs them, to check the real entry points and exit status.
 Success prints the facts and exits 0; every bad source exits 2 with exactly
 one ``geomlib: error: ...`` line on stderr and never a traceback.
 """
@@ -30,7 +33,7 @@ def _script() -> str:
 
 
 def run(*args: str, tmp_path: Path, module: bool = False, **env: str) -> subprocess.CompletedProcess:
-    """Run the CLI offline, against an empty HF cache unless ``env`` says otherwise."""
+    """Run the real CLI in a subprocess, offline, against an empty HF cache unless ``env`` says otherwise."""
     empty = tmp_path / "empty-hf-cache"
     empty.mkdir(exist_ok=True)
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(empty), **env}
@@ -56,6 +59,7 @@ def ckpt_dir(tmp_path_factory) -> Path:
     return path
 
 
+# -- the real entry points (subprocesses) ------------------------------------------------------------
 def test_info_prints_the_facts(ckpt_dir, tmp_path):
     proc = run("info", str(ckpt_dir), tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -68,38 +72,64 @@ def test_info_prints_the_facts(ckpt_dir, tmp_path):
     assert table["dtype"] == "BF16" and table["quantization"] == "none"
 
 
-def test_info_json_matches_the_library(ckpt_dir, tmp_path):
-    proc = run("info", str(ckpt_dir), "--json", tmp_path=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    facts = json.loads(proc.stdout)
-    with geomlib.open_model(ckpt_dir) as ckpt:
-        assert facts == json.loads(json.dumps(ckpt.summary()))
-    assert facts["n_layers"] == 3 and isinstance(facts["n_layers"], int)
-    assert facts["families"].split(",")[:4] == ["q_proj", "k_proj", "v_proj", "o_proj"]
-
-
 def test_info_python_dash_m(ckpt_dir, tmp_path):
     proc = run("info", str(ckpt_dir), "--json", tmp_path=tmp_path, module=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["arch"] == "llama"
 
 
-def test_info_hub_id_from_cache(ckpt_dir, tmp_path):
+def test_bad_source_exits_2_with_one_line_from_the_console_script(tmp_path):
+    assert_one_error_line(run("info", str(tmp_path / "missing"), tmp_path=tmp_path),
+                          "not an existing file or directory")
+
+
+def test_version(tmp_path):
+    for module in (False, True):
+        proc = run("--version", tmp_path=tmp_path, module=module)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == f"geomlib {geomlib.__version__}"
+
+
+def test_usage_error_exits_2_without_traceback_from_the_console_script(tmp_path):
+    proc = run(tmp_path=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "usage: geomlib" in proc.stderr
+
+
+# -- in-process ----------------------------------------------------------------------------------------
+def test_info_json_matches_the_library(ckpt_dir, run_cli):
+    res = run_cli("info", ckpt_dir, "--json")
+    assert res.code == 0, res.err
+    facts = json.loads(res.out)
+    with geomlib.open_model(ckpt_dir) as ckpt:
+        assert facts == json.loads(json.dumps(ckpt.summary()))
+    assert facts["n_layers"] == 3 and isinstance(facts["n_layers"], int)
+    assert facts["families"].split(",")[:4] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_info_table_in_process_matches_the_console_script(ckpt_dir, run_cli):
+    res = run_cli("info", ckpt_dir)
+    assert res.code == 0, res.err
+    table = dict(line.split(None, 1) for line in res.out.splitlines())
+    assert table["source"] == str(ckpt_dir) and table["arch"] == "llama" and table["dtype"] == "BF16"
+
+
+def test_info_hub_id_from_cache(ckpt_dir, run_cli, tmp_path):
     cache = tmp_path / "hf"
     cache_repo(cache, "org/tiny", {p.name: p.read_bytes() for p in ckpt_dir.iterdir()})
     with geomlib.open_model(ckpt_dir) as ckpt:
         identity = ckpt.identity
     for extra, env in [(("--hf-cache", str(cache)), {}), ((), {"HF_HUB_CACHE": str(cache)})]:
-        proc = run("info", f"org/tiny@{COMMIT}", "--json", *extra, tmp_path=tmp_path, **env)
-        assert proc.returncode == 0, proc.stderr
-        facts = json.loads(proc.stdout)
+        res = run_cli("info", f"org/tiny@{COMMIT}", "--json", *extra, **env)
+        assert res.code == 0, res.err
+        facts = json.loads(res.out)
         assert facts["source"] == f"org/tiny@{COMMIT}" and facts["identity"] == identity
 
 
-def test_info_demo(tmp_path):
-    proc = run("info", "demo:minilm-l6", "--json", tmp_path=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    facts = json.loads(proc.stdout)
+def test_info_demo(run_cli):
+    res = run_cli("info", "demo:minilm-l6", "--json")
+    assert res.code == 0, res.err
+    facts = json.loads(res.out)
     assert (facts["arch"], facts["n_layers"], facts["n_heads"], facts["hidden"]) == ("bert", 6, 12, 384)
 
 
@@ -135,32 +165,30 @@ def bad_sources(ckpt_dir, tmp_path_factory) -> dict[str, tuple[str, list[str]]]:
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_source_exits_2_with_one_line(bad_sources, case, tmp_path):
+def test_bad_source_exits_2_with_one_line(bad_sources, case, run_cli):
     source, words = bad_sources[case]
-    assert_one_error_line(run("info", source, tmp_path=tmp_path), *words)
+    run_cli("info", source).one_error_line(*words)
 
 
 @pytest.mark.parametrize("case", ["missing", "truncated"])
-def test_bad_source_with_json_is_reported_the_same(bad_sources, case, tmp_path):
+def test_bad_source_with_json_is_reported_the_same(bad_sources, case, run_cli):
     """Errors go to stderr as text even with --json: stdout stays empty, not half a JSON document."""
     source, words = bad_sources[case]
-    assert_one_error_line(run("info", source, "--json", tmp_path=tmp_path), *words)
+    run_cli("info", source, "--json").one_error_line(*words)
 
 
-def test_version(tmp_path):
-    for module in (False, True):
-        proc = run("--version", tmp_path=tmp_path, module=module)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip() == f"geomlib {geomlib.__version__}"
-
-
-def test_usage_errors_exit_2_without_traceback(tmp_path):
+def test_usage_errors_exit_2_without_traceback(run_cli):
     for args in ((), ("info",), ("frobnicate",)):
-        proc = run(*args, tmp_path=tmp_path)
-        assert proc.returncode == 2, args
-        assert "Traceback" not in proc.stderr and "usage: geomlib" in proc.stderr
+        res = run_cli(*args)
+        assert res.code == 2, args
+        assert "Traceback" not in res.err and "usage: geomlib" in res.err
 
 
-def test_help(tmp_path):
-    proc = run("info", "--help", tmp_path=tmp_path)
-    assert proc.returncode == 0 and "--hf-cache" in proc.stdout and "--json" in proc.stdout
+def test_version_in_process(run_cli):
+    res = run_cli("--version")
+    assert res.code == 0 and res.out.strip() == f"geomlib {geomlib.__version__}"
+
+
+def test_help(run_cli):
+    res = run_cli("info", "--help")
+    assert res.code == 0 and "--hf-cache" in res.out and "--json" in res.out

@@ -1,4 +1,4 @@
-"""The heads analysis end to end (dynamic=False here; entropy has its own tests)."""
+"""The heads analysis end to end (forward_pass=False here; entropy has its own tests)."""
 
 from __future__ import annotations
 
@@ -33,30 +33,31 @@ def planted(tmp_path_factory):
     path, layers = synthetic.build(tmp_path_factory.mktemp("h") / "m", 4, plant, hidden=24, heads=4, kv=2,
                                    head_dim=8)
     ds = geomlib.compute(path, analyses=["heads"], cache_dir=tmp_path_factory.mktemp("c"), progress=False,
-                         dynamic=False, null_draws=16)
+                         heads={"forward_pass": False, "null_draws": 16})
     return ds, layers
 
 
 def test_scalar_multiple_layer_known_answers(planted):
     ds, _ = planted
-    np.testing.assert_allclose(ds.qk_cos.sel(layer=1, layer_b=0).values, 1.0, atol=1e-12)
-    np.testing.assert_allclose(ds.qk_T.sel(layer=1, layer_b=0).values, 2.5, rtol=1e-12)
-    np.testing.assert_allclose(ds.qk_T.sel(layer=0, layer_b=1).values, 1 / 2.5, rtol=1e-12)
-    np.testing.assert_allclose(ds.qk_rescale_T.sel(layer=1, layer_b=0).values, 2.5, rtol=1e-10)
-    assert float(abs(ds.qk_rescale_resid.sel(layer=1, layer_b=0)).max()) < 1e-12
-    np.testing.assert_allclose(ds.qk_pa_mean.sel(layer=1, layer_b=0).values, 1.0, atol=1e-8)
-    np.testing.assert_allclose(ds.qk_shape_cos.sel(layer=1, layer_b=0).values, 1.0, atol=1e-12)
+    qk = ds.sel(operator="qk")
+    np.testing.assert_allclose(qk.head_cos.sel(layer=1, layer_b=0).values, 1.0, atol=1e-12)
+    np.testing.assert_allclose(qk.head_T.sel(layer=1, layer_b=0).values, 2.5, rtol=1e-12)
+    np.testing.assert_allclose(qk.head_T.sel(layer=0, layer_b=1).values, 1 / 2.5, rtol=1e-12)
+    np.testing.assert_allclose(qk.head_rescale_T.sel(layer=1, layer_b=0).values, 2.5, rtol=1e-10)
+    assert float(abs(qk.head_rescale_resid.sel(layer=1, layer_b=0)).max()) < 1e-12
+    np.testing.assert_allclose(qk.head_pa_mean.sel(layer=1, layer_b=0).values, 1.0, atol=1e-8)
+    np.testing.assert_allclose(qk.head_shape_cos.sel(layer=1, layer_b=0).values, 1.0, atol=1e-12)
     # OV did not change
-    np.testing.assert_allclose(ds.ov_cos.sel(layer=1, layer_b=0).values, 1.0, atol=1e-12)
+    np.testing.assert_allclose(ds.head_cos.sel(operator="ov", layer=1, layer_b=0).values, 1.0, atol=1e-12)
 
 
 def test_wk_equal_wq_heads_are_psd_and_agree_with_themselves(planted):
     ds, _ = planted
     d = 8
     for h in (0, 2):  # the query heads whose kv head was set to their own W_Q
-        lam = ds.qk_sym_eigs.sel(layer=2, head=h).values
+        lam = ds.head_sym_eigs.sel(operator="qk", layer=2, head=h).values
         assert (lam[:d] > 0).all() and np.abs(lam[d:]).max() < 1e-9 * lam[0]
-    np.testing.assert_array_equal(ds.qk_sign_agree.sel(layer=2, layer_b=2).values, 1.0)
+    np.testing.assert_array_equal(ds.head_sign_agree.sel(operator="qk", layer=2, layer_b=2).values, 1.0)
 
 
 def test_gram_matches_dense_for_every_pair(planted):
@@ -70,22 +71,31 @@ def test_gram_matches_dense_for_every_pair(planted):
         for a in range(4):
             for b in range(4):
                 want = float((g[a] * g[b]).sum())
-                assert float(ds.qk_gram.sel(layer=a, layer_b=b, head=h)) == pytest.approx(want, rel=1e-9, abs=1e-9)
+                got = float(ds.head_gram.sel(operator="qk", layer=a, layer_b=b, head=h))
+                assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
 
 
 def test_schema_and_nulls(planted):
     ds, _ = planted
-    assert ds.qk_cos.dims == ("layer", "layer_b", "head")
+    assert ds.head_cos.dims == ("operator", "layer", "layer_b", "head")
+    assert list(ds.operator.values) == ["qk", "ov"] and ds.attrs["operators"] == "qk,ov"
+    assert ds.head_sym_eigs.dims == ("operator", "layer", "head", "eig")
+    assert ds.head_singvals.dims == ("operator", "layer", "head", "rank")
+    assert ds.head_sign_agree.dims == ("operator", "layer", "layer_b", "head", "topk")
+    assert ds.head_null_mean.dims == ("operator", "metric") and ds.head_corr_opnorm_entropy.dims == ("operator",)
+    assert not any(v.startswith(("qk_", "ov_")) for v in ds.data_vars)  # no per-operator prefixes left
     assert ds.sizes["head"] == 4 and ds.sizes["eig"] == 16 and ds.sizes["rank"] == 8
     assert list(ds.topk.values) == [2, 4, 8, 16]
-    np.testing.assert_allclose(ds.qk_frac_pos.values, 0.5)
+    np.testing.assert_allclose(ds.head_frac_pos.values, 0.5)
     assert list(ds.metric.values) == ["cos", "shape_cos", "rescale_resid", "pa_mean", "pa_min", "top1_overlap",
                                       "sign_agree"]
-    m = ds.qk_null_mean.to_series()
+    m = ds.head_null_mean.sel(operator="qk").to_series()
     # random heads: operators nearly orthogonal, but spectra share a shape (seed 002's trap)
     assert abs(m["cos"]) < 0.1 and m["shape_cos"] > 0.9
-    assert np.isnan(ds.attn_entropy).all() and "not computed" in ds.attrs["warnings"]
-    assert json.loads(ds.attrs["heads_params"])["dynamic"] is False
+    # switched off on purpose: NaN, labelled and recorded, but no warning (nothing went wrong)
+    assert np.isnan(ds.attn_entropy).all() and "not computed" in ds.attn_entropy.attrs["description"]
+    assert ds.attrs["heads_not_computed"] == "attn_entropy: forward_pass=False"
+    assert json.loads(ds.attrs["heads_params"])["forward_pass"] is False
     assert "1/2 by construction" in ds.attrs["frac_pos_note"]
 
 
@@ -98,10 +108,10 @@ def test_large_hidden_small_d_runs_without_hidden_squared_memory(tmp_path):
         "def hwm():\n"
         "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
         f"geomlib.open_model({str(path)!r}).layer(0)\n"
-        "import geomlib.dataset.heads\n"
+        "import geomlib.analyses.heads.compute\n"
         "base = hwm(); t = time.time()\n"
         f"geomlib.compute({str(path)!r}, analyses=['heads'], cache_dir={str(tmp_path / 'c')!r}, progress=False,"
-        " dynamic=False, null_draws=4)\n"
+        " heads={'forward_pass': False, 'null_draws': 4})\n"
         "print(json.dumps({'mib': (hwm() - base) / 1024, 's': time.time() - t}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -15,14 +15,15 @@ from tests.factories import synthetic
 PROBE = r"""
 import json, sys
 import geomlib, netCDF4, torch, xarray
-import geomlib.dataset.weights
+import geomlib.analyses.weights.compute
 path, cache = sys.argv[1], sys.argv[2]
 geomlib.open_model(path).layer(0)  # imports and first-touch allocations belong to the baseline
 def status(key):
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))  # KiB
 base = status("VmRSS")
-geomlib.compute(path, cache_dir=cache, progress=False, null_draws=2, block_mib=4)
+geomlib.compute(path, analyses=['weights'], cache_dir=cache, progress=False,
+                weights={'null_draws': 2, 'block_mib': 4})
 print(json.dumps({"base": base, "peak": status("VmHWM")}))
 """
 

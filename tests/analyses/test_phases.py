@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from geomlib.errors import InvalidArgumentError
-from geomlib.dataset.phases import apply_phases, check_phase_spec, phase_labels, seed_phase
+from geomlib.analyses.phases import apply_phases, check_phase_spec, phase_labels, seed_phase
 
 # seed 000's tables, written out as ranges (not computed by the code under test)
 QWEN3_32B = {"A": range(0, 7), "B": range(7, 10), "C": range(10, 32), "D": range(32, 47), "E": range(47, 59),
@@ -199,7 +199,7 @@ def test_phase_attributes_survive_netcdf(tmp_path):
         ("seed", None, 3, "automatic phases only"),
         ("seed", ["a", "b"], None, "cannot rename"),
         ("auto", None, 7, "at most 6"),
-        ("auto", None, 0, "positive integer"),
+        ("auto", None, 0, "n_phases=0 is not allowed; pass an integer of at least 1"),
         ("auto", ["a", "a"], None, "distinct"),
         ("auto", ["a", "b"], 3, "n_phases=3"),
         ([0, 12], None, None, "must lie in"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import geomlib
-from geomlib.dataset import adjacent, phase_direction_stats
+from geomlib.analyses.phases import adjacent, phase_direction_stats
 from tests.factories.hf import make_checkpoint
 
 FAMILIES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -42,7 +42,8 @@ def spec_entropy(singvals, eps=1e-12):  # seed 003's function
 @pytest.fixture(scope="module")
 def qwen3(tmp_path_factory):
     path, model = make_checkpoint(tmp_path_factory.mktemp("q3"), "qwen3", n_layers=5)
-    ds = geomlib.compute(path, cache_dir=tmp_path_factory.mktemp("c"), progress=False, null_draws=0)
+    ds = geomlib.compute(path, cache_dir=tmp_path_factory.mktemp("c"), progress=False, analyses=["weights"],
+                         weights={"null_draws": 0})
     return ds, seed_layers(model)
 
 
@@ -90,7 +91,8 @@ def test_seed003_scale_track_pca(qwen3):
 def deep(tmp_path_factory):
     # 64 layers: seed 004 hard-codes the Qwen3-32B phase boundaries, which geomlib's preset reproduces
     path, model = make_checkpoint(tmp_path_factory.mktemp("deep"), "qwen3", n_layers=64)
-    ds = geomlib.compute(path, cache_dir=tmp_path_factory.mktemp("c"), progress=False, null_draws=0, phases="seed")
+    ds = geomlib.compute(path, cache_dir=tmp_path_factory.mktemp("c"), progress=False, analyses=["weights"],
+                         weights={"null_draws": 0}, phases="seed")
     gammas = np.stack([layer.input_layernorm.weight.detach().double().numpy() for layer in model.layers])
     return ds, gammas
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from geomlib.dataset.segment import EBIC_FORMULA, segment
+from geomlib.analyses.segment import EBIC_FORMULA, segment
 from geomlib.errors import InvalidArgumentError
 
 
@@ -274,7 +274,7 @@ def test_min_size_makes_cost_non_monotone():
 
 
 def test_importable_without_torch():
-    code = ("import sys\nimport geomlib.dataset.segment as s\nprint(s.segment([0.0, 0, 1, 1]).starts)\n"
+    code = ("import sys\nimport geomlib.analyses.segment as s\nprint(s.segment([0.0, 0, 1, 1]).starts)\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -11,7 +11,7 @@ import torch
 
 import geomlib
 from geomlib.arch.families import MATRIX_FAMILIES, RESIDUAL_AXIS
-from geomlib.dataset import adjacent
+from geomlib.analyses.phases import adjacent
 from geomlib.errors import GeomlibWarning
 from tests.factories import synthetic
 
@@ -57,8 +57,8 @@ def planted(tmp_path_factory):
 
     path, layers = synthetic.build(tmp_path_factory.mktemp("planted") / "m", 6, plant, dtype=torch.float64)
     with pytest.warns(GeomlibWarning, match="identical up to scale"):
-        ds = geomlib.compute(path, cache_dir=tmp_path_factory.mktemp("cache"), progress=False, null_draws=16,
-                             aligned_pairs="all")
+        ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path_factory.mktemp("cache"), progress=False,
+                             weights={"null_draws": 16, "aligned_pairs": "all"})
     return ds, layers
 
 
@@ -166,7 +166,8 @@ def _write_degenerate(tmp_path, kind):
 def test_degenerate_layers_give_nan_and_a_recorded_warning(tmp_path, kind, said):
     path = _write_degenerate(tmp_path, kind)
     with pytest.warns(GeomlibWarning, match=said):
-        ds = geomlib.compute(path, cache_dir=tmp_path / "c", progress=False, null_draws=0)
+        ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / "c", progress=False,
+                             weights={"null_draws": 0})
     assert said in ds.attrs["warnings"]
     up = ds.cos.sel(family="up_proj")
     assert np.isnan(up.sel(layer=2)).all() and np.isnan(up.sel(layer_b=2)).all()
@@ -182,14 +183,16 @@ def test_null_draws_zero_skips_baselines(tmp_path):
     path, _ = synthetic.build(tmp_path / "m", 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", GeomlibWarning)
-        ds = geomlib.compute(path, cache_dir=tmp_path / "c", progress=False, null_draws=0)
+        ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / "c", progress=False,
+                             weights={"null_draws": 0})
     assert np.isnan(ds.aligned_null_mean).all()
     assert np.isfinite(adjacent(ds.aligned_cos).sel(family="q_proj")).all()
 
 
 def test_bf16_checkpoint_is_computed_in_float64(tmp_path):
     path, layers = synthetic.build(tmp_path / "bf", 3, dtype=torch.bfloat16)
-    ds = geomlib.compute(path, cache_dir=tmp_path / "c", progress=False, null_draws=0)
+    ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / "c", progress=False,
+                         weights={"null_draws": 0})
     w = [layers[L]["k_proj"].to(torch.bfloat16).double() for L in range(3)]
     want = float((w[0] * w[1]).sum() / (w[0].norm() * w[1].norm()))
     assert float(ds.cos.sel(family="k_proj", layer=0, layer_b=1)) == pytest.approx(want, abs=1e-13)

@@ -173,3 +173,13 @@ def test_gemma_norm_offset_is_one(tmp_path, model_type):
 def test_non_gemma_norm_offset_is_zero(tmp_path):
     path, _ = make_checkpoint(tmp_path, "llama", n_layers=1)
     assert geomlib.open_model(path).norm_offset == 0.0
+
+
+def test_kv_head_groups_consecutive_query_heads():
+    import torch
+
+    from geomlib.arch.base import kv_head
+
+    assert [kv_head(h, 8, 2) for h in range(8)] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert [kv_head(h, 4, 4) for h in range(4)] == [0, 1, 2, 3]  # no GQA: each head its own
+    assert kv_head(torch.arange(6), 6, 3).tolist() == [0, 0, 1, 1, 2, 2]

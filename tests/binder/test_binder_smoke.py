@@ -167,7 +167,7 @@ def test_binder_install_is_torch_free(binder_image):
     # what the Voila kernel runs, from the notebook's directory (Voila's kernel cwd): no torch on the way
     code = (
         "import sys, geomlib\n"
-        "from geomlib.dataset import cached\n"
+        "from geomlib.store import cached\n"
         "from geomlib.dashboard import build_app\n"
         "import geomlib.plot.export\n"
         "app = build_app()\n"

@@ -110,3 +110,16 @@ def test_null_baselines_are_seeded_and_in_the_expected_range():
     # a pair that is a residual rotation of itself is far above its scrambled null
     R, _ = torch.linalg.qr(rand(30, 30, seed=2))
     assert scrambled_aligned_null(a, a @ R, 1, draws=6)[0] < 0.95
+
+
+def test_svd_flip_batched_equals_one_matrix_at_a_time():
+    """Leading dimensions are a batch (heads): each matrix gets exactly the signs it gets alone."""
+    a = rand(3, 2, 7, 5, seed=4)
+    u, _, vh = torch.linalg.svd(a, full_matrices=False)
+    ub, vhb = svd_flip(u, vh)
+    for i in range(3):
+        for j in range(2):
+            u1, vh1 = svd_flip(u[i, j], vh[i, j])
+            assert torch.equal(ub[i, j], u1) and torch.equal(vhb[i, j], vh1)
+    only_u, none = svd_flip(u)
+    assert none is None and torch.equal(only_u, ub)

@@ -166,3 +166,14 @@ def test_cos_from_gram_diagonal_and_degenerate_rows():
     assert torch.isnan(cos[3]).all() and torch.isnan(cos[:, 4]).all()
     ref = (X[0] @ X[1]) / (X[0].norm() * X[1].norm())
     assert float(cos[0, 1]) == pytest.approx(float(ref), abs=1e-14)
+
+
+def test_cos_from_gram_batched_equals_one_gram_at_a_time():
+    X = rand(3, 5, 40)  # (heads, layers, features)
+    X[1, 2] = 0.0
+    G = X @ X.transpose(-1, -2)
+    batched = cos_from_gram(G)
+    assert batched.shape == (3, 5, 5)
+    for h in range(3):
+        torch.testing.assert_close(batched[h], cos_from_gram(G[h]), rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(batched[1, 2]).all() and torch.isfinite(batched[0]).all()

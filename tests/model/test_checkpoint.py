@@ -136,3 +136,11 @@ def test_identity_changes_when_one_tensor_changes(tmp_path):
     tensors["layers.1.mlp.up_proj.weight"] = tensors["layers.1.mlp.up_proj.weight"] * 1.01
     save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
     assert geomlib.open_model(path).identity != before
+
+
+def test_public_names_after_the_move_to_geomlib_model():
+    import geomlib.model
+
+    assert geomlib.open_model is geomlib.model.open_model
+    assert geomlib.Checkpoint is geomlib.model.Checkpoint
+    assert geomlib.model.checkpoint.Checkpoint is geomlib.Checkpoint

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import inspect
 import json
 import math
 from pathlib import Path
@@ -21,33 +22,24 @@ import pytest
 import torch
 
 import geomlib
-from geomlib.dataset.entropy import TEXT_SOURCE, EntropyResult, attention_entropy, builtin_text
+from geomlib.model.forward import (
+    TEXT_SOURCE,
+    EntropyResult,
+    _attention_entropy,
+    attention_entropy,
+    builtin_text,
+    check_memory_budget,
+    check_tokenizer,
+)
 from geomlib.errors import GeomlibError, InvalidArgumentError, SourceNotFoundError, UnsupportedSourceError
 from tests.factories.gguf import write_gguf
 from tests.factories.hf import MODEL_TYPES, make_checkpoint, tiny_model
+from tests.factories.tokenizers import VOCAB, save_tokenizer, word_tokenizer
 
-VOCAB = 128
 # every architecture geomlib reads; the encoders attend both ways
 CAUSAL = {mt: mt not in ("bert", "mpnet") for mt in MODEL_TYPES}
 # gpt2's tiny default has 64 positions: give every model room for the default 512 tokens
 OVERRIDES = {"gpt2": dict(n_positions=1024)}
-
-
-def word_tokenizer(vocab_size: int = VOCAB):
-    """A BPE over whitespace-split words, trained on the built-in text."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tk = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator([builtin_text()], trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"]))
-    assert tk.get_vocab_size() <= vocab_size
-    return tk
-
-
-def save_tokenizer(tk, directory: Path) -> None:
-    from transformers import PreTrainedTokenizerFast
-
-    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]").save_pretrained(directory)
 
 
 def byte_level_tokenizer(vocab_size: int):
@@ -156,9 +148,14 @@ def test_capped_at_the_models_maximum_positions(tmp_path, tokenizer):
 
 def test_hooks_and_output_attentions_agree(checkpoints):
     ckpt = geomlib.open_model(checkpoints["qwen3"][0])
-    hooks = attention_entropy(ckpt, device="cpu", max_tokens=40, progress=False, _collect="hooks")
-    outputs = attention_entropy(ckpt, device="cpu", max_tokens=40, progress=False, _collect="outputs")
+    hooks = _attention_entropy(ckpt, None, "cpu", 40, False, None, collect="hooks")
+    outputs = _attention_entropy(ckpt, None, "cpu", 40, False, None, collect="outputs")
     np.testing.assert_array_equal(hooks.values, outputs.values)
+    # the public function takes no private switch
+    assert list(inspect.signature(attention_entropy).parameters) == ["ckpt", "text", "device", "max_tokens",
+                                                                     "progress", "max_memory"]
+    with pytest.raises(InvalidArgumentError, match="collect="):
+        _attention_entropy(ckpt, None, "cpu", 40, False, None, collect="both")
 
 
 @pytest.mark.parametrize("share", [0.0, 0.5])
@@ -240,23 +237,51 @@ def test_gguf_over_the_budget_is_refused(tmp_path):
     tk = byte_level_tokenizer(320)
     path = write_gguf(tmp_path / "m.gguf", tiny_model("llama", n_layers=2, vocab_size=320), "llama",
                       edit=add_tokenizer(tk))
-    with pytest.raises(UnsupportedSourceError, match="dequantizes a whole GGUF.*dynamic=False"):
+    with pytest.raises(UnsupportedSourceError, match=r"dequantizes a whole GGUF.*heads=\{'forward_pass': False\}"):
         attention_entropy(geomlib.open_model(path), device="cpu", progress=False, max_memory=1000)
+
+
+def test_gguf_over_the_budget_is_refused_before_any_work(tmp_path, run_cli):
+    """compute() and the CLI pass max_memory to the heads pre-flight: nothing runs, nothing is written."""
+    tk = byte_level_tokenizer(320)
+    path = write_gguf(tmp_path / "m.gguf", tiny_model("llama", n_layers=2, vocab_size=320), "llama",
+                      edit=add_tokenizer(tk))
+    ckpt = geomlib.open_model(path)
+    check_memory_budget(ckpt)  # the default budget (a quarter of RAM) holds a tiny model
+    with pytest.raises(UnsupportedSourceError, match="--heads.max-memory"):
+        check_memory_budget(ckpt, 1000)
+    c = tmp_path / "cache"
+    with pytest.raises(UnsupportedSourceError, match=r"dequantizes a whole GGUF.*--heads\.max-memory"):
+        geomlib.compute(path, cache_dir=c, progress=False, weights={"null_draws": 0},
+                        heads={"null_draws": 0, "max_memory": 1000})
+    assert not c.exists() or not list(c.rglob("*.nc"))  # not even the weights analysis ran
+    run_cli("compute", path, "--cache", c, "--weights.null-draws", "0", "--heads.null-draws", "0",
+            "--heads.max-memory", "1000", "-q").one_error_line("dequantizes a whole GGUF", "--heads.max-memory",
+                                                               "--no-heads.forward-pass")
+    assert not c.exists() or not list(c.rglob("*.nc"))
 
 
 # -- errors ------------------------------------------------------------------------------------------------
 def test_missing_tokenizer_files(tmp_path):
     path, _ = make_checkpoint(tmp_path, "llama", n_layers=2, vocab_size=VOCAB)
-    with pytest.raises(SourceNotFoundError, match="tokenizer.*dynamic=False") as info:
+    with pytest.raises(SourceNotFoundError, match=r"tokenizer.*heads=\{'forward_pass': False\}") as info:
         attention_entropy(geomlib.open_model(path), device="cpu", progress=False)
     assert isinstance(info.value, GeomlibError)
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and "--no-heads.forward-pass" in str(info.value)
+    check_tokenizer_refuses(geomlib.open_model(path))
 
 
 def test_gguf_without_tokenizer_metadata(tmp_path):
     path = write_gguf(tmp_path / "m.gguf", tiny_model("llama", n_layers=2), "llama")
-    with pytest.raises(SourceNotFoundError, match="tokenizer.ggml.*dynamic=False"):
+    with pytest.raises(SourceNotFoundError, match=r"tokenizer.ggml.*heads=\{'forward_pass': False\}"):
         attention_entropy(geomlib.open_model(path), device="cpu", progress=False)
+    check_tokenizer_refuses(geomlib.open_model(path))
+
+
+def check_tokenizer_refuses(ckpt):
+    """The cheap pre-flight check says the same as the forward pass, before any model is built."""
+    with pytest.raises(SourceNotFoundError, match=r"no tokenizer.*--no-heads\.forward-pass"):
+        check_tokenizer(ckpt)
 
 
 def test_bad_arguments(checkpoints, tmp_path):
