@@ -154,9 +154,9 @@ def load(
 ) -> xr.Dataset:
     """The cached analyses of ``source`` as one Dataset; never computes.
 
-    Entries are matched by the source as it was given (and, for an analysis
-    whose parameters are passed, by those parameters; otherwise its newest
-    entry wins) without opening the checkpoint, so reading results needs
+    Entries are matched by the source as it was given and by the parameters
+    passed (the newest entry among those that match wins) without opening the
+    checkpoint, so reading results needs
     neither torch nor the weights.  :func:`compute` re-checks the checkpoint
     identity instead.
 
@@ -167,7 +167,8 @@ def load(
     cache_dir : path or list of paths, optional
         Cache root(s) to look in.
     **params : dict
-        As for :func:`compute`: ``heads={"k": 8}`` selects entries computed so.
+        As for :func:`compute`: ``heads={"k": 8}`` selects entries computed with ``k=8``
+        (whatever their other parameters).
 
     Raises
     ------
@@ -182,7 +183,10 @@ def load(
     entries = [e for r in roots for e in cache.entries(r)]
     parts, missing = [], []
     for a in names:
-        want = registry.get(a).make_params(given[a]).key_dict() if given[a] is not None else None
+        want = None
+        if given[a]:  # the values asked for (validated, files by content); the others may be anything
+            key = registry.get(a).make_params(given[a]).key_dict()
+            want = {k: key[k] for k in given[a] if k in key}
         e = cache.newest(entries, label, a, want)
         if e is None:
             missing.append(a)

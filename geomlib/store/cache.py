@@ -140,11 +140,14 @@ def entries(cache_dir: str | os.PathLike | None = None) -> list[Entry]:
 def newest(entries: list[Entry], source: str, analysis: str, params: dict | None = None) -> Entry | None:
     """The most recently created entry of ``analysis`` for ``source`` at the registry's schema version.
 
-    ``params``: only entries computed with exactly these cache-key parameters.
+    ``params``: only entries computed with these values (the parameters not named may have any value).
     """
     from ..analyses import registry
 
+    def matches(e: Entry) -> bool:
+        stored = json.loads(str(e.attrs.get("params", "{}")))
+        return all(k in stored and stored[k] == v for k, v in (params or {}).items())
+
     hits = [e for e in entries if e.source == source and e.analysis == analysis
-            and registry.is_current(analysis, e.schema_version)
-            and (params is None or json.loads(str(e.attrs.get("params", "{}"))) == params)]
+            and registry.is_current(analysis, e.schema_version) and matches(e)]
     return max(hits, key=lambda e: str(e.attrs.get("created", "")), default=None)
