@@ -19,11 +19,15 @@ _LAZY = {
     "REGISTRY": "registry",
     "get_adapter": "registry",
     "supported_model_types": "registry",
+    "SymmetryGroup": "symmetry",
+    "symmetry_group": "symmetry",
+    "symmetry_table_markdown": "symmetry",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import Adapter, ArchFacts, Src
     from .registry import REGISTRY, get_adapter, supported_model_types
+    from .symmetry import SymmetryGroup, symmetry_group, symmetry_table_markdown
 
 
 def __getattr__(name: str):
@@ -46,4 +50,7 @@ __all__ = [
     "REGISTRY",
     "get_adapter",
     "supported_model_types",
+    "SymmetryGroup",
+    "symmetry_group",
+    "symmetry_table_markdown",
 ]

@@ -5,7 +5,24 @@ the Dataset.
 """
 
 from .attention import attention_entropy, mean_entropy
+from .composition import composition_baseline, composition_null, composition_scores, factored_composition
 from .linalg import gram_eigvals, spectral_entropy, svd_flip
+from .matching import (
+    HeadMatch,
+    NeuronMatch,
+    NullBand,
+    assign_heads,
+    fold_norm,
+    fold_norms,
+    head_cos,
+    match_heads,
+    match_neurons,
+    neuron_similarity,
+    permutation_null,
+    random_orthogonal,
+    residual_rotation_null,
+    rotate_residual,
+)
 from .operators import (
     head_factors,
     operator_gram,
@@ -20,6 +37,24 @@ from .pca import direction_pca, scale_track_pca
 from .similarity import aligned_cos, cos_from_gram, frob_cos, nuclear_cross, residual_stats
 
 __all__ = [
+    "HeadMatch",
+    "NeuronMatch",
+    "NullBand",
+    "assign_heads",
+    "composition_baseline",
+    "composition_null",
+    "composition_scores",
+    "factored_composition",
+    "fold_norm",
+    "fold_norms",
+    "head_cos",
+    "match_heads",
+    "match_neurons",
+    "neuron_similarity",
+    "permutation_null",
+    "random_orthogonal",
+    "residual_rotation_null",
+    "rotate_residual",
     "NULL_KINDS",
     "attention_entropy",
     "head_factors",
