@@ -6,6 +6,7 @@ this package imports no torch: only an analysis' ``run`` does.
 """
 
 from .base import Analysis, RunContext
+from .gauge import Gauge
 from .heads import Heads
 from .params import Param, Params
 from .registry import defaults, get, names, register, resolve, unregister
@@ -13,6 +14,7 @@ from .weights import Weights
 
 register(Weights())
 register(Heads())
+register(Gauge())
 
 __all__ = ["Analysis", "Param", "Params", "RunContext", "defaults", "get", "names", "register", "resolve",
            "unregister"]

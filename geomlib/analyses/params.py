@@ -62,7 +62,8 @@ class Param:
         if value is None:
             if self.default is None:
                 return None
-            raise InvalidArgumentError(f"{where} is not allowed; pass a {self.type.__name__} (default {self.default!r})")
+            raise InvalidArgumentError(
+                f"{where} is not allowed; pass a {self.type.__name__} (default {self.default!r})")
         if self.type is bool:
             if not isinstance(value, bool):
                 raise InvalidArgumentError(f"{where} is not allowed; pass True or False")
@@ -70,7 +71,8 @@ class Param:
         if self.type in (int, float):
             ok = isinstance(value, (int, float) if self.type is float else int) and not isinstance(value, bool)
             if not ok:
-                raise InvalidArgumentError(f"{where} is not allowed; pass {'a number' if self.type is float else 'an integer'}")
+                what = "a number" if self.type is float else "an integer"
+                raise InvalidArgumentError(f"{where} is not allowed; pass {what}")
             if self.min is not None and value < self.min:
                 raise InvalidArgumentError(f"{where} is not allowed; pass a value of at least {self.min:g}")
         elif self.type is str and not isinstance(value, (str, os.PathLike)):

@@ -586,4 +586,5 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
     )
 
 
-__all__ = ["EntropyResult", "TEXT_SOURCE", "attention_entropy", "builtin_text", "check_memory_budget", "check_tokenizer"]
+__all__ = ["EntropyResult", "TEXT_SOURCE", "attention_entropy", "builtin_text", "check_memory_budget",
+           "check_tokenizer"]

@@ -93,7 +93,7 @@ def test_toy_parameters_are_validated_before_any_work(toy, model, tmp_path, caps
 
 def test_unregistered_analysis_is_unknown(model, tmp_path):
     path, _ = model
-    with pytest.raises(InvalidArgumentError, match="not all known; choose from weights, heads"):
+    with pytest.raises(InvalidArgumentError, match="not all known; choose from weights, heads, gauge"):
         geomlib.compute(str(path), "toy", tmp_path, progress=False)
     with pytest.raises(InvalidArgumentError, match="unknown keyword"):
         geomlib.compute(str(path), "weights", tmp_path, progress=False, toy={"factor": 1.0})

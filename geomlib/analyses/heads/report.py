@@ -97,12 +97,14 @@ def seed002(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
     iu = np.triu_indices(n, 1)
     per_head = np.array([np.nanmean(sc.sel(head=h).values[iu]) for h in range(H)])
     m, s = _band(ds, kind, "shape_cos")
-    out = ["", f"=== Do the {K} spectra keep their shape σ/σ_max across layers? Per-head mean pairwise cos [seed 002] ===",
+    out = ["", f"=== Do the {K} spectra keep their shape σ/σ_max across layers? Per-head mean pairwise cos "
+               "[seed 002] ===",
            f" mean {per_head.mean():.4f} std {per_head.std():.4f} min {per_head.min():.4f} max {per_head.max():.4f}"
            f"   [{_band_text(m, s)}]",
            " " + _beside(float(per_head.mean()), m, s, "shapes agree more than random heads' do",
                          "shapes agree less than random heads' do")]
-    out += ["", f"=== Is layer L's {K} spectrum a rescaled copy of anchor L={anchor}'s? Scalar rescale fit [seed 002] ==="]
+    out += ["", f"=== Is layer L's {K} spectrum a rescaled copy of anchor L={anchor}'s? Scalar rescale fit "
+                "[seed 002] ==="]
     out.append(f" {'L':>3} {'mean resid':>10} {'max resid':>10} {'mean T':>8}")
     rr = ds["head_rescale_resid"].sel(operator=kind).sel(layer_b=anchor)
     TT = ds["head_rescale_T"].sel(operator=kind).sel(layer_b=anchor)
@@ -120,7 +122,8 @@ def seed002(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
         out.append(f" corr(T_L^h, entropy_L^h) = {cT:+.3f} (the seed expected negative: larger T, sharper, lower "
                    f"entropy); corr(op_norm, entropy) = {cO:+.3f}")
     else:
-        out.append(" attention entropy not available: correlations skipped (the forward pass was skipped or had no tokenizer)")
+        out.append(" attention entropy not available: correlations skipped (the forward pass was skipped or had no "
+                   "tokenizer)")
     out += ["", f"=== Do the heads of one layer share a {K} spectrum shape? Cross-head similarity [seed 002] ==="]
     ch = ds["head_cross_head_shape_cos"].sel(operator=kind).values
     out.append(" " + " ".join(f"{L}:{x:.3f}" for L, x in enumerate(ch)))

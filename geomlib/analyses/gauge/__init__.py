@@ -1,0 +1,42 @@
+"""The ``gauge`` analysis: layers compared modulo the symmetries the network really has.
+
+MLP neurons and attention heads are matched between layers (one permutation
+for gate/up/down, a GQA-consistent head assignment, each head's operators
+invariant to its GL(d)), norm gains folded into the matrices they feed, and
+every matched cosine is set against a null that keeps each layer's internal
+structure and destroys only the shared residual basis.  The index-paired
+metrics of the ``weights`` and ``heads`` analyses stay as they are, labelled.
+The computation lives in :mod:`.compute` (torch, scipy).
+"""
+
+from __future__ import annotations
+
+from ..base import Analysis
+from ..params import Param, block_mib, null_draws, seed
+
+
+class Gauge(Analysis):
+    name = "gauge"
+    title = "gauge-aware: matched MLP neurons and heads between layers, against a residual-rotation null"
+    schema_version = 1
+    default = False  # not yet in the default suite (the dashboard views and demo caches come with it)
+    params = (
+        Param("pairs", "adjacent", str, "layer pairs that are matched", choices=("adjacent", "all")),
+        null_draws(4, "residual-side rotations of layer_b, adjacent pairs"),
+        seed(),
+        Param("fold_norms", True, bool, "compare W·diag(γ): norm gains folded into the matrices they feed"),
+        block_mib("the layers held when every pair is matched"),
+    )
+
+    def run(self, ckpt, params, ctx):
+        from .compute import run
+
+        return run(ckpt, params, ctx)
+
+    def report(self, ds, anchor=-1):
+        from .report import sections
+
+        return sections(ds)
+
+
+__all__ = ["Gauge"]

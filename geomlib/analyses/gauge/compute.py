@@ -1,0 +1,209 @@
+"""Matched neurons and heads between layers, streamed: O(1) layers for adjacent pairs, a chunk for all pairs.
+
+For each pair (L, L') the MLP neurons of L' are matched to those of L under
+the model's neuron group (:func:`~geomlib.metrics.matching.match_neurons`) and
+its heads under the GQA-consistent head group with per-head GL(d)
+(:func:`~geomlib.metrics.matching.match_heads`), after folding the norm gains
+into the matrices they feed.  Adjacent pairs also get the residual-rotation
+null: the same matching after a Haar rotation of the residual side of L'.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from functools import partial
+from typing import Iterator
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ...arch.symmetry import symmetry_group
+from ...errors import GeomlibWarning
+from ...metrics.matching import fold_norms, match_heads, match_neurons, residual_rotation_null
+from ...model.checkpoint import Checkpoint
+from ...store.provenance import provenance
+from ..base import RunContext
+from ..heads import OPERATORS, operators_of
+from ..params import Params
+from ..streaming import layers_within, n_pairs, pairs
+
+MLP_FAMILIES = ("gate_proj", "up_proj", "down_proj")
+
+
+def mlp_views(families, scale: str) -> list[str]:
+    """The matched quantities of an MLP under ``scale`` (see :mod:`geomlib.metrics.matching`), then their mean."""
+    gate = ["gate"] if "gate_proj" in families else []
+    return gate + (["up_down"] if scale == "signed" else ["up", "down"]) + ["mean"]
+
+
+def _split(w: dict) -> tuple[dict, dict]:
+    mlp = {f: t for f, t in w.items() if f in MLP_FAMILIES}
+    att = {f: t for f, t in w.items() if f in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    return mlp, att
+
+
+def _recorded(ctx: RunContext, fn):
+    """``fn`` whose GeomlibWarnings (a zero family...) are recorded in the run's provenance."""
+
+    def wrapped(*args, **kwargs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", GeomlibWarning)
+            res = fn(*args, **kwargs)
+        for w in caught:
+            if issubclass(w.category, GeomlibWarning):
+                ctx.warn(str(w.message))
+            else:
+                warnings.warn(w.message, w.category, stacklevel=2)
+        return res
+
+    return wrapped
+
+
+def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
+    """The gauge analysis of ``ckpt`` as a Dataset."""
+    n, H = ckpt.n_layers, ckpt.n_heads
+    group = symmetry_group(ckpt.arch, ckpt.config)
+    has_mlp = all(f in ckpt.families for f in ("up_proj", "down_proj"))
+    ops = operators_of(ckpt.families)
+    views = mlp_views(ckpt.families, group.mlp_neuron_scale) if has_mlp else []
+    norms = sorted({nf for nf, _ in group.norm_folds}) if params.fold_norms else []
+    fams = [f for f in ckpt.families if f in MLP_FAMILIES or f in ("q_proj", "k_proj", "v_proj", "o_proj")
+            or f in norms]
+    match_mlp = partial(match_neurons, scale=group.mlp_neuron_scale)
+    match_att = partial(match_heads, n_heads=H, n_kv_heads=ckpt.n_kv_heads, head_dim=ckpt.head_dim,
+                        head_perm=group.head_perm, operators=tuple(ops))
+    match_mlp, match_att = _recorded(ctx, match_mlp), _recorded(ctx, match_att)
+
+    nan = np.nan
+    V, O = len(views), len(ops)
+    out = {
+        "mlp_matched_cos": np.full((V, n, n), nan), "mlp_same_index_cos": np.full((V, n, n), nan),
+        "mlp_frac_fixed": np.full((n, n), nan),
+        "mlp_matched_null_mean": np.full((V, n), nan), "mlp_matched_null_std": np.full((V, n), nan),
+        "head_matched_cos": np.full((O, n, n), nan), "head_same_index_cos": np.full((O, n, n), nan),
+        "head_different_index_cos": np.full((O, n, n), nan), "head_unmatched_cos": np.full((O, n, n), nan),
+        "head_assignment": np.full((n, n, H), -1, dtype=np.int64),
+        "head_matched_null_mean": np.full((O, n), nan), "head_matched_null_std": np.full((O, n), nan),
+    }
+    finite = [True] * n
+
+    def load(L: int) -> tuple[dict, dict]:
+        w = ckpt.layer(L, fams, device=ctx.device)
+        if not all(bool(torch.isfinite(t).all()) for t in w.values()):
+            ctx.warn(f"layer {L} has NaN or Inf weights: its matched values are NaN")
+            finite[L] = False
+        if params.fold_norms:
+            w = fold_norms(w, group.norm_folds, ckpt.norm_offset)
+        return _split(w)
+
+    def pair_stream() -> Iterator[tuple[int, tuple, int, tuple]]:
+        if params.pairs == "all":
+            per_layer = sum(math.prod(ckpt._store.info(ckpt.tensor_names(0)[f]).shape) for f in fams
+                            if f in ckpt.tensor_names(0)) * 8
+            yield from pairs(range(n), layers_within(params.block_mib * 2**20, per_layer, n), load, diagonal=False)
+            return
+        prev = load(0) if n else None
+        for L in range(1, n):
+            cur = load(L)
+            yield L - 1, prev, L, cur
+            prev = cur
+
+    def record(L1: int, L2: int, a: tuple, b: tuple) -> None:
+        if not (finite[L1] and finite[L2]):
+            return  # NaN in, NaN out: the matchings would only warn
+        if has_mlp:
+            m = match_mlp(a[0], b[0])
+            for i, v in enumerate(views):
+                out["mlp_matched_cos"][i, L1, L2] = out["mlp_matched_cos"][i, L2, L1] = m.matched_cos[v]
+                out["mlp_same_index_cos"][i, L1, L2] = out["mlp_same_index_cos"][i, L2, L1] = m.same_index_cos[v]
+            out["mlp_frac_fixed"][L1, L2] = out["mlp_frac_fixed"][L2, L1] = m.frac_fixed
+        if ops:
+            h = match_att(a[1], b[1])
+            for i, op in enumerate(ops):
+                out["head_matched_cos"][i, L1, L2] = out["head_matched_cos"][i, L2, L1] = h.matched_cos[op]
+                out["head_same_index_cos"][i, L1, L2] = out["head_same_index_cos"][i, L2, L1] = h.same_index_cos[op]
+                diff = float(h.different_index[op].mean()) if h.different_index[op].numel() else nan
+                out["head_different_index_cos"][i, L1, L2] = out["head_different_index_cos"][i, L2, L1] = diff
+                off = torch.ones(H, H, dtype=torch.bool)
+                off[torch.arange(H), h.perm] = False
+                bg = float(h.cos[op][off].mean()) if H > 1 else nan
+                out["head_unmatched_cos"][i, L1, L2] = out["head_unmatched_cos"][i, L2, L1] = bg
+            out["head_assignment"][L1, L2] = h.perm.numpy()
+            out["head_assignment"][L2, L1] = torch.argsort(h.perm).numpy()  # the inverse matching
+        if L2 == L1 + 1 and params.null_draws:
+            s = params.seed + L1
+            if has_mlp:
+                band = residual_rotation_null(a[0], b[0], match_mlp, params.null_draws, s)
+                for i, v in enumerate(views):
+                    out["mlp_matched_null_mean"][i, L1], out["mlp_matched_null_std"][i, L1] = band.mean[v], band.std[v]
+            if ops:
+                band = residual_rotation_null(a[1], b[1], match_att, params.null_draws, s)
+                for i, op in enumerate(ops):
+                    out["head_matched_null_mean"][i, L1] = band.mean[op]
+                    out["head_matched_null_std"][i, L1] = band.std[op]
+
+    total = n_pairs(n, diagonal=False) if params.pairs == "all" else max(n - 1, 0)
+    bar = ctx.bar(total=total, desc="gauge matching", unit="pair")
+    with torch.no_grad():
+        for L1, a, L2, b in pair_stream():
+            record(L1, L2, a, b)
+            bar.update(1)
+    bar.close()
+    for L in range(n):  # a layer against itself: the identity matching, cos 1
+        if finite[L]:
+            for k in ("mlp_matched_cos", "mlp_same_index_cos", "head_matched_cos", "head_same_index_cos"):
+                out[k][:, L, L] = 1.0 if out[k].shape[0] else out[k][:, L, L]
+            out["mlp_frac_fixed"][L, L] = 1.0 if has_mlp else nan
+            out["head_assignment"][L, L] = np.arange(H)
+    return _dataset(ckpt, params, ctx, out, views, ops, group)
+
+
+_DESC = {
+    "mlp_matched_cos": "cosine of layer and layer_b's MLPs after matching layer_b's neurons to layer's (one "
+                       "permutation for gate/up/down, plus the per-neuron sign/scale the activation allows; "
+                       "gate: rows; up_down: the rank-1 maps down_i up_iᵀ; mean: their mean, what the matching "
+                       "maximised); invariant to every symmetry of either layer",
+    "mlp_same_index_cos": "the same quantities pairing neuron i with neuron i (index-paired, gauge-confounded)",
+    "mlp_frac_fixed": "fraction of neurons the matching pairs with their own index",
+    "mlp_matched_null_mean": "pair (layer, layer+1): mlp_matched_cos after a Haar rotation of layer+1's residual "
+                             "side (keeps each layer's internal structure, destroys the shared residual basis)",
+    "mlp_matched_null_std": "standard deviation over those rotations",
+    "head_matched_cos": "mean over heads of the operator cosine after matching layer_b's heads to layer's (joint QK "
+                        "and OV assignment, GQA-consistent); invariant to each head's GL(d) and to head order",
+    "head_same_index_cos": "mean operator cosine pairing head h with head h (index-paired)",
+    "head_different_index_cos": "mean operator cosine over pairs of heads with different indices (index-paired "
+                                "background, next to head_same_index_cos)",
+    "head_unmatched_cos": "mean operator cosine over the pairs of heads the matching did not pair (the invariant "
+                          "background of head_matched_cos)",
+    "head_assignment": "head h of layer is matched to head head_assignment[layer, layer_b, h] of layer_b (-1: none)",
+    "head_matched_null_mean": "pair (layer, layer+1): head_matched_cos after a Haar rotation of layer+1's residual "
+                              "side",
+    "head_matched_null_std": "standard deviation over those rotations",
+}
+
+
+def _dataset(ckpt, params, ctx, out, views, ops, group) -> xr.Dataset:
+    VLL, OLL = ("mlp_view", "layer", "layer_b"), ("operator", "layer", "layer_b")
+    dims = {"mlp_matched_cos": VLL, "mlp_same_index_cos": VLL, "mlp_frac_fixed": ("layer", "layer_b"),
+            "mlp_matched_null_mean": ("mlp_view", "layer"), "mlp_matched_null_std": ("mlp_view", "layer"),
+            "head_matched_cos": OLL, "head_same_index_cos": OLL, "head_different_index_cos": OLL,
+            "head_unmatched_cos": OLL,
+            "head_assignment": ("layer", "layer_b", "head"),
+            "head_matched_null_mean": ("operator", "layer"), "head_matched_null_std": ("operator", "layer")}
+    n = ckpt.n_layers
+    ds = xr.Dataset({k: (dims[k], v) for k, v in out.items()},
+                    coords={"mlp_view": views, "operator": list(ops), "layer": np.arange(n),
+                            "layer_b": np.arange(n), "head": np.arange(ckpt.n_heads)})
+    for k, text in _DESC.items():
+        ds[k].attrs["description"] = text
+    ds.attrs.update(provenance(ckpt, "gauge", params, ctx))
+    ds.attrs.update({
+        "symmetry_group": (f"{group.model_type}: MLP neuron scale {group.mlp_neuron_scale}, heads "
+                           f"{group.head_perm}, QK {group.qk_group}, OV {group.ov_group}, norm folds "
+                           + (", ".join(f"{nf}->{'/'.join(fs)}" for nf, fs in group.norm_folds) or "none")),
+        "symmetry_notes": group.notes,
+        "gauge_operators": ",".join(op for op in OPERATORS if op in ops),
+    })
+    return ds

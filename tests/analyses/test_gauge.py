@@ -1,0 +1,162 @@
+"""The gauge analysis: matched neurons and heads are invariant to the network's true symmetries.
+
+Each function-preserving edit is applied to a checkpoint written in the test
+(float64, so the edits are exact), a transformers forward pass proves the
+outputs unchanged, and every gauge variable must stay put; a function-changing
+edit (rotating one layer's residual side) must move them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import geomlib
+from geomlib.errors import GeomlibWarning
+from geomlib.metrics.matching import random_orthogonal
+from tests.factories.hf import save_model, tiny_model
+
+H, KV, D = 4, 2, 8
+VARS = ("mlp_matched_cos", "mlp_matched_null_mean", "mlp_matched_null_std", "head_matched_cos",
+        "head_unmatched_cos", "head_matched_null_mean", "head_matched_null_std")
+
+
+def _model(seed=0, n_layers=3):
+    return tiny_model("llama", n_layers, seed).double()
+
+
+def _ids():
+    return torch.arange(1, 17)[None] % 64
+
+
+def _out(model):
+    with torch.no_grad():
+        return model(_ids()).last_hidden_state
+
+
+def gauge_edit(layer, gen: torch.Generator) -> None:
+    """A function-preserving edit of one llama layer, in place: neurons permuted with signed scales,
+    heads permuted GQA-consistently, per-kv-head GL(d) on OV, a q/k scale trade, γ traded with columns."""
+    mlp, att = layer.mlp, layer.self_attn
+    with torch.no_grad():
+        I = mlp.up_proj.weight.shape[0]
+        p = torch.randperm(I, generator=gen)
+        c = 2.0 ** torch.randint(-2, 3, (I,), generator=gen).double()
+        c = c * torch.where(torch.rand(I, generator=gen) < 0.5, -1.0, 1.0).double()
+        mlp.gate_proj.weight.copy_(mlp.gate_proj.weight[p])
+        mlp.up_proj.weight.copy_(mlp.up_proj.weight[p] * c[:, None])
+        mlp.down_proj.weight.copy_(mlp.down_proj.weight[:, p] / c[None, :])
+        # heads: kv groups swapped, the two query heads of each group swapped
+        g = [1, 0]
+        qperm = [g[j // 2] * 2 + (1 - j % 2) for j in range(H)]
+        rows = lambda w, order: torch.cat([w[i * D:(i + 1) * D] for i in order])  # noqa: E731
+        att.q_proj.weight.copy_(rows(att.q_proj.weight, qperm))
+        att.k_proj.weight.copy_(rows(att.k_proj.weight, g))
+        att.v_proj.weight.copy_(rows(att.v_proj.weight, g))
+        att.o_proj.weight.copy_(torch.cat([att.o_proj.weight[:, i * D:(i + 1) * D] for i in qperm], dim=1))
+        # OV: W_V -> B W_V per kv head, W_O -> W_O B^-1 for the query heads reading it
+        for k in range(KV):
+            B = torch.randn(D, D, generator=gen, dtype=torch.float64) + 3 * torch.eye(D, dtype=torch.float64)
+            att.v_proj.weight[k * D:(k + 1) * D] = B @ att.v_proj.weight[k * D:(k + 1) * D]
+            for h in range(H):
+                if h // (H // KV) == k:
+                    cols = slice(h * D, (h + 1) * D)
+                    att.o_proj.weight[:, cols] = att.o_proj.weight[:, cols] @ torch.linalg.inv(B)
+        # QK under RoPE: a positive scale traded between W_Q and W_K
+        att.q_proj.weight.mul_(2.0)
+        att.k_proj.weight.mul_(0.5)
+        # γ against the columns it feeds
+        s = 2.0 ** torch.randint(-1, 2, (layer.input_layernorm.weight.shape[0],), generator=gen).double()
+        layer.input_layernorm.weight.mul_(s)
+        for lin in (att.q_proj, att.k_proj, att.v_proj):
+            lin.weight.div_(s[None, :])
+
+
+def _compute(model, path, **gauge):
+    save_model(model, path, torch.float64)
+    return geomlib.compute(str(path), "gauge", path.parent / "cache", progress=False, gauge={"null_draws": 3, **gauge})
+
+
+@pytest.mark.parametrize("pairs", ["adjacent", "all"])
+def test_function_preserving_edits_leave_every_gauge_variable_unchanged(tmp_path, pairs):
+    model = _model()
+    before_out = _out(model)
+    before = _compute(model, tmp_path / "a", pairs=pairs)
+    gauge_edit(model.layers[1], torch.Generator().manual_seed(1))
+    torch.testing.assert_close(_out(model), before_out, rtol=1e-10, atol=1e-10)  # the same function
+    after = _compute(model, tmp_path / "b", pairs=pairs)
+    for v in VARS:
+        np.testing.assert_allclose(after[v].values, before[v].values, rtol=1e-9, atol=1e-12, err_msg=v)
+    # the index-paired numbers (and how many neurons keep their index) are not invariant: that is the point
+    assert not np.allclose(after.mlp_same_index_cos.values, before.mlp_same_index_cos.values, equal_nan=True)
+    assert not np.allclose(after.head_same_index_cos.values, before.head_same_index_cos.values, equal_nan=True)
+    assert np.isfinite(before.mlp_matched_cos.sel(layer=0, layer_b=1)).all()
+
+
+def test_a_gauge_transformed_copy_matches_with_cos_one(tmp_path):
+    model = _model()
+    with torch.no_grad():
+        model.layers[1].load_state_dict(model.layers[0].state_dict())
+    gauge_edit(model.layers[1], torch.Generator().manual_seed(2))
+    ds = _compute(model, tmp_path / "m")
+    np.testing.assert_allclose(ds.mlp_matched_cos.sel(layer=0, layer_b=1).values, 1.0, atol=1e-9)
+    np.testing.assert_allclose(ds.head_matched_cos.sel(layer=0, layer_b=1).values, 1.0, atol=1e-9)
+    assert (ds.mlp_same_index_cos.sel(layer=0, layer_b=1).values < 0.5).all()
+    assert (ds.head_matched_cos.sel(layer=0, layer_b=1) > ds.head_matched_null_mean.sel(layer=0) + 0.5).all()
+    # heads matched back to where they came from: query head j of layer 0 is head qperm^-1[j] of layer 1
+    assert sorted(ds.head_assignment.sel(layer=0, layer_b=1).values.tolist()) == list(range(H))
+
+
+def test_rotating_a_residual_side_changes_the_matching(tmp_path):
+    model = _model()
+    before_out = _out(model)
+    before = _compute(model, tmp_path / "a")
+    R = random_orthogonal(model.config.hidden_size, torch.Generator().manual_seed(3))
+    lay = model.layers[1]
+    with torch.no_grad():
+        for lin in (lay.self_attn.q_proj, lay.self_attn.k_proj, lay.self_attn.v_proj, lay.mlp.gate_proj,
+                    lay.mlp.up_proj):
+            lin.weight.copy_(lin.weight @ R.T)
+        for lin in (lay.self_attn.o_proj, lay.mlp.down_proj):
+            lin.weight.copy_(R @ lin.weight)
+    assert not torch.allclose(_out(model), before_out)  # not a symmetry: the model changed
+    after = _compute(model, tmp_path / "b")
+    for v in ("mlp_matched_cos", "head_matched_cos"):
+        assert not np.allclose(after[v].sel(layer=0, layer_b=1).values, before[v].sel(layer=0, layer_b=1).values)
+
+
+def test_independent_layers_fall_inside_the_null_band(tmp_path):
+    ds = _compute(_model(seed=5, n_layers=4), tmp_path / "r", pairs="adjacent")
+    for v, stem in (("mlp_matched_cos", "mlp_matched"), ("head_matched_cos", "head_matched")):
+        m, s = ds[f"{stem}_null_mean"].isel(layer=slice(0, -1)), ds[f"{stem}_null_std"].isel(layer=slice(0, -1))
+        x = xr_adjacent(ds[v])
+        assert (abs(x - m) < 4 * s + 0.05).all(), (v, x.values, m.values, s.values)
+
+
+def xr_adjacent(da):
+    from geomlib.analyses.phases import adjacent
+
+    return adjacent(da)
+
+
+def test_nan_weights_give_nan_and_a_warning_and_the_run_finishes(tmp_path):
+    model = _model()
+    with torch.no_grad():
+        model.layers[2].mlp.up_proj.weight[0, 0] = float("nan")
+    save_model(model, tmp_path / "n", torch.float64)
+    with pytest.warns(GeomlibWarning, match="layer 2 has NaN or Inf"):
+        ds = geomlib.compute(str(tmp_path / "n"), "gauge", tmp_path / "c", progress=False, gauge={"null_draws": 2})
+    assert np.isnan(ds.mlp_matched_cos.sel(layer=1, layer_b=2)).all()
+    assert np.isfinite(ds.mlp_matched_cos.sel(layer=0, layer_b=1)).all()
+    assert "layer 2 has NaN" in ds.attrs["warnings"]
+
+
+def test_gauge_is_labelled_and_reported(tmp_path):
+    ds = _compute(_model(), tmp_path / "l")
+    assert "rope" in ds.attrs["symmetry_group"] and "gqa-groups" in ds.attrs["symmetry_group"]
+    from geomlib.analyses.report import render
+
+    text = render(ds)
+    assert "Do adjacent layers' MLPs share structure once neurons are matched?" in text
+    assert "matching raises the adjacent operator cos" in text
