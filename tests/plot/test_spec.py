@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -14,21 +13,9 @@ from geomlib.plot import export, views
 from geomlib.plot.layout import build_figure, panels, standalone
 from geomlib.plot.names import VIEW_NAMES
 from geomlib.plot.spec import CLICKS, FIELDS, Panel, PanelSpec, Selection, ViewSpec, build_panel
-from geomlib.store import cached
 
-ROOT = Path(__file__).resolve().parents[2]
 SELECTIONS = [Selection(), Selection(anchor=3, family="input_ln", phase="A", operator="ov", head=2,
                                      op_metric="pa_mean", pair=(1, 2)), Selection(family="v_proj", head=5, pair=(0, 3))]
-
-
-@pytest.fixture(scope="module")
-def smol():
-    return cached("demo:smollm2-135m", ROOT / "cache")
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    return cached("demo:minilm-l6", ROOT / "cache")
 
 
 def _only(ds, analysis: str, prefixes: tuple[str, ...]):

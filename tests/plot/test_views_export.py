@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,19 +12,6 @@ from geomlib.plot import export, views
 from geomlib.plot.layout import build_figure, caption, standalone
 from geomlib.plot.names import FORMATS, VIEW_NAMES
 from geomlib.plot.views import Selection
-from geomlib.store import cached
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def smol():
-    return cached("demo:smollm2-135m", ROOT / "cache")
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    return cached("demo:minilm-l6", ROOT / "cache")
 
 
 SELECTIONS = [Selection(), Selection(anchor=3, family="post_attn_ln", phase="A", operator="ov", head=2,
