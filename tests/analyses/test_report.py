@@ -267,14 +267,14 @@ def committed(source: str, analysis: str) -> cache.Entry:
 
 @pytest.mark.parametrize("source", DEMOS)
 def test_committed_demo_datasets_are_current(source):
-    """Every demo has one entry per registered analysis, at the registry's schema version (load would skip it)."""
+    """Every demo has one entry per default analysis, at the registry's schema version (load would skip it)."""
     from geomlib.analyses import registry
 
-    for a in registry.names():
+    for a in registry.defaults():
         e = committed(source, a)
         assert registry.is_current(a, e.schema_version), (source, a, e.schema_version)
     ds = geomlib.load(source, cache_dir=ROOT / "cache")
-    assert ds.attrs["analyses"] == ",".join(registry.names())
+    assert ds.attrs["analyses"] == ",".join(registry.defaults())
 
 
 @pytest.mark.slow
