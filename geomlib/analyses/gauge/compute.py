@@ -154,7 +154,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
     for L in range(n):  # a layer against itself: the identity matching, cos 1
         if finite[L]:
             for k in ("mlp_matched_cos", "mlp_same_index_cos", "head_matched_cos", "head_same_index_cos"):
-                out[k][:, L, L] = 1.0 if out[k].shape[0] else out[k][:, L, L]
+                out[k][:, L, L] = 1.0  # an empty view or operator axis makes this a no-op
             out["mlp_frac_fixed"][L, L] = 1.0 if has_mlp else nan
             out["head_assignment"][L, L] = np.arange(H)
     return _dataset(ckpt, params, ctx, out, views, ops, group)
