@@ -160,3 +160,52 @@ def test_gauge_is_labelled_and_reported(tmp_path):
     text = render(ds)
     assert "Do adjacent layers' MLPs share structure once neurons are matched?" in text
     assert "matching raises the adjacent operator cos" in text
+
+
+@pytest.mark.slow
+def test_real_minilm_weights_neuron_and_head_relabelling_is_invisible_to_gauge(tmp_path):
+    """On the real all-MiniLM-L6-v2 weights: a neuron permutation and a head permutation with per-head GL(d)
+    on OV, applied to one layer, leave the outputs (forward pass) and every matched variable unchanged."""
+    from transformers import AutoModel
+
+    from geomlib.io.demo import demo_path
+
+    src = demo_path("demo:minilm-l6")
+    model = AutoModel.from_pretrained(src, dtype=torch.float64, local_files_only=True, attn_implementation="eager")
+    model.eval()
+    ids = torch.tensor([[101, 7592, 2088, 2003, 1037, 3231, 1997, 1996, 5080, 102]])
+    with torch.no_grad():
+        ref = model(ids).last_hidden_state
+    model.save_pretrained(tmp_path / "a")
+    before = geomlib.compute(str(tmp_path / "a"), "gauge", tmp_path / "c", progress=False, gauge={"null_draws": 2})
+    layer, gen = model.encoder.layer[3], torch.Generator().manual_seed(7)
+    Hh, d = model.config.num_attention_heads, model.config.hidden_size // model.config.num_attention_heads
+    with torch.no_grad():
+        inter, out = layer.intermediate.dense, layer.output.dense
+        p = torch.randperm(inter.weight.shape[0], generator=gen)
+        inter.weight.copy_(inter.weight[p])
+        inter.bias.copy_(inter.bias[p])
+        out.weight.copy_(out.weight[:, p])
+        att, o = layer.attention.self, layer.attention.output.dense
+        hp = torch.randperm(Hh, generator=gen).tolist()
+        rows = torch.cat([torch.arange(h * d, (h + 1) * d) for h in hp])
+        for lin in (att.query, att.key, att.value):
+            lin.weight.copy_(lin.weight[rows])
+            lin.bias.copy_(lin.bias[rows])
+        o.weight.copy_(o.weight[:, rows])
+        for h in range(Hh):  # OV: W_V -> B W_V (and its bias), W_O -> W_O B^-1
+            r = slice(h * d, (h + 1) * d)
+            B = torch.randn(d, d, generator=gen, dtype=torch.float64) / d**0.5 + torch.eye(d, dtype=torch.float64)
+            att.value.weight[r] = B @ att.value.weight[r]
+            att.value.bias[r] = B @ att.value.bias[r]
+            o.weight[:, r] = o.weight[:, r] @ torch.linalg.inv(B)
+        torch.testing.assert_close(model(ids).last_hidden_state, ref, rtol=1e-9, atol=1e-9)
+    model.save_pretrained(tmp_path / "b")
+    after = geomlib.compute(str(tmp_path / "b"), "gauge", tmp_path / "c", progress=False, gauge={"null_draws": 2})
+    for v in VARS:
+        np.testing.assert_allclose(after[v].values, before[v].values, rtol=1e-9, atol=1e-12, err_msg=v)
+    pair = dict(layer=2, layer_b=3)
+    assert not np.allclose(after.mlp_same_index_cos.sel(pair).values, before.mlp_same_index_cos.sel(pair).values)
+    # the real model's adjacent MLPs share structure beyond matching alone (the rotation null)
+    adj = xr_adjacent(before.mlp_matched_cos.sel(mlp_view="mean")).values
+    assert (adj > before.mlp_matched_null_mean.sel(mlp_view="mean").values[:-1] + 0.01).all(), adj
