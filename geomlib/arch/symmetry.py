@@ -41,7 +41,7 @@ QK pair (``qk_group``), per kv group, with ``logit = x_dstᵀ W_Qᵀ R_δ W_K x_
     operator ``W_Qᵀ W_K`` and its cosines are invariant under all of them; under
     RoPE they are also coarser than the group (two heads equal up to a GL(d) that
     does not commute with RoPE get cosine 1 but differ as functions).
-    :func:`geomlib.metrics.matching.head_cos` with ``kind="qk_rope"`` resolves
+    :func:`geomlib.metrics.head_matching.head_cos` with ``kind="qk_rope"`` resolves
     the rotary pairs and is invariant under exactly the RoPE group.
 OV pair (``ov_group``)
     ``W_V → B W_V, W_O → W_O B⁻¹`` with any ``B ∈ GL(d)`` (per kv group; the

@@ -7,22 +7,9 @@ the Dataset.
 from .attention import attention_entropy, mean_entropy
 from .composition import composition_baseline, composition_null, composition_scores, factored_composition
 from .linalg import gram_eigvals, spectral_entropy, svd_flip
-from .matching import (
-    HeadMatch,
-    NeuronMatch,
-    NullBand,
-    assign_heads,
-    fold_norm,
-    fold_norms,
-    head_cos,
-    match_heads,
-    match_neurons,
-    neuron_similarity,
-    permutation_null,
-    random_orthogonal,
-    residual_rotation_null,
-    rotate_residual,
-)
+from .gauge_nulls import NullBand, permutation_null, random_orthogonal, residual_rotation_null, rotate_residual
+from .head_matching import HeadMatch, assign_heads, head_cos, match_heads
+from .matching import NeuronMatch, fold_norm, fold_norms, match_neurons, neuron_similarity
 from .operators import (
     head_factors,
     operator_gram,

@@ -14,7 +14,7 @@ import torch
 
 import geomlib
 from geomlib.errors import GeomlibWarning
-from geomlib.metrics.matching import random_orthogonal
+from geomlib.metrics.gauge_nulls import random_orthogonal
 from tests.factories.hf import save_model, tiny_model
 
 H, KV, D = 4, 2, 8

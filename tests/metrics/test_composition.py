@@ -16,7 +16,7 @@ from geomlib.metrics.composition import (
     composition_scores,
     factored_composition,
 )
-from geomlib.metrics.matching import random_orthogonal, rotate_residual
+from geomlib.metrics.gauge_nulls import random_orthogonal, rotate_residual
 
 D = torch.float64
 

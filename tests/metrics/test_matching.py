@@ -15,19 +15,9 @@ from hypothesis import strategies as st
 
 from geomlib.arch.symmetry import symmetry_group
 from geomlib.errors import GeomlibWarning, InvalidArgumentError
-from geomlib.metrics.matching import (
-    assign_heads,
-    fold_norm,
-    fold_norms,
-    head_cos,
-    match_heads,
-    match_neurons,
-    neuron_similarity,
-    permutation_null,
-    random_orthogonal,
-    residual_rotation_null,
-    rotate_residual,
-)
+from geomlib.metrics.gauge_nulls import permutation_null, random_orthogonal, residual_rotation_null, rotate_residual
+from geomlib.metrics.head_matching import assign_heads, head_cos, match_heads
+from geomlib.metrics.matching import fold_norm, fold_norms, match_neurons, neuron_similarity
 
 D = torch.float64
 

@@ -3,7 +3,7 @@
 For each pair (L, L') the MLP neurons of L' are matched to those of L under
 the model's neuron group (:func:`~geomlib.metrics.matching.match_neurons`) and
 its heads under the GQA-consistent head group with per-head GL(d)
-(:func:`~geomlib.metrics.matching.match_heads`), after folding the norm gains
+(:func:`~geomlib.metrics.head_matching.match_heads`), after folding the norm gains
 into the matrices they feed.  Adjacent pairs also get the residual-rotation
 null: the same matching after a Haar rotation of the residual side of L'.
 """
@@ -21,7 +21,9 @@ import xarray as xr
 
 from ...arch.symmetry import symmetry_group
 from ...errors import GeomlibWarning
-from ...metrics.matching import fold_norms, match_heads, match_neurons, residual_rotation_null
+from ...metrics.gauge_nulls import residual_rotation_null
+from ...metrics.head_matching import match_heads
+from ...metrics.matching import fold_norms, match_neurons
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import RunContext
