@@ -102,8 +102,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
 
     def pair_stream() -> Iterator[tuple[int, tuple, int, tuple]]:
         if params.pairs == "all":
-            per_layer = sum(math.prod(ckpt._store.info(ckpt.tensor_names(0)[f]).shape) for f in fams
-                            if f in ckpt.tensor_names(0)) * 8
+            per_layer = sum(math.prod(ckpt.block_axis(f)) for f in fams) * 8  # float64 elements of one layer
             yield from pairs(range(n), layers_within(params.block_mib * 2**20, per_layer, n), load, diagonal=False)
             return
         prev = load(0) if n else None

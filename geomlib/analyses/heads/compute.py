@@ -54,10 +54,6 @@ def _factors(ckpt: Checkpoint, w: dict, kind: str):
     return head_factors(w, ckpt.n_heads, ckpt.n_kv_heads, ckpt.head_dim, kind)
 
 
-def _kinds(ckpt: Checkpoint) -> list[str]:
-    return operators_of(ckpt.families)
-
-
 def _pairwise(n: int, fn) -> np.ndarray:
     """Stack ``fn(L)`` -> (n, ...) over L into (n, n, ...)."""
     return np.stack([fn(L) for L in range(n)])
@@ -66,7 +62,7 @@ def _pairwise(n: int, fn) -> np.ndarray:
 def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
     dev = ctx.device
     n, H, d = ckpt.n_layers, ckpt.n_heads, ckpt.head_dim
-    kinds = _kinds(ckpt)
+    kinds = operators_of(ckpt.families)
     fams = sorted({f for k in kinds for f in OPERATORS[k]})
     k = params.k
     red = {kind: {"sv": np.full((n, H, d), np.nan), "eig": np.full((n, H, 2 * d), np.nan),
@@ -88,7 +84,7 @@ def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
             r["vecs"][L] = s["eigvecs"].cpu()
     # pass 2: the all-pairs gram, a chunk of layers held, the rest streamed past
     gram = {kind: np.full((n, n, H), np.nan) for kind in kinds}
-    per_layer = sum(math.prod(ckpt._store.info(ckpt.tensor_names(0)[f]).shape) for f in fams) * 8
+    per_layer = sum(math.prod(ckpt.block_axis(f)) for f in fams) * 8  # float64 elements of one layer
     ok = [L for L in range(n) if present[L]]
     chunk = layers_within(params.block_mib * 2**20, 2 * per_layer, len(ok))
 
@@ -155,7 +151,7 @@ def _nulls(ckpt: Checkpoint, params: Params, dev: torch.device) -> dict:
     """Null distributions of the pairwise metrics for random Gaussian heads of the model's shapes."""
     d, hidden, k = ckpt.head_dim, ckpt.hidden, params.k
     out = {}
-    for i, kind in enumerate(_kinds(ckpt)):
+    for i, kind in enumerate(operators_of(ckpt.families)):
         mean = np.full(len(NULL_METRICS), np.nan)
         std = np.full(len(NULL_METRICS), np.nan)
         if params.null_draws:
