@@ -86,6 +86,15 @@ class RunContext:
         return torch.__version__.split("+")[0]
 
 
+#: ``attrs["pairing"]`` of each variable, from its analysis' :attr:`Analysis.pairing`
+PAIRING = {
+    "index": "index-paired: neuron i (head h) of layer with neuron i (head h) of layer_b, as the seeds did; "
+             "confounded by the network's per-layer symmetries (see the gauge analysis)",
+    "matched": "matched: layer_b's neurons and heads aligned to layer's by the optimal assignment under the "
+               "model's symmetry group; invariant to those symmetries",
+}
+
+
 class Analysis:
     """One analysis: what it is called, its parameters, and how it runs.
 
@@ -104,6 +113,11 @@ class Analysis:
         Its parameters (validated declaratively, see :mod:`geomlib.analyses.params`).
     default : bool
         Computed by default (``geomlib.compute(source)`` and ``geomlib compute``).
+    pairing : str
+        How its cross-layer variables pair units, copied into each variable's
+        ``attrs["pairing"]`` unless the analysis set it: ``"index"`` (neuron i
+        with neuron i, head h with head h, as the seeds did: gauge-confounded)
+        or ``"matched"`` (after the optimal matching under the symmetry group).
     """
 
     name: ClassVar[str] = ""
@@ -111,6 +125,7 @@ class Analysis:
     schema_version: ClassVar[int] = 1
     params: ClassVar[tuple[Param, ...]] = ()
     default: ClassVar[bool] = True
+    pairing: ClassVar[str] = "index"
 
     def make_params(self, given: Params | dict | None = None) -> Params:
         """Validated parameters from a dict (or already made ones)."""

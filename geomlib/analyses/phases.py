@@ -2,8 +2,13 @@
 
 Phases are fitted to the model by default: an exact change-point segmentation
 (:mod:`geomlib.analyses.segment`) of its per-layer attention-entropy profile
-(``attn_entropy``, layer × head) when the dataset has one, of a weight profile
-otherwise.  The seeds instead hard-coded "measured entropy boundaries" for two
+(``attn_entropy``, layer × head, each layer's heads sorted by entropy) when the
+dataset has one, of a weight profile otherwise.  Both profiles are invariant
+to relabelling the heads of a layer, a symmetry of the network: the head
+index is arbitrary, so no boundary may depend on it.  Boundaries fitted to
+the entropy profile come with a bootstrap over the text windows the forward
+pass read (``attn_entropy_windows``): ``phase_boundary_freq`` (per layer) and
+the ``phase_bootstrap`` summary.  The seeds instead hard-coded "measured entropy boundaries" for two
 models and a fractional rule for the rest; :func:`seed_phase` reproduces that
 rule exactly and ``phases="seed"`` applies it.  :func:`phase_labels` applies
 the seed rule or user-given boundaries to a whole model.
@@ -23,7 +28,6 @@ import xarray as xr
 from ..errors import InvalidArgumentError
 from ..validate import positive_int
 from .segment import Segmentation, informative, segment
-
 
 #: seed 000's tables: n_layers -> (model they were measured on, last layer of each phase)
 PRESETS: dict[int, tuple[str, tuple[tuple[str, int], ...]]] = {
@@ -172,12 +176,50 @@ def check_phase_spec(
     return kind
 
 
-def entropy_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, str]:
-    """The (layer, head) attention-entropy profile, or None and why it cannot be used.
+def head_invariant(X) -> np.ndarray:
+    """Each layer's per-head values sorted ascending: features that no relabelling of heads can change.
 
-    Usable when ``attn_entropy`` exists and at least half of the layers
+    Parameters
+    ----------
+    X : array_like, shape (..., head)
+        Per-head values (the last axis is the head axis); NaN for heads
+        without a value.
+
+    Returns
+    -------
+    ndarray, shape (..., head), float64
+        ``out[..., j]`` is the ``j``-th smallest finite value of its row
+        (NaN after the finite ones): the row's order statistics.
+
+    Notes
+    -----
+    Sorting rather than quantiles: every layer of a checkpoint has the same
+    number of heads, so the order statistics are the empirical quantiles at
+    ``(j + ½)/H`` already, in nats and with one value per head, i.e. the same
+    scale, N and penalty as the unsorted profile had.  The segment cost on
+    sorted rows is ``H ×`` the squared 2-Wasserstein distance between each
+    layer's distribution of head entropies and the segment's (the mean of
+    sorted rows is the 1-D Wasserstein barycentre), so a boundary is a change
+    of that distribution, whichever head carries which value.  Under GQA only
+    permutations that respect the kv groups are symmetries; sorting is
+    invariant to every permutation, so to those as well.
+    """
+    return np.sort(np.asarray(X, dtype=np.float64), axis=-1)  # np.sort puts NaN last, whatever the order
+
+
+def entropy_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, str]:
+    """The (layer, head rank) attention-entropy profile, or None and why it cannot be used.
+
+    ``attn_entropy`` with each layer's heads sorted (:func:`head_invariant`).
+    Usable when it exists and at least half of the layers
     (:data:`ENTROPY_MIN_COVERAGE`) have a finite value: with fewer, the
     boundaries would be set by the layers that happen to be measured.
+
+    Returns
+    -------
+    X : ndarray, shape (layer, head), or None
+    text : str
+        What the profile is, or why there is none.
     """
     if "attn_entropy" not in ds.data_vars:
         return None, "no attn_entropy in the dataset"
@@ -185,13 +227,16 @@ def entropy_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, str]:
     if "layer" not in da.dims:
         return None, "attn_entropy has no layer dimension"
     n = ds.sizes["layer"]
-    X = np.asarray(da.transpose("layer", ...).values, dtype=np.float64).reshape(n, -1)
+    order = ("layer", ..., "head") if "head" in da.dims else ("layer", ...)
+    X = head_invariant(np.asarray(da.transpose(*order).values, dtype=np.float64)).reshape(n, -1)
     have = int(np.isfinite(X).any(axis=1).sum())
     if have < max(2, int(np.ceil(ENTROPY_MIN_COVERAGE * n))):
         return None, f"attn_entropy is finite in {have}/{n} layers only (fewer than {ENTROPY_MIN_COVERAGE:.0%})"
     if not informative(X).any():
-        return None, "attn_entropy does not vary along the layers"
-    return X, f"attn_entropy: {n} layers × {X.shape[1]} heads, nats, not standardized, finite in {have}/{n} layers"
+        return None, "attn_entropy does not vary along the layers (once each layer's heads are sorted)"
+    return X, (f"attn_entropy: {n} layers × {X.shape[1]} heads sorted by entropy within each layer (feature j = "
+               f"the layer's j-th smallest head entropy, invariant to relabelling heads), nats, not standardized, "
+               f"finite in {have}/{n} layers")
 
 
 def weight_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, list[str]]:
@@ -201,7 +246,12 @@ def weight_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, list[str]]:
     change multiplicatively along depth) and, for each norm family, the
     projection of the unit gain vector on its first principal direction
     (``gamma_proj_top1``, seed 004's per-layer direction coordinate).  These
-    are the per-layer quantities the seeds tabulate by phase.  Pair
+    are the per-layer quantities the seeds tabulate by phase.  Both are
+    whole-family quantities, invariant to relabelling the heads of a layer
+    (a permutation of a matrix's rows or columns keeps its Frobenius norm;
+    norm gains act on the hidden or head dimension, which a head relabelling
+    does not touch); only ``(family, layer)`` variables are read, so no
+    per-head variable can enter.  Pair
     quantities such as the adjacent cosines are left out: they dip *at* a
     boundary instead of stepping *across* it, which a piecewise-constant
     model does not describe.  The columns are in different units, so
@@ -276,6 +326,14 @@ def auto_phases(
     return starts, method, _seed_criterion(n), f"nothing to segment ({why_not}; no varying weight profile)", None
 
 
+#: bootstrap of automatic entropy phases: replicates, seed of numpy's default_rng, and the interval level
+BOOTSTRAP_REPLICATES = 200
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_LEVEL = 0.9
+#: fewer text windows than this: no bootstrap (3 windows have only 10 distinct resamples)
+BOOTSTRAP_MIN_WINDOWS = 4
+
+
 def _seed_criterion(n_layers: int) -> str:
     if n_layers in PRESETS:
         return (f"seed 000's entropy boundaries measured on {PRESETS[n_layers][0]} ({n_layers} layers), "
@@ -292,6 +350,8 @@ def apply_phases(
     *,
     k_max: int = AUTO_K_MAX,
     min_size: int = AUTO_MIN_SIZE,
+    replicates: int = BOOTSTRAP_REPLICATES,
+    seed: int = BOOTSTRAP_SEED,
 ) -> xr.Dataset:
     """``ds`` with a ``phase`` coordinate on ``layer`` (and ``phase_b`` on ``layer_b``).
 
@@ -315,6 +375,11 @@ def apply_phases(
     k_max, min_size : int
         Largest number of phases the criterion considers, and the fewest layers (with
         data) in an automatic phase.
+    replicates, seed : int
+        The bootstrap of automatic entropy phases (:func:`bootstrap_phases`):
+        resamples of the text windows (0: none) and the seed.  It runs here,
+        each time phases are applied (200 replicates on 30 layers take a
+        fraction of a second), and is never cached.
 
     Returns
     -------
@@ -328,29 +393,61 @@ def apply_phases(
         the formula, its value for every k and the chosen k),
         ``phase_profile`` (what was segmented) and, for change points,
         ``phase_sse`` / ``phase_ebic`` (float64 per k = 1..k_max, NaN where
-        infeasible).
+        infeasible).  ``phase_bootstrap``: for automatic entropy phases, the
+        bootstrap over text windows in one line ("boundary at 3 in 87% of
+        200 bootstrap replicates (90% interval 2-4)", per fitted boundary,
+        and how often each number of phases came out); otherwise a sentence
+        beginning "no bootstrap: " that says why.  Coordinate
+        ``phase_boundary_freq`` (float64 on ``layer``): the fraction of
+        replicates in which a phase starts at each layer (1 at layer 0), NaN
+        everywhere when there was no bootstrap.
     """
     n = ds.sizes["layer"]
     kind = check_phase_spec(n, boundaries, names, n_phases, min_size=min_size)
+    if not isinstance(replicates, (int, np.integer)) or isinstance(replicates, bool) or replicates < 0:
+        raise InvalidArgumentError(f"replicates={replicates!r}; pass a number of bootstrap replicates, 0 for none")
     numbers: dict[str, np.ndarray] = {}
+    freq = np.full(n, np.nan)
+    boot_meta = {"replicates": 0, "seed": int(seed)}
     if kind == "seed":
         labels, method, starts = phase_labels(n)
         criterion, profile = _seed_criterion(n), "none (fixed rule)"
+        boot = "no bootstrap: the seed rule places fixed boundaries"
     elif kind == "user":
         labels, method, starts = phase_labels(n, boundaries, names)
         criterion, profile = "boundaries given by the user", "none"
+        boot = "no bootstrap: boundaries given by the user"
     else:
         want = n_phases if n_phases is not None else (len(names) if names is not None else None)
         starts, method, criterion, profile, seg = auto_phases(ds, want, k_max=k_max, min_size=min_size)
         if seg is None:
             labels = [seed_phase(L, n) for L in range(n)]
+            boot = "no bootstrap: nothing was segmented"
         else:
             labels = phase_labels(n, starts[1:], names)[0]
             numbers = {"phase_sse": seg.sse, "phase_ebic": seg.ebic}
+            if not method.startswith("changepoint:entropy"):
+                boot = ("no bootstrap: the phases were fitted to the weight profile, a single measurement "
+                        "(one checkpoint) with nothing to resample")
+            else:
+                from .phase_bootstrap import bootstrap_phases, window_profile  # it builds on this module
+
+                windows, weights, boot = window_profile(ds)
+                if windows is not None and replicates == 0:
+                    boot = "no bootstrap: replicates=0"
+                elif windows is not None:
+                    res = bootstrap_phases(windows, weights, want, k_max=k_max, min_size=min_size,
+                                           replicates=replicates, seed=seed)
+                    freq, boot = res.freq, res.describe(starts)
+                    boot_meta = {"replicates": int(replicates), "seed": int(seed)}
     meta = {"method": method, "starts": np.array(starts, dtype=np.int64), "criterion": criterion,
-            "profile": profile}
+            "profile": profile, "bootstrap": boot}
     values = np.array(labels, dtype=object).astype(str)
     ds = ds.assign_coords(phase=xr.Variable("layer", values, attrs=meta))
+    freq_attrs = {"description": "fraction of the bootstrap replicates (resampled text windows) in which a phase "
+                                 "starts at this layer; NaN: no bootstrap (see phase_bootstrap)", **boot_meta}
+    ds = ds.assign_coords(phase_boundary_freq=xr.Variable("layer", np.asarray(freq, dtype=np.float64),
+                                                          attrs=freq_attrs))
     if "layer_b" in ds.dims:
         ds = ds.assign_coords(phase_b=xr.Variable("layer_b", values, attrs=meta))
     # a dataset that already went through apply_phases must not keep numbers of the previous spec

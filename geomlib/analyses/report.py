@@ -40,6 +40,9 @@ def _header(ds: xr.Dataset) -> list[str]:
         f"phases ({a.get('phase_method')}): " + ", ".join(
             f"{p}={int(ds.layer[ds.phase == p].min())}-{int(ds.layer[ds.phase == p].max())}" for p in phase_order(ds)),
     ]
+    if a.get("phase_bootstrap"):
+        # the boundaries' stability under resampling the text (or the sentence saying why it is unknown)
+        lines.append(f"phase boundary uncertainty: {a['phase_bootstrap']}")
     if q not in (None, "none"):
         lines.append(f"NOTE: weights are quantized ({q}); every number below includes quantization noise.")
     if a.get("warnings"):
@@ -66,7 +69,9 @@ def render(ds: xr.Dataset, anchor: int = -1) -> str:
     anchor %= n
     lines = _header(ds)
     present = str(ds.attrs.get("analyses", "")).split(",")
-    for name in registry.names():
+    # the headline first: analyses that compare matched units, then the index-paired (seed-faithful) ones
+    order = sorted(registry.names(), key=lambda name: registry.get(name).pairing != "matched")
+    for name in order:
         if name in present:
             lines += registry.get(name).report(ds, anchor)
     lines += ["", "Footnote: [seed 00N] marks the research script whose question a section answers; "

@@ -9,7 +9,7 @@ from .composition import composition_baseline, composition_null, composition_sco
 from .linalg import gram_eigvals, spectral_entropy, svd_flip
 from .gauge_nulls import NullBand, permutation_null, random_orthogonal, residual_rotation_null, rotate_residual
 from .head_matching import HeadMatch, assign_heads, head_cos, match_heads
-from .matching import NeuronMatch, fold_norm, fold_norms, match_neurons, neuron_similarity
+from .matching import NeuronMatch, fold_norm, fold_norms, fold_qk_norms, match_neurons, neuron_similarity
 from .operators import (
     head_factors,
     operator_gram,
@@ -34,6 +34,7 @@ __all__ = [
     "factored_composition",
     "fold_norm",
     "fold_norms",
+    "fold_qk_norms",
     "head_cos",
     "match_heads",
     "match_neurons",

@@ -284,3 +284,34 @@ def match_neurons(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], 
         return c
 
     return NeuronMatch(perm, cosines(perm), cosines(ident), float((perm == ident).double().mean()))
+
+
+def fold_qk_norms(weights: Mapping[str, torch.Tensor], head_dim: int, offset: float = 0.0) -> dict[str, torch.Tensor]:
+    """A copy of one layer's weights with the per-head q/k gains (Qwen3, Gemma3) folded into the rows they scale.
+
+    ``q = γ_q ∘ RMSNorm(W_Q^h x)`` per head: up to the normalisation's scalar,
+    the effective query map of head h is ``diag(γ_q) W_Q^h``, and likewise for
+    keys, so the QK operator compared is ``W_Q^hᵀ diag(γ_q γ_k) W_K^h``.  The
+    per-row scale the RMS norm divides out is not folded: it is a property of
+    the input, not of the weights (see :mod:`geomlib.arch.symmetry`).
+
+    Parameters
+    ----------
+    weights : dict
+        One layer; ``q_norm``/``k_norm`` (head_dim,) are removed when folded
+        into ``q_proj`` (H head_dim, hidden) / ``k_proj`` (KV head_dim, hidden).
+    """
+    out = dict(weights)
+    for norm, fam in (("q_norm", "q_proj"), ("k_norm", "k_proj")):
+        if norm not in out:
+            continue
+        gamma = out.pop(norm)
+        if fam not in out:
+            continue
+        w = out[fam]
+        if gamma.shape != (head_dim,) or w.ndim != 2 or w.shape[0] % head_dim:
+            raise InvalidArgumentError(f"{norm} of shape {tuple(gamma.shape)} cannot scale the {head_dim}-dim heads "
+                                       f"of {fam} {tuple(w.shape)}; expected a (head_dim,) gain")
+        g = (offset + gamma).to(w.dtype)
+        out[fam] = (w.reshape(-1, head_dim, w.shape[1]) * g[None, :, None]).reshape(w.shape)
+    return out

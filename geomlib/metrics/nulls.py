@@ -8,6 +8,20 @@ depending on shape), because the rotation is optimised.  A "large delta"
 ``scrambled``  the real pair, with the non-residual side of the second matrix
                scrambled by a random signed permutation: its spectrum and its
                residual-side Gram ``bᵀb`` are kept, the pairing with ``a`` is lost.
+               The sign flips are NOT a symmetry of a gated (SiLU/GELU) MLP or of
+               attention heads: a flipped layer computes another function, and
+               any structure shared by the rows (e.g. a common mean row) is lost
+               with them, so this band can sit below what the same layer in
+               another labelling gives;
+``permutation`` the real pair, with the second layer relabelled by a random TRUE
+               symmetry: one neuron permutation shared by gate/up rows and down
+               columns, or a GQA-consistent head permutation of q/k/v rows and
+               o columns (:func:`~geomlib.metrics.gauge_nulls.permutation_null`).
+               The relabelled layer computes the same function, so an aligned
+               cosine above this band is structure beyond an arbitrary labelling
+               of the same function.  Norm gains have no per-layer symmetry that
+               keeps the shared residual basis (a permuted gain permutes the
+               residual stream), so they get no permutation band.
 
 Draws are seeded, so the same inputs always give the same band.
 """
@@ -18,9 +32,12 @@ import math
 
 import torch
 
+from .gauge_nulls import permutation_null
 from .similarity import aligned_cos
 
-NULL_KINDS = ("gaussian", "scrambled")
+NULL_KINDS = ("gaussian", "scrambled", "permutation")
+#: families whose permutation null relabels attention heads (the MLP families relabel neurons)
+HEAD_FAMILIES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -64,3 +81,30 @@ def scrambled_aligned_null(a: torch.Tensor, b: torch.Tensor, residual_axis: int,
     other = 1 - residual_axis
     vals = [aligned_cos(a, signed_permutation(b, other, gen), residual_axis) for _ in range(draws)]
     return _mean_std(vals)
+
+
+def permutation_aligned_null(a: torch.Tensor, b: torch.Tensor, family: str, draws: int = 8, seed: int = 0,
+                             n_heads: int | None = None, n_kv_heads: int | None = None,
+                             head_dim: int | None = None) -> tuple[float, float]:
+    """Mean and std of the aligned cosine of ``a`` with ``b`` relabelled by a random true symmetry.
+
+    Parameters
+    ----------
+    a, b : (n_out, n_in)
+        One matrix family of two layers, HF ``[out, in]``.
+    family : str
+        An MLP family (neuron permutation) or q/k/v/o (head permutation; needs
+        ``n_heads``, ``n_kv_heads`` and ``head_dim``).
+    draws, seed : int
+        As the other nulls; the draws are those of
+        :func:`~geomlib.metrics.gauge_nulls.permutation_null` for the whole layer,
+        so gate/up/down (q/k/v/o) called one at a time share each draw's permutation.
+
+    Returns
+    -------
+    (mean, std) over the draws; NaN where no draw was finite (zero or
+    non-finite matrices), std NaN for a single draw.
+    """
+    heads = dict(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim) if family in HEAD_FAMILIES else {}
+    band = permutation_null({family: a}, {family: b}, "aligned", draws, seed, **heads)
+    return band.mean[family], band.std[family]

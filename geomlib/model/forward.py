@@ -2,9 +2,27 @@
 
 ``attn_entropy[layer, head]`` is the mean over query positions of the Shannon
 entropy (nats) of that head's attention distribution, measured while the model
-reads a fixed text with its own tokenizer.  It is the one forward-pass measurement of
+reads a fixed text with its own tokenizer.  The same per-query entropies are
+also averaged over contiguous windows of query positions
+(:func:`text_windows`), so that what is fitted to the mean (the phases of
+:mod:`geomlib.analyses.phases`) can be bootstrapped over stretches of text.  It is the one forward-pass measurement of
 geomlib: it needs the whole model (transformers builds it) and the tokenizer,
 where every other analysis reads weights one layer at a time.
+
+Text windows
+    The token stream of the single forward pass is cut into ``W`` contiguous
+    windows of query positions, ``W = min(16, max(1, n_tokens // 32))``
+    (:data:`WINDOW_TOKENS`, :data:`MAX_WINDOWS`): 16 windows of 32 tokens at
+    the default ``max_tokens=512``, 15 for the ~480 tokens SmolLM2 reads of
+    the built-in text, longer windows (never more than 16) for longer texts.
+    32 tokens is a sentence or two, long enough that a window's mean is not
+    one token's accident; 16 windows give the bootstrap more than 10⁸
+    distinct resamples.  A window's queries still attend to every earlier
+    token (one pass, the same context as the mean), so the windows share
+    context and differ in the text their queries read; the first window also
+    holds the short-context queries, whose entropy is bounded by
+    ``log(i + 1)``.  The window means, weighted by their token counts, give
+    the overall mean back.
 
 The text
     By default the opening paragraphs of chapter I ("Down the Rabbit-Hole") of
@@ -63,7 +81,7 @@ from ..errors import (
     SourceNotFoundError,
     UnsupportedSourceError,
 )
-from ..metrics.attention import mean_entropy
+from ..metrics.attention import attention_entropy as _row_entropy
 from ..validate import positive_int
 from .checkpoint import Checkpoint
 
@@ -89,8 +107,35 @@ TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
+#: target length of a text window (query positions), see "Text windows" above
+WINDOW_TOKENS = 32
+#: at most this many windows, however long the text
+MAX_WINDOWS = 16
 _SKIP = ("skip the forward pass with heads={'forward_pass': False} "
          "(--no-heads.forward-pass on the command line)")
+
+
+def text_windows(n_tokens: int) -> np.ndarray:
+    """Edges of the contiguous query-position windows of an ``n_tokens`` pass.
+
+    Parameters
+    ----------
+    n_tokens : int
+        Tokens read (at least 1).
+
+    Returns
+    -------
+    edges : (W + 1,) int64 ndarray
+        Window ``w`` holds query positions ``edges[w]:edges[w + 1]``, with
+        ``W = min(MAX_WINDOWS, max(1, n_tokens // WINDOW_TOKENS))``; lengths
+        differ by at most one token (the first ``n_tokens % W`` windows are
+        the longer ones, as :func:`numpy.array_split` cuts).
+    """
+    n = positive_int("n_tokens", n_tokens)
+    W = min(MAX_WINDOWS, max(1, n // WINDOW_TOKENS))
+    sizes = np.full(W, n // W, dtype=np.int64)
+    sizes[: n % W] += 1
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def builtin_text() -> str:
@@ -121,6 +166,13 @@ class EntropyResult:
         Where the forward pass ran (``"cpu"``, ``"cuda:0"``).
     offloaded : bool
         Whether some layers were offloaded (memory budget exceeded).
+    windows : (W, n_layers, n_heads) float64 ndarray or None
+        Mean entropy over the query positions of each text window
+        (:func:`text_windows`); ``values`` is their mean weighted by
+        ``window_edges`` differences (up to rounding).  None only for results
+        built by hand.
+    window_edges : (W + 1,) int64 ndarray or None
+        Query positions of the windows: window ``w`` is ``edges[w]:edges[w + 1]``.
     """
 
     values: np.ndarray
@@ -130,6 +182,8 @@ class EntropyResult:
     method: str
     device: str
     offloaded: bool
+    windows: np.ndarray | None = None
+    window_edges: np.ndarray | None = None
 
     def attrs(self) -> dict[str, str | int]:
         """Provenance as netCDF-safe attributes (prefixed ``entropy_``)."""
@@ -400,10 +454,31 @@ def _forward_kwargs(model) -> dict:
     return {"use_cache": False} if "use_cache" in params else {}
 
 
-def _run_hooks(model, ids: torch.Tensor, bar) -> list[torch.Tensor]:
-    """One forward pass; each attention module's map is reduced to per-head means inside its hook."""
+def _reduce(probs: torch.Tensor, edges: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's map reduced to per-head entropies: the mean over queries and over each text window.
+
+    Parameters
+    ----------
+    probs : (heads, q, k) tensor
+    edges : (W + 1,) int ndarray
+        From :func:`text_windows` (``edges[-1] == q``).
+
+    Returns
+    -------
+    mean : (heads,) float64 CPU tensor
+        Taken on the map's device exactly as :func:`geomlib.metrics.attention.mean_entropy`
+        takes it, so ``attn_entropy`` keeps its bits.
+    windows : (W, heads) float64 CPU tensor
+    """
+    ent = _row_entropy(probs)  # (heads, q): a few kB, unlike the map
+    windows = torch.stack([ent[:, a:b].mean(dim=-1) for a, b in zip(edges[:-1].tolist(), edges[1:].tolist())])
+    return ent.mean(dim=-1).cpu(), windows.cpu()
+
+
+def _run_hooks(model, ids: torch.Tensor, bar, edges: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One forward pass; each attention module's map is reduced to per-head entropies inside its hook."""
     modules = _attention_modules(model)
-    per_module: list[list[torch.Tensor]] = [[] for _ in modules]
+    per_module: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in modules]
     handles = []
 
     def make_hook(i: int, index: int):
@@ -414,8 +489,8 @@ def _run_hooks(model, ids: torch.Tensor, bar) -> list[torch.Tensor]:
                     f"attention module {modules[i][0]} returned no attention probabilities; transformers did not "
                     "run eager attention for this model, so its entropy cannot be measured"
                 )
-            # (batch=1, heads, q, k) -> (heads,), in float64, now: the map itself is not kept
-            per_module[i].append(mean_entropy(probs.detach()[0]).cpu())
+            # (batch=1, heads, q, k) -> (heads,) and (heads, q), in float64, now: the map itself is not kept
+            per_module[i].append(_reduce(probs.detach()[0], edges))
             bar.update(1)
 
         return hook
@@ -437,7 +512,7 @@ def _run_hooks(model, ids: torch.Tensor, bar) -> list[torch.Tensor]:
     return [v[0] for v in per_module]
 
 
-def _run_outputs(model, ids: torch.Tensor, bar) -> list[torch.Tensor]:
+def _run_outputs(model, ids: torch.Tensor, bar, edges: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One forward pass with ``output_attentions=True``, reduced afterwards (holds every layer's map)."""
     with torch.no_grad():
         out = model(input_ids=ids, output_attentions=True, **_forward_kwargs(model))
@@ -449,7 +524,7 @@ def _run_outputs(model, ids: torch.Tensor, bar) -> list[torch.Tensor]:
                 f"{type(model).__name__} returned no attention probabilities; transformers did not run eager "
                 "attention for this model, so its entropy cannot be measured"
             )
-        rows.append(mean_entropy(a.detach()[0]).cpu())
+        rows.append(_reduce(a.detach()[0], edges))
         bar.update(1)
     return rows
 
@@ -489,7 +564,9 @@ def attention_entropy(
     -------
     EntropyResult
         ``values`` is the ``(ckpt.n_layers, ckpt.n_heads)`` float64 array of
-        mean entropies in nats; provenance in the other fields.
+        mean entropies in nats, ``windows`` the ``(W, n_layers, n_heads)``
+        means over each text window (:func:`text_windows`); provenance in the
+        other fields.
 
     Raises
     ------
@@ -550,7 +627,9 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
                 ids = ids.to(in_dev)
                 bar.set_description(f"attention entropy {ckpt.source}: forward")
                 use_hooks = collect == "hooks" or (collect == "auto" and _attention_specs(model))
-                rows = _run_hooks(model, ids, bar) if use_hooks else _run_outputs(model, ids, bar)
+                edges = text_windows(n_tokens)
+                run = _run_hooks if use_hooks else _run_outputs
+                rows = run(model, ids, bar, edges)
                 run_device = str(in_dev)
                 n_model_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None)
     finally:
@@ -560,20 +639,22 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 
-    if len(rows) != ckpt.n_layers or any(r.shape != (ckpt.n_heads,) for r in rows):
-        shapes = sorted({tuple(r.shape) for r in rows})
+    if len(rows) != ckpt.n_layers or any(m.shape != (ckpt.n_heads,) for m, _ in rows):
+        shapes = sorted({tuple(m.shape) for m, _ in rows})
         raise CorruptCheckpointError(
             f"the forward pass of {ckpt.source} gave {len(rows)} attention maps with {shapes} heads "
             f"(transformers' config: {n_model_heads} heads) but the checkpoint has {ckpt.n_layers} layers of "
             f"{ckpt.n_heads} heads; the model transformers built does not match what geomlib read"
         )
-    values = torch.stack(rows).numpy().astype(np.float64)
+    values = torch.stack([m for m, _ in rows]).numpy().astype(np.float64)
+    windows = torch.stack([w for _, w in rows], dim=1).numpy().astype(np.float64)  # (W, layers, heads)
     import transformers
 
     method = (
         f"eager attention, float32 base model (transformers {transformers.__version__}, "
         f"{'GGUF dequantized' if gguf_file else 'safetensors'}); per query the Shannon entropy in nats of its "
-        f"attention row, in float64; mean over the {n_tokens} query positions"
+        f"attention row, in float64; mean over the {n_tokens} query positions, and over each of "
+        f"{len(edges) - 1} contiguous windows of {int(np.diff(edges).min())}-{int(np.diff(edges).max())} of them"
     )
     return EntropyResult(
         values=values,
@@ -583,8 +664,10 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
         method=method,
         device=run_device + (" (offloaded)" if offloaded else ""),
         offloaded=offloaded,
+        windows=windows,
+        window_edges=edges,
     )
 
 
 __all__ = ["EntropyResult", "TEXT_SOURCE", "attention_entropy", "builtin_text", "check_memory_budget",
-           "check_tokenizer"]
+           "check_tokenizer", "text_windows", "WINDOW_TOKENS", "MAX_WINDOWS"]

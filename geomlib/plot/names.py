@@ -5,7 +5,8 @@ A view is one module of :mod:`geomlib.plot.views` declaring ``VIEW``, a
 order on the page, and is the one place a new view module is named.
 """
 
-VIEW_NAMES = ("cos", "operator", "gamma", "entropy")
+#: the gauge-aware views lead; the index-paired (gauge-confounded) ones follow
+VIEW_NAMES = ("matched", "heads_matched", "cos", "operator", "gamma", "entropy")
 IMAGE_FORMATS = ("png", "svg", "pdf")
 DATA_FORMATS = ("netcdf", "csv")
 FORMATS = IMAGE_FORMATS + DATA_FORMATS

@@ -1,4 +1,4 @@
-"""Small helpers the view modules share: colours, array conversion for plotly, the layer heatmap."""
+"""Small helpers the view modules share: colours, array conversion for plotly, the layer heatmap, colour bars."""
 
 from __future__ import annotations
 
@@ -42,4 +42,68 @@ def layer_heatmap(z, ds: xr.Dataset, name: str, hover_z: str, colorscale: str = 
     )
 
 
-__all__ = ["ANCHOR_COLOR", "PHASE_COLORS", "contiguous", "grid", "layer_heatmap", "layers"]
+#: ``horizontal_spacing`` of :func:`geomlib.plot.layout.build_figure` (where a panel's colour bar can sit)
+SUBPLOT_SPACING = 0.06
+
+
+def side_colorbar(col: int, ncols: int, title: str = "", spacing: float = SUBPLOT_SPACING) -> tuple[list, dict]:
+    """Room for a colour bar inside subplot ``col`` (0-based) of a one-row figure of ``ncols`` panels.
+
+    Returns the x-axis ``domain`` to give the panel (its column, less a strip on the right) and the
+    ``colorbar`` of its heatmap, in that strip.  Plotly places colour bars in paper coordinates, not
+    per subplot, and the gap between subplots holds the next panel's axis labels: the bar goes into
+    its own panel's column instead.  That is right in the dashboard and in a standalone export
+    (one view, one row); a figure stacking several views keeps the horizontal place only.
+    """
+    width = (1 - spacing * (ncols - 1)) / ncols
+    x0 = col * (width + spacing)
+    x1 = x0 + width
+    domain = [x0, x1 - 0.17 * width]
+    bar = dict(x=x1 - 0.15 * width, xanchor="left", y=0.5, yanchor="middle", len=0.9, thickness=8, xpad=0,
+               outlinewidth=0, tickfont=dict(size=9), title=dict(text=title, side="right", font=dict(size=9)))
+    return domain, bar
+
+
+def symmetric_range(*arrays, offdiag: bool = True) -> float:
+    """The largest |value| over ``arrays`` (L x L, or stacks of them), off the diagonal by default; 1 if none.
+
+    A shared ``zmin=-m, zmax=m`` keeps heatmaps shown side by side on one colour scale, and leaving
+    the diagonal out (a layer against itself, cos 1) keeps the off-diagonal structure visible.
+    """
+    m = 0.0
+    for a in arrays:
+        a = np.asarray(a, dtype=float)
+        if offdiag and a.ndim >= 2 and a.shape[-1] == a.shape[-2]:
+            a = a[..., ~np.eye(a.shape[-1], dtype=bool)]
+        a = a[np.isfinite(a)]
+        if a.size:
+            m = max(m, float(np.abs(a).max()))
+    return m or 1.0
+
+
+def pivot_colorscale(zmin: float, zmax: float, pivot: float, low: str = "#2166ac", mid: str = "#f7f7f7",
+                     high: str = "#b2182b") -> list:
+    """A diverging colour scale over ``[zmin, zmax]`` that is ``mid`` exactly at ``pivot`` (a baseline).
+
+    Unlike ``zmid`` the range stays the data's: a score that cannot be negative gets no negative colours.
+    """
+    if not (np.isfinite(zmin) and np.isfinite(zmax) and zmax > zmin) or not np.isfinite(pivot):
+        return [[0.0, mid], [1.0, high]]
+    p = float(np.clip((pivot - zmin) / (zmax - zmin), 0.0, 1.0))
+    if p <= 0.0:
+        return [[0.0, mid], [1.0, high]]
+    if p >= 1.0:
+        return [[0.0, low], [1.0, mid]]
+    return [[0.0, low], [p, mid], [1.0, high]]
+
+
+def adjacent_only(z) -> bool:
+    """Whether an L x L array (or a stack of them) holds adjacent pairs only: nothing finite two layers apart."""
+    z = np.asarray(z, dtype=float)
+    n = z.shape[-1]
+    i, j = np.indices((n, n))
+    return n > 2 and bool(np.isfinite(z[..., np.abs(i - j) >= 2]).sum() == 0) and bool(np.isfinite(z).any())
+
+
+__all__ = ["ANCHOR_COLOR", "PHASE_COLORS", "SUBPLOT_SPACING", "adjacent_only", "contiguous", "grid", "layer_heatmap",
+           "layers", "pivot_colorscale", "side_colorbar", "symmetric_range"]

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import xarray as xr
 
 from ..analyses import registry
+from ..analyses.base import PAIRING
 from ..analyses.phases import apply_phases, check_phase_spec
 from ..errors import InvalidArgumentError, SourceNotFoundError
 from . import cache
@@ -136,6 +137,9 @@ def compute(
         for a, an, p, actx, key, ds in plans:
             if ds is None:
                 ds = an.run(ckpt, p, actx)
+                for v in ds.data_vars.values():
+                    if "layer_b" in v.dims:  # a cross-layer comparison: say how it paired units
+                        v.attrs.setdefault("pairing", PAIRING.get(an.pairing, an.pairing))
                 ds.attrs["cache_key"] = key
                 cache.write_atomic(ds, cache.entry_path(root, ckpt.source, ckpt.identity, a, key))
             parts.append(ds)

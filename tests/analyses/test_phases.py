@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from geomlib.analyses.phase_bootstrap import bootstrap_phases
+from geomlib.analyses.phases import (
+    apply_phases,
+    check_phase_spec,
+    head_invariant,
+    phase_labels,
+    seed_phase,
+)
+from geomlib.analyses.report import _header
+from geomlib.analyses.segment import segment
 from geomlib.errors import InvalidArgumentError
-from geomlib.analyses.phases import apply_phases, check_phase_spec, phase_labels, seed_phase
 
 # seed 000's tables, written out as ranges (not computed by the code under test)
 QWEN3_32B = {"A": range(0, 7), "B": range(7, 10), "C": range(10, 32), "D": range(32, 47), "E": range(47, 59),
@@ -209,3 +222,299 @@ def test_bad_phase_specs_fail_before_any_work(spec, names, n_phases, words):
     with pytest.raises(InvalidArgumentError) as err:
         check_phase_spec(12, spec, names, n_phases)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+# --- head relabelling: a symmetry of the network, so of the phases -------------------------------------
+
+
+def shuffled_heads(starts, n, H, noise, seed, spread=1.5):
+    """(layer, head) entropies whose per-layer *distribution* steps at ``starts``, heads shuffled in every layer.
+
+    Each segment has its own set of H head levels; every layer draws them with noise and hands them to its
+    heads in a random order, as training does: head h of one layer has nothing to do with head h of the next.
+    """
+    rng = np.random.default_rng(seed)
+    X = np.empty((n, H))
+    for a, b in zip(starts, list(starts[1:]) + [n]):
+        levels = np.sort(rng.uniform(0.0, spread * H, H))
+        for L in range(a, b):
+            X[L] = rng.permutation(levels + noise * rng.standard_normal(H))
+    return X
+
+
+def entropy_ds(E, windows=None, tokens=None):
+    n, H = E.shape
+    ds = layered(n, attn_entropy=(("layer", "head"), E)).assign_coords(head=np.arange(H))
+    if windows is not None:
+        ds["attn_entropy_windows"] = (("window", "layer", "head"), windows)
+        if tokens is not None:
+            ds = ds.assign_coords(window_tokens=("window", np.asarray(tokens)))
+    return ds
+
+
+def windows_around(E, W, noise, seed, tokens=None):
+    """W per-window profiles with per-window noise whose token-weighted mean is exactly E (up to rounding)."""
+    rng = np.random.default_rng(seed)
+    w = np.ones(W) if tokens is None else np.asarray(tokens, float)
+    dev = noise * rng.standard_normal((W,) + E.shape)
+    dev -= np.tensordot(w / w.sum(), dev, axes=1)[None]
+    return E[None] + dev
+
+
+def relabel(E, windows, perms):
+    """Heads of layer L renamed by perms[L], in the mean and in every window alike."""
+    idx = np.asarray(perms)
+    P = np.take_along_axis(E, idx, axis=1)
+    Q = None if windows is None else np.take_along_axis(windows, np.broadcast_to(idx, windows.shape), axis=2)
+    return P, Q
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_planted_steps_in_the_head_distribution_are_recovered_whatever_the_head_order(seed):
+    planted = [0, 6, 13, 22]
+    E = shuffled_heads(planted, 28, 9, 0.1, seed)
+    out = apply_phases(entropy_ds(E))
+    assert out.attrs["phase_method"] == "changepoint:entropy:ebic"
+    assert list(out.attrs["phase_starts"]) == planted
+    # the head index carries nothing here: segmenting it as a feature (the former profile) misses the plant,
+    # so this test fails if the profile stops sorting the heads
+    assert segment(E).starts != tuple(planted)
+    assert "sorted by entropy within each layer" in out.attrs["phase_profile"]
+    assert "invariant to relabelling heads" in out.attrs["phase_profile"]
+
+
+def test_head_invariant_sorts_each_layer_and_puts_nan_last():
+    X = np.array([[3.0, np.nan, 1.0, 2.0], [0.5, 0.25, np.inf, -1.0]])
+    np.testing.assert_array_equal(head_invariant(X), [[1.0, 2.0, 3.0, np.nan], [-1.0, 0.25, 0.5, np.inf]])
+    W = np.stack([X, X[::-1]])
+    np.testing.assert_array_equal(head_invariant(W)[1], head_invariant(X[::-1]))
+
+
+per_layer_perms = st.integers(6, 24).flatmap(lambda n: st.integers(1, 7).flatmap(
+    lambda H: st.tuples(st.just(n), st.just(H), st.lists(st.permutations(range(H)), min_size=n, max_size=n),
+                        st.integers(0, 2**16), st.sampled_from(["steps", "noise", "nan"]))))
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=per_layer_perms)
+def test_relabelling_heads_within_layers_leaves_the_phases_exactly_unchanged(case):
+    n, H, perms, seed, kind = case
+    rng = np.random.default_rng(seed)
+    if kind == "noise":  # no structure: where the boundaries fall is decided by small differences
+        E = rng.gamma(2.0, 1.0, (n, H))
+    else:
+        cuts = sorted(rng.choice(np.arange(2, n - 1), size=min(2, n // 4), replace=False).tolist())
+        E = shuffled_heads([0] + cuts, n, H, 0.3, seed)
+    tokens = rng.integers(20, 40, 6)
+    win = windows_around(E, 6, 0.4, seed, tokens)
+    if kind == "nan":
+        E[rng.integers(n), :] = np.nan  # an unmeasured layer
+        win[:, np.isnan(E).all(axis=1)] = np.nan
+        E[:, 0][rng.random(n) < 0.2] = np.nan  # some heads unmeasured in some layers
+        win[:, np.isnan(E)] = np.nan
+        win[rng.integers(6), rng.integers(n), rng.integers(H)] = np.nan  # and one window
+        E = np.tensordot(tokens / tokens.sum(), win, axes=1)  # the mean the forward pass would report
+    P, Q = relabel(E, win, perms)
+    a = apply_phases(entropy_ds(E, win, tokens), replicates=20)
+    b = apply_phases(entropy_ds(P, Q, tokens), replicates=20)
+    assert a.attrs["phase_method"] == b.attrs["phase_method"]
+    np.testing.assert_array_equal(a.attrs["phase_starts"], b.attrs["phase_starts"])
+    np.testing.assert_array_equal(a.phase_boundary_freq.values, b.phase_boundary_freq.values)
+    assert a.attrs["phase_bootstrap"] == b.attrs["phase_bootstrap"]
+    if a.attrs["phase_method"].startswith("changepoint:entropy"):
+        np.testing.assert_array_equal(a.attrs["phase_ebic"], b.attrs["phase_ebic"])
+
+
+def test_weight_profile_reads_no_per_head_variable():
+    # the fallback reads whole-family (family, layer) quantities only: a per-head variable under the same
+    # name, whose head order would matter, is not read, so the weight phases cannot depend on head labels
+    n, planted = 20, [0, 8, 14]
+    w = weight_vars(planted, n, 2)
+    ok = layered(n, **{k: v for k, v in w.items() if k != "family"}).assign_coords(family=w["family"])
+    per_head = ok.assign(scale=ok["scale"].expand_dims(head=3).copy()).drop_vars("gamma_proj_top1")
+    assert list(apply_phases(ok).attrs["phase_starts"]) == planted
+    assert apply_phases(per_head).attrs["phase_method"] == "fractional"  # nothing usable left
+
+
+# --- boundary uncertainty: bootstrap over text windows -------------------------------------------------
+
+
+def test_bootstrap_of_a_clear_plant_finds_every_boundary_every_time():
+    planted = [0, 5, 12, 21]
+    E = shuffled_heads(planted, 30, 9, 0.05, 1)
+    tokens = [33, 33, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32]
+    out = apply_phases(entropy_ds(E, windows_around(E, 15, 0.05, 1, tokens), tokens))
+    assert list(out.attrs["phase_starts"]) == planted
+    f = out.phase_boundary_freq
+    assert f.dims == ("layer",) and f.dtype == np.float64
+    want = np.zeros(30)
+    want[planted] = 1.0
+    np.testing.assert_array_equal(f.values, want)
+    text = out.attrs["phase_bootstrap"]
+    assert text == out.phase.attrs["bootstrap"]
+    assert "over 15 text windows" in text and "200 replicates, seed 0" in text and "k=4 in 100%" in text
+    for b in planted[1:]:
+        assert f"boundary at {b} in 100% of 200 bootstrap replicates (90% interval {b}-{b})" in text
+    assert f.attrs["replicates"] == 200 and f.attrs["seed"] == 0
+
+
+def test_bootstrap_of_a_weak_boundary_spreads_and_is_seeded():
+    n = 24
+    E = np.zeros((n, 4))
+    E[:8] += 1.0  # a strong step at 8
+    E[16:] += 0.35  # a weak one at 16
+    E = E + np.linspace(0, 0.3, 4)[None]
+    ds = entropy_ds(E, windows_around(E, 12, 1.2, 3))  # windows that disagree a lot
+    a, b = apply_phases(ds), apply_phases(ds)
+    assert list(a.attrs["phase_starts"]) == [0, 8, 16]
+    np.testing.assert_array_equal(a.phase_boundary_freq.values, b.phase_boundary_freq.values)  # seeded
+    assert a.attrs["phase_bootstrap"] == b.attrs["phase_bootstrap"]
+    f = a.phase_boundary_freq.values
+    assert f[0] == 1.0 and ((f >= 0) & (f <= 1)).all()
+    assert f[8] > 0.9  # the strong step is stable
+    assert 0.2 < f[16] < 0.8 and f[12:20].sum() > f[16]  # the weak one moves, or vanishes
+    text = a.attrs["phase_bootstrap"]
+    assert f"boundary at 16 in {f[16]:.0%} of 200" in text and "none nearest to it in" in text
+    assert "k=3 in" in text and "k=2 in" in text
+    other = apply_phases(ds, seed=1)
+    assert not np.array_equal(other.phase_boundary_freq.values, f)
+    assert "seed 1" in other.attrs["phase_bootstrap"]
+
+
+def test_bootstrap_direct_reference():
+    # every replicate: draw W windows with replacement, token-weighted mean, sort heads, segment: by hand
+    E = shuffled_heads([0, 7, 15], 22, 5, 0.2, 4)
+    tokens = np.array([30, 31, 32, 33, 34, 35, 36, 37])
+    win = windows_around(E, 8, 0.5, 4, tokens)
+    res = bootstrap_phases(win, tokens, replicates=30, seed=7)
+    draws = np.random.default_rng(7).integers(0, 8, size=(30, 8))
+    for d, got in zip(draws, res.starts):
+        mean = (tokens[d][:, None, None] * win[d]).sum(axis=0) / tokens[d].sum()
+        assert got == segment(np.sort(mean, axis=1)).starts
+    counts = np.zeros(22)
+    for st_ in res.starts:
+        counts[list(st_)] += 1
+    np.testing.assert_array_equal(res.freq, counts / 30)
+    # k given: every replicate is cut into that many phases
+    fixed = bootstrap_phases(win, tokens, 4, replicates=10, seed=7)
+    assert fixed.fixed_k and all(len(s_) == 4 for s_ in fixed.starts)
+    assert "k fixed to the fitted one" in fixed.describe([0, 7, 15, 18])
+
+
+def test_bootstrap_follows_a_given_number_of_phases():
+    E = shuffled_heads([0, 6, 15], 24, 4, 0.05, 5)
+    out = apply_phases(entropy_ds(E, windows_around(E, 10, 0.05, 5)), n_phases=4)
+    assert out.attrs["phase_method"] == "changepoint:entropy:user-k"
+    assert "k fixed to the fitted one" in out.attrs["phase_bootstrap"] and "k=4 in 100%" in out.attrs["phase_bootstrap"]
+
+
+def test_boundary_interval_and_missing_fraction():
+    from geomlib.analyses.phase_bootstrap import Bootstrap
+
+    reps = [(0, 5, 12)] * 6 + [(0, 6, 12)] * 2 + [(0, 4, 12)] + [(0, 12)]
+    freq = np.zeros(20)
+    for r in reps:
+        freq[list(r)] += 1
+    bt = Bootstrap(starts=tuple(reps), freq=freq / 10, replicates=10, n_windows=8, seed=0, fixed_k=False)
+    exact, missing, lo, hi = bt.boundary(5, [5, 12])
+    assert (exact, missing, lo, hi) == (0.6, pytest.approx(0.1), 4, 6)
+    assert bt.boundary(12, [5, 12]) == (1.0, 0.0, 12, 12)
+    text = bt.describe([0, 5, 12])
+    assert "k=3 in 90%, k=2 in 10%" in text
+    assert "boundary at 5 in 60% of 10 bootstrap replicates (90% interval 4-6; none nearest to it in 10%)" in text
+    one = bt.describe([0])
+    assert "no boundary fitted; most frequent replicate boundary 12 in 100%" in one
+
+
+def test_bootstrap_keeps_nan_where_a_drawn_window_has_none():
+    E = shuffled_heads([0, 8], 16, 3, 0.05, 6)
+    win = windows_around(E, 6, 0.05, 6)
+    win[2, 4, 1] = np.nan  # one window lost one head of one layer: the mean has no value there either
+    E = win.mean(axis=0)
+    out = apply_phases(entropy_ds(E, win))
+    assert list(out.attrs["phase_starts"]) == [0, 8]
+    assert np.isfinite(out.phase_boundary_freq.values).all() and out.phase_boundary_freq.values[8] == 1.0
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda E: entropy_ds(E), "no bootstrap: the dataset has no attn_entropy_windows"),
+        (lambda E: entropy_ds(E, windows_around(E, 3, 0.05, 0)), "no bootstrap: only 3 text window(s)"),
+        (lambda E: entropy_ds(E, windows_around(E, 6, 0.05, 0) + 0.01), "no bootstrap: attn_entropy_windows do not average to attn_entropy"),
+        (lambda E: entropy_ds(E, windows_around(E, 6, 0.05, 0, [10, 40, 10, 40, 10, 40])),
+         "no bootstrap: attn_entropy_windows do not average to attn_entropy"),  # unequal windows, and no window_tokens to weight them
+    ],
+)
+def test_no_bootstrap_without_usable_windows(make, words):
+    E = shuffled_heads([0, 8], 16, 3, 0.05, 0)
+    out = apply_phases(make(E))
+    assert out.attrs["phase_method"] == "changepoint:entropy:ebic" and list(out.attrs["phase_starts"]) == [0, 8]
+    assert out.attrs["phase_bootstrap"].startswith(words)
+    assert np.isnan(out.phase_boundary_freq.values).all()  # no number is invented
+
+
+def test_window_tokens_weight_the_windows():
+    E = shuffled_heads([0, 8], 16, 3, 0.05, 0)
+    tokens = [10, 40, 10, 40, 10, 40]
+    out = apply_phases(entropy_ds(E, windows_around(E, 6, 0.05, 0, tokens), tokens))
+    assert out.attrs["phase_bootstrap"].startswith("bootstrap over 6 text windows")
+
+
+def test_no_bootstrap_for_other_phases():
+    n = 30
+    w = weight_vars([0, 9, 21], n, 11)
+    wds = layered(n, **{k: v for k, v in w.items() if k != "family"}).assign_coords(family=w["family"])
+    E = shuffled_heads([0, 8], n, 3, 0.05, 0)
+    eds = entropy_ds(E, windows_around(E, 6, 0.05, 0))
+    cases = {
+        "the phases were fitted to the weight profile": apply_phases(wds),
+        "boundaries given by the user": apply_phases(eds, [4]),
+        "the seed rule": apply_phases(eds, "seed"),
+        "nothing was segmented": apply_phases(layered(10)),
+        "replicates=0": apply_phases(eds, replicates=0),
+    }
+    for words, out in cases.items():
+        assert out.attrs["phase_bootstrap"].startswith("no bootstrap: ") and words in out.attrs["phase_bootstrap"]
+        assert np.isnan(out.phase_boundary_freq.values).all()
+    with pytest.raises(InvalidArgumentError, match="replicates"):
+        apply_phases(eds, replicates=-1)
+
+
+def test_reapplying_replaces_the_bootstrap():
+    E = shuffled_heads([0, 8], 16, 3, 0.05, 0)
+    auto = apply_phases(entropy_ds(E, windows_around(E, 6, 0.05, 0)))
+    assert auto.phase_boundary_freq.values[8] == 1.0
+    user = apply_phases(auto, [5])
+    assert np.isnan(user.phase_boundary_freq.values).all()
+    assert user.attrs["phase_bootstrap"] == "no bootstrap: boundaries given by the user"
+
+
+def test_bootstrap_survives_netcdf(tmp_path):
+    E = shuffled_heads([0, 8], 16, 3, 0.05, 0)
+    out = apply_phases(entropy_ds(E, windows_around(E, 6, 0.2, 0), [32] * 6))
+    out.to_netcdf(tmp_path / "b.nc", engine="netcdf4")
+    back = xr.open_dataset(tmp_path / "b.nc", engine="netcdf4").load()
+    np.testing.assert_array_equal(back.phase_boundary_freq.values, out.phase_boundary_freq.values)
+    assert back.attrs["phase_bootstrap"] == out.attrs["phase_bootstrap"]
+
+
+def test_bootstrap_is_fast_enough_to_run_at_load_time():
+    # SmolLM2's shape: 30 layers x 9 heads, 15 windows, 200 replicates; measured ~0.13 s on one core
+    E = shuffled_heads([0, 3, 16], 30, 9, 0.3, 0)
+    ds = entropy_ds(E, windows_around(E, 15, 0.3, 0))
+    apply_phases(ds)  # warm
+    t = time.perf_counter()
+    apply_phases(ds)
+    assert time.perf_counter() - t < 1.0  # the budget is 0.5 s; slack for a loaded machine
+
+
+def test_report_header_states_the_uncertainty():
+    E = shuffled_heads([0, 5, 12], 20, 4, 0.05, 2)
+    out = apply_phases(entropy_ds(E, windows_around(E, 8, 0.05, 2)))
+    lines = _header(out)
+    i = next(j for j, line in enumerate(lines) if line.startswith("phases (changepoint:entropy:ebic)"))
+    assert lines[i + 1].startswith("phase boundary uncertainty: bootstrap over 8 text windows")
+    assert "boundary at 5 in 100% of 200 bootstrap replicates (90% interval 5-5)" in lines[i + 1]
+    assert any(line.startswith("phase boundary uncertainty: no bootstrap: the dataset has no attn_entropy_windows")
+               for line in _header(apply_phases(entropy_ds(E))))

@@ -89,11 +89,11 @@ def test_compute_list_report(model, tmp_path, run_cli):
 def test_report_computes_when_missing_and_reuses_otherwise(model, tmp_path, run_cli):
     c = tmp_path / "cache"
     res = run_cli("report", model, "--cache", c, "--weights.null-draws", "0", "--heads.null-draws", "0", NO_FORWARD,
-                  "-q")
+                  "--gauge.null-draws", "0", "-q")
     assert res.code == 0, res.err
     assert res.out.startswith("geomlib report:")
     files = sorted(c.rglob("*.nc"))
-    assert [f.name.split("-")[0] for f in files] == ["heads", "weights"]
+    assert [f.name.split("-")[0] for f in files] == ["gauge", "heads", "weights"]
     mtimes = [f.stat().st_mtime_ns for f in files]
     assert run_cli("report", model, "--cache", c).code == 0
     assert [f.stat().st_mtime_ns for f in files] == mtimes
@@ -278,7 +278,7 @@ def test_committed_demo_datasets_are_current(source):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("analysis", ["weights", "heads"])
+@pytest.mark.parametrize("analysis", ["weights", "heads", "gauge"])
 @pytest.mark.parametrize("source", DEMOS)
 def test_committed_demo_dataset_reproduces(tmp_path, source, analysis):
     """Recompute each demo with its committed parameters: the same key, and bit-identical data."""
@@ -316,4 +316,22 @@ def test_report_on_the_demo_runs_from_the_committed_cache(tmp_path, run_cli):
     assert "Verdict: is the QK operator shared across layers?" in res.out
     assert "Verdict: are QK spectra rescaled copies across depth?" in res.out
     assert "How focused is each layer's attention?" in res.out  # the committed entropy is there
+    assert "Do adjacent layers' MLPs share structure once neurons are matched?" in res.out  # gauge, committed
+    assert "Which seed verdicts change once the gauge is handled?" in res.out
     assert sorted(p.name for p in c.rglob("*.nc")) == sorted(p.name for p in (ROOT / "cache").rglob("*.nc"))
+
+
+def test_qk_scales_are_not_reported_under_qk_norm(tmp_path):
+    """Qwen3's q_norm/k_norm remove the QK operator's scale: T and the scale correlations are withheld."""
+    from geomlib.analyses.report import render
+    from tests.factories.hf import make_checkpoint
+
+    path, _ = make_checkpoint(tmp_path, "qwen3", n_layers=3)
+    ds = geomlib.compute(str(path), ["heads", "gauge"], tmp_path / "c", progress=False,
+                         heads={"forward_pass": False, "null_draws": 2}, gauge={"null_draws": 2})
+    text = render(ds)
+    assert "T_opt: not reported: q_norm/k_norm" in text
+    assert "corr(T, entropy), corr(op_norm, entropy): not reported" in text
+    assert "q_norm/k_norm gains folded into the QK operators" in text
+    ov = text[text.index("Does head h's OV operator"):]
+    assert "not reported" not in ov.split("===")[2]  # the OV table keeps its T column

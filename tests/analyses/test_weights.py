@@ -12,10 +12,23 @@ import torch
 import geomlib
 from geomlib.arch.families import MATRIX_FAMILIES, RESIDUAL_AXIS
 from geomlib.analyses.phases import adjacent
+from geomlib.analyses.weights.report import seed000, seed004
 from geomlib.errors import GeomlibWarning
+from geomlib.metrics.gauge_nulls import permute_layer
+from geomlib.metrics.nulls import permutation_aligned_null
 from tests.factories import synthetic
 
 MAT = list(MATRIX_FAMILIES)
+GAMMA_NULL_DIMS = {
+    "gamma_pca_null_mean": ("family", "pc"),
+    "gamma_pca_null_std": ("family", "pc"),
+    "gamma_abs_proj_top1_null_mean": ("family", "layer"),
+    "gamma_abs_proj_top1_null_std": ("family", "layer"),
+    "gamma_centered_pca_explained": ("family", "pc"),
+    "gamma_centered_proj_top1": ("family", "layer"),
+    "gamma_centered_pca_null_mean": ("family", "pc"),
+    "gamma_centered_pca_null_std": ("family", "pc"),
+}
 
 
 def rotate(layer: dict, seed: int) -> dict:
@@ -134,7 +147,7 @@ def test_dataset_schema(planted):
     ds, _ = planted
     assert set(ds.dims) >= {"family", "layer", "layer_b", "null", "mode", "pc"}
     assert list(ds.layer.values) == list(range(6)) and list(ds.layer_b.values) == list(range(6))
-    assert list(ds.null.values) == ["gaussian", "scrambled"]
+    assert list(ds.null.values) == ["gaussian", "scrambled", "permutation"]
     assert ds.sizes["mode"] == min(9, 6) and ds.sizes["pc"] == 6
     for v in ds.data_vars:
         if ds[v].dtype.kind == "f":
@@ -145,6 +158,11 @@ def test_dataset_schema(planted):
                 "weights_schema_version", "quantization", "phase_method"):
         assert key in ds.attrs, key
     assert ds.phase.dims == ("layer",)
+    for v, dims in GAMMA_NULL_DIMS.items():
+        assert ds[v].dims == dims and ds[v].dtype == np.float64, v
+        assert ds[v].attrs["description"], v
+    assert "permutation" in ds.aligned_null_mean.attrs["description"]
+    assert int(ds.attrs["weights_schema_version"]) == 2
 
 
 def _write_degenerate(tmp_path, kind):
@@ -196,3 +214,144 @@ def test_bf16_checkpoint_is_computed_in_float64(tmp_path):
     w = [layers[L]["k_proj"].to(torch.bfloat16).double() for L in range(3)]
     want = float((w[0] * w[1]).sum() / (w[0].norm() * w[1].norm()))
     assert float(ds.cos.sel(family="k_proj", layer=0, layer_b=1)) == pytest.approx(want, abs=1e-13)
+
+
+# --------------------------------------------------------------------------- gauge-aware nulls, end to end
+def _shared_mean(layer: dict, g: torch.Generator) -> dict:
+    """Every neuron/head row (output column for o, down) shares one direction, as trained MLP rows often do."""
+    out = {}
+    for fam, w in layer.items():
+        if w.ndim == 1:
+            out[fam] = w
+        elif RESIDUAL_AXIS[fam] == 0:
+            out[fam] = w + 3.0 * torch.randn(w.shape[0], 1, generator=g, dtype=torch.float64)
+        else:
+            out[fam] = w + 3.0 * torch.randn(1, w.shape[1], generator=g, dtype=torch.float64)
+    return out
+
+
+@pytest.fixture(scope="module")
+def relabelled(tmp_path_factory):
+    """4 layers: 0 random with shared mean rows, 1 = 0 relabelled by a true symmetry (neurons and GQA heads),
+    2 and 3 random; input_ln gains alternate between two directions (their centered units are rank 1)."""
+    g = torch.Generator().manual_seed(3)
+    u = [torch.rand(32, generator=g, dtype=torch.float64) + 0.5 for _ in range(2)]
+
+    def plant(L, fresh, prev):
+        if L == 0:
+            out = _shared_mean(fresh, g)
+        elif L == 1:
+            p = torch.randperm(48, generator=g)
+            # the kv groups swapped and each group's query heads reversed: GQA-consistent, and no family unmoved
+            hp, kp = torch.tensor([3, 2, 1, 0]), torch.tensor([1, 0])
+            out = permute_layer(prev[0], p, hp, kp, head_dim=8)
+            out["post_attn_ln"] = fresh["post_attn_ln"]  # random gains (permute_layer returns norms as they are)
+        else:
+            out = fresh
+        out["input_ln"] = (1 + 0.5 * L) * u[L % 2]
+        return out
+
+    path, layers = synthetic.build(tmp_path_factory.mktemp("relabelled") / "m", 4, plant, dtype=torch.float64)
+    ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path_factory.mktemp("cache"), progress=False,
+                         weights={"null_draws": 16})
+    return ds, layers
+
+
+def _band(ds, null, fam, L):
+    return (float(ds.aligned_null_mean.sel(null=null, family=fam, layer=L)),
+            float(ds.aligned_null_std.sel(null=null, family=fam, layer=L)))
+
+
+def test_relabelled_layer_sits_in_its_permutation_band_not_above_it(relabelled):
+    ds, _ = relabelled
+    for fam in MAT:
+        a = adj(ds, "aligned_cos", fam, 0)
+        pm, ps = _band(ds, "permutation", fam, 0)
+        sm, ss = _band(ds, "scrambled", fam, 0)
+        # layer 1 is the same function as layer 0: its aligned cos is one draw of the permutation null
+        assert abs(a - pm) < 3 * ps + 1e-3, (fam, a, pm, ps)
+        # the sign flips of the scrambled null destroy the shared rows: it reports an "excess" that is not there
+        assert a > sm + 2 * ss and pm > sm + 2 * ss, (fam, a, sm, ss)
+    text = "\n".join(seed000(ds))
+    assert "verdict against the permutation null" in text
+    rows = {ln.split()[0]: ln for ln in text.splitlines() if ln.strip().split(" ")[0].endswith("_proj") and "±" in ln}
+    assert set(rows) == set(MAT)
+    assert "null-corrected (aligned − permutation null mean)" in text
+
+
+def test_permutation_band_is_the_metric_seeded_with_seed_plus_L(relabelled):
+    ds, layers = relabelled
+    for fam in ("q_proj", "v_proj", "o_proj", "up_proj", "down_proj"):
+        m, s = permutation_aligned_null(layers[1][fam], layers[2][fam], fam, 16, 0 + 2, n_heads=4, n_kv_heads=2,
+                                        head_dim=8)
+        assert _band(ds, "permutation", fam, 1) == pytest.approx((m, s), rel=1e-12, abs=1e-14), fam
+
+
+def test_norm_gains_have_no_permutation_band(relabelled):
+    ds, _ = relabelled
+    for fam in ("input_ln", "post_attn_ln"):
+        assert np.isnan(ds.aligned_null_mean.sel(null="permutation", family=fam)).all()
+    assert "no per-layer symmetry" in ds.aligned_null_mean.attrs["description"]
+
+
+def test_gamma_pc1_against_the_coordinate_shuffle_null(relabelled):
+    ds, _ = relabelled
+    ex = ds.gamma_pca_explained.sel(family="input_ln")
+    m, s = (float(ds[v].sel(family="input_ln", pc=0)) for v in ("gamma_pca_null_mean", "gamma_pca_null_std"))
+    assert float(ex.isel(pc=0)) == pytest.approx(1.0, abs=1e-12)
+    assert m + 2 * s < 0.95
+    # random post_attn_ln gains: PC1 is what shuffled gains give
+    pe = float(ds.gamma_pca_explained.sel(family="post_attn_ln", pc=0))
+    pm, ps = (float(ds[v].sel(family="post_attn_ln", pc=0)) for v in ("gamma_pca_null_mean", "gamma_pca_null_std"))
+    assert abs(pe - pm) < 3 * ps
+    text = "\n".join(seed004(ds))
+    assert "PC1 1.0000 exceeds the shuffle null" in text
+    assert "mean-removed γ" in text
+    assert np.isfinite(ds.gamma_centered_proj_top1.sel(family="input_ln")).all()
+    assert np.isfinite(ds.gamma_abs_proj_top1_null_mean.sel(family="input_ln")).all()
+
+
+def test_nan_gain_gives_nan_gamma_nulls_and_a_warning(tmp_path):
+    def plant(L, fresh, prev):
+        if L == 2:
+            fresh["input_ln"][5] = math.nan
+        return fresh
+
+    path, _ = synthetic.build(tmp_path / "m", 4, plant, dtype=torch.float32)
+    with pytest.warns(GeomlibWarning, match="input_ln has a zero or non-finite gain vector"):
+        ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / "c", progress=False,
+                             weights={"null_draws": 4})
+    for v in ["gamma_pca_explained", "gamma_proj_top1", *GAMMA_NULL_DIMS]:
+        assert np.isnan(ds[v].sel(family="input_ln")).all(), v
+        assert np.isfinite(ds[v].sel(family="post_attn_ln")).any(), v
+    assert "not available" in "\n".join(seed004(ds))
+
+
+def test_nulls_are_deterministic_by_seed(tmp_path):
+    path, _ = synthetic.build(tmp_path / "m", 3)
+    run = lambda seed, c: geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / c,  # noqa: E731
+                                          progress=False, weights={"null_draws": 3, "seed": seed})
+    a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
+    for v in ("aligned_null_mean", "aligned_null_std", *GAMMA_NULL_DIMS):
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    assert not np.array_equal(a.aligned_null_mean.sel(null="permutation").values,
+                              c.aligned_null_mean.sel(null="permutation").values, equal_nan=True)
+    assert not np.array_equal(a.gamma_pca_null_mean.values, c.gamma_pca_null_mean.values, equal_nan=True)
+
+
+def test_gamma_view_draws_the_shuffle_null_beside_the_bars(relabelled):
+    from geomlib.plot.spec import Selection, build_panel
+    from geomlib.plot.views.gamma import VIEW
+
+    ds, _ = relabelled
+    spec = next(p for p in VIEW.panels if p.title == "γ explained variance")
+    sel = VIEW.selection(ds, Selection(family="input_ln"))
+    panel = build_panel(spec, ds, sel)
+    assert [t.type for t in panel.traces] == list(spec.traces) == ["bar", "scatter"]
+    bar, null = panel.traces
+    m = ds.gamma_pca_null_mean.sel(family="input_ln").values
+    np.testing.assert_allclose(np.asarray(null.y), m[: len(bar.y)])
+    # without the null (older caches, null_draws=0) the bars stay and the null trace is empty: same skeleton
+    bare = build_panel(spec, ds.drop_vars(["gamma_pca_null_mean", "gamma_pca_null_std"]), sel)
+    assert [t.type for t in bare.traces] == ["bar", "scatter"] and len(bare.traces[1].x) == 0
+    assert not bare.note

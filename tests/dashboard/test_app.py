@@ -28,6 +28,9 @@ def app():
 
 
 ROWS = list(views.names())  # view r of the page
+TOP = 0  # the first view carries the model line as its title
+COS, OP, GAMMA, ENT = (ROWS.index(v) for v in ("cos", "operator", "gamma", "entropy"))
+GAUGE = [v for v in ROWS if "gauge" in {a for p in views.get(v).panels for a in p.requires}]
 
 
 def fig(app, r):
@@ -64,30 +67,35 @@ def click(app, r, c, k, x, yv, ind=0):
 def test_opens_the_demo_with_every_view(app):
     assert app.source == "demo:smollm2-135m"
     assert app.anchor == 29 and app._anchor.max == 29
-    assert list(app.views) == ROWS and [len(app._index[v]) for v in ROWS] == [4, 4, 3, 2]
-    assert z(app, 0, 0).shape == (30, 30) and z(app, 1, 0).shape == (30, 30) and z(app, 3, 0).shape == (30, 9)
-    title = fig(app, 0).layout.title.text
+    assert list(app.views) == ROWS and [len(app._index[v]) for v in ROWS] == [3, 4, 4, 4, 3, 2]
+    assert z(app, COS, 0).shape == (30, 30) and z(app, OP, 0).shape == (30, 30) and z(app, ENT, 0).shape == (30, 9)
+    title = fig(app, TOP).layout.title.text
     assert "Q4_1 quantized" in title and "quantization noise" in title  # labelled, not hidden
-    assert not [a for r in range(4) for a in fig(app, r).layout.annotations if "not computed" in (a.text or "")]
+    # the demo caches may predate the gauge analysis: then only its views say so
+    gauge = "gauge" in app.dataset.attrs["analyses"].split(",")
+    for r, v in enumerate(ROWS):
+        notes = [a.text for a in fig(app, r).layout.annotations if "not computed" in (a.text or "")]
+        assert notes == ([] if gauge or v not in GAUGE else ["gauge analysis not computed"] * len(views.get(v).panels))
     assert all(len(pv.figure["data"]) == len(fig(app, r).data) for r, pv in enumerate(app.views.values()))
     assert "llama" in app._info.value
 
 
 def test_family_changes_the_weight_views(app):
-    before, line = z(app, 0, 0), y(app, 0, 2, 2)
+    before, line = z(app, COS, 0), y(app, COS, 2, 2)
     app.family = "v_proj"
-    assert not np.allclose(z(app, 0, 0), before, equal_nan=True)
-    assert not np.allclose(y(app, 0, 2, 2), line, equal_nan=True)
-    assert "v_proj" in titles(app, 0)[0]
+    assert not np.allclose(z(app, COS, 0), before, equal_nan=True)
+    assert not np.allclose(y(app, COS, 2, 2), line, equal_nan=True)
+    assert "v_proj" in titles(app, COS)[0]
     app.family = "q_proj"
 
 
 def test_anchor_moves_every_marker(app):
     app.anchor = 7
     anchor_lines = [s for s in shapes(app) if s.type == "line" and s.x0 == 7 and s.x1 == 7]
-    assert len(anchor_lines) == 6  # every depth x-axis: cos, delta, adjacent line, operator, ‖γ‖, entropy profile
+    # every depth x-axis: cos, delta, adjacent line, operator, ‖γ‖, entropy profile, and the gauge views' five
+    assert len(anchor_lines) == 6 + 5
     rows = [s for s in shapes(app) if s.type == "line" and s.y0 == 7 and s.y1 == 7]
-    assert len(rows) == 3  # the anchor row of the three L x L heatmaps
+    assert len(rows) == 3 + 4  # the anchor row of the L x L heatmaps (three index-paired, four gauge-aware)
     ring = [s for s in shapes(app) if s.type == "circle" and s.visible is not False]
     sc = app.dataset["gamma_pca_scores"].sel(family="input_ln", layer=7)
     assert len(ring) == 1 and ring[0].x0 < float(sc.isel(pc=0)) < ring[0].x1
@@ -101,57 +109,57 @@ def test_phase_shades_its_layers_and_filters_the_phase_bars(app):
     bands = [s for s in shapes(app) if s.type == "rect" and s.fillcolor and s.visible is not False]
     assert len(bands) >= 9  # the depth axes of four views, both axes of the L x L heatmaps, the phase bars
     k = len(phases) - 1  # the chosen phase's bar is shaded on the per-phase axis (a categorical x axis)
-    xa = trace(app, 0, 3).xaxis
-    bands = [s for s in shapes(app, 0) if s.type == "rect" and s.fillcolor and s.visible is not False]
+    xa = trace(app, COS, 3).xaxis
+    bands = [s for s in shapes(app, COS) if s.type == "rect" and s.fillcolor and s.visible is not False]
     assert [s for s in bands if s.xref == xa and s.x0 == k - 0.5 and s.x1 == k + 0.5]
     app.phase = "all"
     assert not [s for s in shapes(app) if s.type == "rect" and s.fillcolor and s.visible is not False]
 
 
 def test_operator_head_and_metric_change_the_operator_view(app):
-    base = z(app, 1, 0)
+    base = z(app, OP, 0)
     app.operator = "ov"
-    ov = z(app, 1, 0)
+    ov = z(app, OP, 0)
     assert not np.allclose(ov, base, equal_nan=True)
     app.head = 4
-    assert not np.allclose(z(app, 1, 0), ov, equal_nan=True)
+    assert not np.allclose(z(app, OP, 0), ov, equal_nan=True)
     app.op_metric = "pa_mean"
-    assert "principal-angle" in titles(app, 1)[0]
+    assert "principal-angle" in titles(app, OP)[0]
     app.operator, app.head, app.op_metric = "qk", -1, "cos"
 
 
 def test_clicking_an_operator_cell_opens_that_pairs_detail(app):
-    bars = y(app, 1, 1)
-    click(app, 1, 0, 0, x=12, yv=3)
+    bars = y(app, OP, 1)
+    click(app, OP, 0, 0, x=12, yv=3)
     assert app.pair == (3, 12) and app.anchor == 12
-    assert "pair (3, 12)" in titles(app, 1)[1]
+    assert "pair (3, 12)" in titles(app, OP)[1]
     want = app.dataset["head_cos"].sel(operator="qk", layer=3, layer_b=12).values
-    np.testing.assert_allclose(y(app, 1, 1), want)
-    assert not np.allclose(y(app, 1, 1), bars)
-    assert "pair (3, 12)" in titles(app, 1)[3]  # sign agreement follows
+    np.testing.assert_allclose(y(app, OP, 1), want)
+    assert not np.allclose(y(app, OP, 1), bars)
+    assert "pair (3, 12)" in titles(app, OP)[3]  # sign agreement follows
     box = [s for s in shapes(app) if s.type == "rect" and s.line.color == "black"]
     assert len(box) == 1 and (box[0].x0, box[0].y0) == (11.5, 2.5)  # the selected cell is outlined
 
 
 def test_clicking_depth_axes_and_gamma_points_sets_the_anchor(app):
-    click(app, 0, 2, 2, x=9, yv=0.0)  # adjacent raw line
+    click(app, COS, 2, 2, x=9, yv=0.0)  # adjacent raw line
     assert app.anchor == 9
-    click(app, 3, 0, 0, x=2, yv=21)  # entropy heatmap row
+    click(app, ENT, 0, 0, x=2, yv=21)  # entropy heatmap row
     assert app.anchor == 21
-    t = trace(app, 2, 0, 0)  # the γ points, one per layer
-    click(app, 2, 0, 0, x=t.x[4], yv=t.y[4], ind=4)
+    t = trace(app, GAMMA, 0, 0)  # the γ points, one per layer
+    click(app, GAMMA, 0, 0, x=t.x[4], yv=t.y[4], ind=4)
     assert app.anchor == 4
 
 
 def test_switching_model_redraws_everything(app):
     app.source = "demo:minilm-l6"
-    assert z(app, 0, 0).shape == (6, 6) and z(app, 3, 0).shape == (6, 12)
+    assert z(app, COS, 0).shape == (6, 6) and z(app, ENT, 0).shape == (6, 12)
     assert app._anchor.max == 5 and app.anchor == 5
-    assert "bert" in fig(app, 0).layout.title.text and "quantized" not in fig(app, 0).layout.title.text
-    assert app.views["cos"].figure["layout"]["title"]["text"] == fig(app, 0).layout.title.text  # sent whole
+    assert "bert" in fig(app, TOP).layout.title.text and "quantized" not in fig(app, TOP).layout.title.text
+    assert app.views[ROWS[TOP]].figure["layout"]["title"]["text"] == fig(app, TOP).layout.title.text  # sent whole
     assert "gate_proj" not in app._family.options  # BERT has no gate
     app.source = "demo:smollm2-135m"
-    assert z(app, 0, 0).shape == (30, 30)
+    assert z(app, COS, 0).shape == (30, 30)
 
 
 def test_update_touches_only_what_changed(app):
@@ -164,13 +172,13 @@ def test_update_touches_only_what_changed(app):
                 for i in app._index[ROWS[r]][c]]
 
     app.refresh(force=True)
-    entropy, cos = snapshot(3, 0), snapshot(0, 0)
+    entropy, cos = snapshot(ENT, 0), snapshot(COS, 0)
     before = [s.to_plotly_json() for s in shapes(app)]
     seqs = {v: app.views[v].patch.get("seq") for v in ROWS}
     drawn = {v: list(app.views[v].overlays) for v in ROWS}
     app.anchor = 3
     # the anchor is an overlay: no trace is rewritten (plotly would redraw the whole figure), shapes move
-    assert snapshot(3, 0) == entropy and snapshot(0, 0) == cos
+    assert snapshot(ENT, 0) == entropy and snapshot(COS, 0) == cos
     assert [s.to_plotly_json() for s in shapes(app)] != before
     for v in ROWS:  # what went to each view: its overlay list, and no figure patch at all
         assert app.views[v].patch.get("seq") == seqs[v]
@@ -178,7 +186,7 @@ def test_update_touches_only_what_changed(app):
         assert app.views[v].overlays == [s.to_plotly_json() for s in fig(app, ROWS.index(v)).layout.shapes]
     op_seq = app.views["operator"].patch.get("seq")
     app.family = "up_proj"
-    assert snapshot(0, 0) != cos and snapshot(3, 0) == entropy
+    assert snapshot(COS, 0) != cos and snapshot(ENT, 0) == entropy
     sent = {int(i) for i in app.views["cos"].patch["traces"]}
     assert sent == {i for ids in app._index["cos"] for i in ids}
     assert app.views["operator"].patch.get("seq") == op_seq  # nothing was sent to the operator view
@@ -196,12 +204,13 @@ def test_missing_analyses_are_labelled(tmp_path):
     app = build_app(roots=[tmp_path])
     notes = {v: [a.text for a in app.figures[v].layout.annotations if a.text and "not computed" in a.text]
              for v in ROWS}
-    assert notes == {"cos": [], "operator": ["heads analysis not computed"] * 4, "gamma": [],
+    assert notes == {"matched": ["gauge analysis not computed"] * 3,
+                     "heads_matched": ["gauge analysis not computed"] * 4, "cos": [], "operator": ["heads analysis not computed"] * 4, "gamma": [],
                      "entropy": ["heads analysis not computed"] * 2}
-    assert "not computed: heads" in fig(app, 0).layout.title.text
+    assert "not computed: heads" in fig(app, TOP).layout.title.text
     assert [e.analyses for e in app._entries] == [("weights",)] and "[weights]" in app._entries[0].label
     app.operator, app.family = "ov", "k_proj"  # placeholders follow the state without failing
-    assert app.error == "" and "k_proj" in titles(app, 0)[0]
+    assert app.error == "" and "k_proj" in titles(app, COS)[0]
 
 
 def test_a_model_without_the_weights_analysis_opens(tmp_path):
@@ -210,11 +219,11 @@ def test_a_model_without_the_weights_analysis_opens(tmp_path):
     (tmp_path / src.parent.name).mkdir()
     (tmp_path / src.parent.name / src.name).write_bytes(src.read_bytes())
     app = build_app(roots=[tmp_path])
-    assert [a.text for a in fig(app, 0).layout.annotations][4:] == ["weights analysis not computed"] * 4
-    assert "not computed: weights" in fig(app, 0).layout.title.text
-    assert z(app, 1, 0).shape == (6, 6)
-    click(app, 1, 0, 0, x=4, yv=1)
-    assert app.pair == (1, 4) and "pair (1, 4)" in titles(app, 1)[1]
+    assert [a.text for a in fig(app, COS).layout.annotations][4:] == ["weights analysis not computed"] * 4
+    assert "not computed: weights" in fig(app, TOP).layout.title.text
+    assert z(app, OP, 0).shape == (6, 6)
+    click(app, OP, 0, 0, x=4, yv=1)
+    assert app.pair == (1, 4) and "pair (1, 4)" in titles(app, OP)[1]
 
 
 def test_no_cache_is_one_clear_error(tmp_path):
@@ -256,7 +265,7 @@ def test_compute_box_computes_a_new_model_and_shows_it(tmp_path):
     assert [v for _, v in app._model.options] == ["demo:smollm2-135m"]
     app.compute("demo:minilm-l6")
     assert app.error == "", app.error
-    assert app.source == "demo:minilm-l6" and z(app, 0, 0).shape == (6, 6)
+    assert app.source == "demo:minilm-l6" and z(app, COS, 0).shape == (6, 6)
     assert "demo:minilm-l6" in [v for _, v in app._model.options]
     assert len(list(tmp_path.rglob("*.nc"))) == 4
 

@@ -282,7 +282,7 @@ def test_page_draws_all_four_views_of_the_demo_model(dash, smol):
             assert traces and all(snap["data"][i]["xaxis"] + snap["data"][i]["yaxis"] == sub for i in traces)
         titles = [a.text for a in figs[v].layout.annotations if a.text][:n_panels]
         assert snap["annotations"][:n_panels] == titles
-    assert [len(index[v]) for v in VIEW_ROWS] == [4, 4, 3, 2]
+    assert [len(index[v]) for v in VIEW_ROWS] == [3, 4, 4, 4, 3, 2]
     cos_snap, op_snap = dash.snapshot("cos"), dash.snapshot("operator")
     assert "raw cos-sim · q_proj" in cos_snap["annotations"][0] and "QK operator" in op_snap["annotations"][0]
     assert "γ PCA" in dash.snapshot("gamma")["annotations"][0]
@@ -303,9 +303,9 @@ def test_page_draws_all_four_views_of_the_demo_model(dash, smol):
     n_lines = page.evaluate(f"() => {gd('cos')}.querySelectorAll('svg.geomlib-overlay line').length")
     assert n_lines == len([sh for sh in cos_snap["shapes"] if sh["type"] == "line"]) > 0
     # the quantization is said in the visible title, and in the facts table
-    assert "Q4_1 quantized" in cos_snap["title"]
+    assert "Q4_1 quantized" in dash.snapshot(VIEW_ROWS[0])["title"]  # the first view carries the model line
     assert 29 in _anchor_lines(cos_snap) and 29 in _anchor_rows(cos_snap)
-    title = page.locator('.geomlib-plot[data-view="cos"] .gtitle')
+    title = page.locator(f'.geomlib-plot[data-view="{VIEW_ROWS[0]}"] .gtitle')
     assert title.is_visible() and "Q4_1 quantized" in title.text_content()
     assert page.locator("td.geomlib-architecture").inner_text() == "llama"
     assert page.locator("td.geomlib-layers").inner_text() == "30"
@@ -485,8 +485,8 @@ def test_model_dropdown_redraws_with_the_other_model(dash, smol):
     ds, figs, index = smol
     page = dash.page
     dash.choose(dash.dropdown("model"), MINI)
-    dash.wait(f"g.layout.title.text.startsWith('{MINI}') && g.data[{index['cos'][0][0]}].z.length === 6",
-              timeout=90_000)
+    dash.wait(f"g.layout.title.text.startsWith('{MINI}')", VIEW_ROWS[0], timeout=90_000)
+    dash.wait(f"g.data[{index['cos'][0][0]}].z.length === 6", timeout=90_000)
     snap = dash.snapshot("cos")
     assert len(snap["data"]) == len(figs["cos"].data)
     cos = _grid(snap["data"][index["cos"][0][0]]["z"])
@@ -496,7 +496,8 @@ def test_model_dropdown_redraws_with_the_other_model(dash, smol):
     dash.wait(f"g.data[{index['entropy'][0][0]}].z.length === 6", "entropy")
     assert _grid(dash.snapshot("entropy")["data"][index["entropy"][0][0]]["z"]).shape == (6, 12)
     assert len(snap["data"][index["cos"][2][2]]["x"]) == 5  # adjacent pairs of 6 layers
-    assert "6 layers" in snap["title"] and "quantized" not in snap["title"] and _anchor_rows(snap) == {5}
+    top = dash.snapshot(VIEW_ROWS[0])["title"]
+    assert "6 layers" in top and "quantized" not in top and _anchor_rows(snap) == {5}
     assert page.locator("td.geomlib-architecture").inner_text() == "bert"
     assert page.locator("td.geomlib-layers").inner_text() == "6"
     assert page.locator(".widget-slider .widget-readout").first.inner_text().strip() == "5"
@@ -509,7 +510,7 @@ def test_overlays_are_drawn_where_their_data_coordinates_are(dash, smol):
     """The SVG overlay layer puts each shape at its axis position (categorical axes included)."""
     page = dash.page
     dash.choose(dash.dropdown("model"), SMOL)  # back to the demo with several phases
-    dash.wait(f"g.layout.title.text.startsWith('{SMOL}')", timeout=90_000)
+    dash.wait(f"g.layout.title.text.startsWith('{SMOL}')", VIEW_ROWS[0], timeout=90_000)
     phases = phase_order(smol[0])
     dash.dropdown("phase").select_option(phases[-1])
     dash.wait("(g.__overlays || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)")

@@ -18,6 +18,7 @@ from geomlib.metrics import (
     spectral_entropy,
     svd_flip,
 )
+from geomlib.errors import GeomlibWarning
 from geomlib.metrics.linalg import randomized_sq_singvals
 from geomlib.metrics.nulls import signed_permutation
 
@@ -76,11 +77,14 @@ def test_scale_track_pca_reconstructs_the_centered_track():
 def test_direction_pca_on_vectors_sharing_one_direction():
     base = rand(16)
     scales = torch.linspace(0.5, 3.0, 6, dtype=D)
-    res = direction_pca(scales[:, None] * base[None, :])
+    with pytest.warns(GeomlibWarning, match="do not vary across layers"):
+        res = direction_pca(scales[:, None] * base[None, :])
     assert torch.allclose(res["norm"], scales * base.norm())
     assert torch.allclose(res["unit"] @ res["unit"].T, torch.ones(6, 6, dtype=D))
-    # identical directions: nothing varies after centering
+    # identical directions: nothing varies after centering, so there is no PC to explain anything (NaN, not
+    # a fraction fitted to rounding noise)
     assert torch.allclose(res["scores"], torch.zeros_like(res["scores"]), atol=1e-12)
+    assert torch.isnan(res["explained"]).all()
 
 
 def test_direction_pca_signs_are_deterministic():

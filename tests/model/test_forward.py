@@ -22,18 +22,22 @@ import pytest
 import torch
 
 import geomlib
+from geomlib.analyses.phases import head_invariant
 from geomlib.model.forward import (
+    MAX_WINDOWS,
     TEXT_SOURCE,
+    WINDOW_TOKENS,
     EntropyResult,
     _attention_entropy,
     attention_entropy,
     builtin_text,
     check_memory_budget,
     check_tokenizer,
+    text_windows,
 )
 from geomlib.errors import GeomlibError, InvalidArgumentError, SourceNotFoundError, UnsupportedSourceError
 from tests.factories.gguf import write_gguf
-from tests.factories.hf import MODEL_TYPES, make_checkpoint, tiny_model
+from tests.factories.hf import MODEL_TYPES, make_checkpoint, save_model, tiny_model
 from tests.factories.tokenizers import VOCAB, save_tokenizer, word_tokenizer
 
 # every architecture geomlib reads; the encoders attend both ways
@@ -56,9 +60,30 @@ def byte_level_tokenizer(vocab_size: int):
 
 def reference_entropy(model, ids: list[int]) -> np.ndarray:
     """(layers, heads) mean over queries of the entropy of the returned attention maps."""
+    return reference_per_query(model, ids).mean(-1)
+
+
+def reference_per_query(model, ids: list[int]) -> np.ndarray:
+    """(layers, heads, queries) entropy of every attention row of the returned maps."""
     with torch.no_grad():
         out = model(input_ids=torch.tensor([ids]), output_attentions=True)
-    return np.stack([torch.special.entr(a[0].double()).sum(-1).mean(-1).numpy() for a in out.attentions])
+    return np.stack([torch.special.entr(a[0].double()).sum(-1).numpy() for a in out.attentions])
+
+
+def reference_windows(model, ids: list[int], n_windows: int) -> np.ndarray:
+    """(window, layers, heads): the per-query entropies averaged over ``n_windows`` contiguous, near-equal
+    stretches of queries (numpy's array_split, written independently of geomlib's edges)."""
+    per_query = reference_per_query(model, ids)
+    return np.stack([c.mean(-1) for c in np.array_split(per_query, n_windows, axis=-1)])
+
+
+def check_windows(res: EntropyResult) -> None:
+    """The windows tile the queries and their token-weighted mean is the reported mean."""
+    e = res.window_edges
+    assert e[0] == 0 and e[-1] == res.n_tokens and (np.diff(e) > 0).all()
+    assert res.windows.shape == (len(e) - 1,) + res.values.shape and res.windows.dtype == np.float64
+    w = np.diff(e) / res.n_tokens
+    np.testing.assert_allclose(np.tensordot(w, res.windows, axes=1), res.values, rtol=1e-12, atol=1e-12)
 
 
 def check_bounds(values: np.ndarray, n: int, causal: bool) -> None:
@@ -119,6 +144,11 @@ def test_matches_output_attentions_of_the_same_model(checkpoints, tokenizer, mod
     assert res.n_tokens == len(ids) == 96
     np.testing.assert_allclose(res.values, reference_entropy(model, ids), rtol=1e-6, atol=1e-9)
     check_bounds(res.values, res.n_tokens, CAUSAL[model_type])
+    # 96 tokens: 3 windows of 32 queries, each the mean of its own queries' entropies
+    assert list(res.window_edges) == [0, 32, 64, 96]
+    np.testing.assert_allclose(res.windows, reference_windows(model, ids, 3), rtol=1e-6, atol=1e-9)
+    check_windows(res)
+    assert "3 contiguous windows of 32-32" in res.method
     assert res.text_sha256 == hashlib.sha256(builtin_text().encode()).hexdigest()
     assert res.text_source == TEXT_SOURCE
     assert res.device == "cpu" and not res.offloaded
@@ -135,6 +165,24 @@ def test_default_max_tokens_truncates_the_text(checkpoints, tokenizer):
     assert len(ids) > 512 and res.n_tokens == 512  # the word-level BPE splits finely: the cap applies
     np.testing.assert_allclose(res.values, reference_entropy(model, ids[:512]), rtol=1e-6, atol=1e-9)
     check_bounds(res.values, 512, causal=False)
+    assert res.windows.shape == (16, 3, 4) and (np.diff(res.window_edges) == 32).all()  # the default: 16 x 32
+    np.testing.assert_allclose(res.windows, reference_windows(model, ids[:512], 16), rtol=1e-6, atol=1e-9)
+    check_windows(res)
+
+
+@pytest.mark.parametrize("n, W", [(1, 1), (2, 1), (63, 1), (64, 2), (100, 3), (482, 15), (512, 16), (513, 16),
+                                  (10_000, 16)])
+def test_text_windows_rule(n, W):
+    e = text_windows(n)
+    assert e.dtype == np.int64 and len(e) == W + 1 == min(MAX_WINDOWS, max(1, n // WINDOW_TOKENS)) + 1
+    assert e[0] == 0 and e[-1] == n
+    sizes = np.diff(e)
+    assert sizes.max() - sizes.min() <= 1 and (np.diff(sizes) <= 0).all()  # the longer ones first
+    assert [len(c) for c in np.array_split(np.arange(n), W)] == sizes.tolist()
+    if W > 1:
+        assert sizes.min() >= WINDOW_TOKENS
+    with pytest.raises(InvalidArgumentError, match="n_tokens"):
+        text_windows(0)
 
 
 def test_capped_at_the_models_maximum_positions(tmp_path, tokenizer):
@@ -151,6 +199,8 @@ def test_hooks_and_output_attentions_agree(checkpoints):
     hooks = _attention_entropy(ckpt, None, "cpu", 40, False, None, collect="hooks")
     outputs = _attention_entropy(ckpt, None, "cpu", 40, False, None, collect="outputs")
     np.testing.assert_array_equal(hooks.values, outputs.values)
+    np.testing.assert_array_equal(hooks.windows, outputs.windows)
+    np.testing.assert_array_equal(hooks.window_edges, [0, 40])  # 40 tokens: one window
     # the public function takes no private switch
     assert list(inspect.signature(attention_entropy).parameters) == ["ckpt", "text", "device", "max_tokens",
                                                                      "progress", "max_memory"]
@@ -171,6 +221,7 @@ def test_offloaded_model_gives_the_same_numbers(tmp_path, tokenizer, share):
     assert small.offloaded and not full.offloaded
     assert "offloaded" in small.device
     np.testing.assert_allclose(small.values, full.values, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(small.windows, full.windows, rtol=1e-12, atol=1e-12)
 
 
 def test_text_as_string_or_file(checkpoints, tmp_path, tokenizer):
@@ -199,6 +250,67 @@ def test_device_auto_runs(checkpoints):
                             progress=False)
     assert res.device.startswith("cuda" if torch.cuda.is_available() else "cpu")
     assert res.values.shape == (3, 4)
+
+
+def relabel_heads(model, qperm: list[int], kvperm: list[int]) -> None:
+    """Rename the heads of every llama layer in place: query head j becomes old head ``qperm[j]`` and kv head
+    g old kv head ``kvperm[g]``; consistent with GQA when ``qperm[j] // group == kvperm[j // group]``.  The
+    network computes the same function, each head's attention map now under another index."""
+    cfg = model.config
+    D = cfg.hidden_size // cfg.num_attention_heads
+    rows = lambda w, order: torch.cat([w[i * D:(i + 1) * D] for i in order])  # noqa: E731
+    with torch.no_grad():
+        for layer in model.layers:
+            att = layer.self_attn
+            att.q_proj.weight.copy_(rows(att.q_proj.weight, qperm))
+            att.k_proj.weight.copy_(rows(att.k_proj.weight, kvperm))
+            att.v_proj.weight.copy_(rows(att.v_proj.weight, kvperm))
+            att.o_proj.weight.copy_(torch.cat([att.o_proj.weight[:, i * D:(i + 1) * D] for i in qperm], dim=1))
+
+
+def test_relabelled_heads_permute_the_entropies_and_leave_the_sorted_profile(tmp_path, tokenizer):
+    """Relabelling heads is a symmetry: every entropy, mean and per window, moves with its head, and the
+    per-layer sorted profile the phases segment does not change (to the rounding of the output projection)."""
+    model = tiny_model("llama", n_layers=3, vocab_size=VOCAB)  # 4 query heads in 2 kv groups
+    a_path = save_model(model, tmp_path / "a")
+    save_tokenizer(tokenizer, a_path)
+    qperm, kvperm = [3, 2, 0, 1], [1, 0]  # groups swapped, and the heads within the first
+    relabel_heads(model, qperm, kvperm)
+    b_path = save_model(model, tmp_path / "b")
+    save_tokenizer(tokenizer, b_path)
+    a = attention_entropy(geomlib.open_model(a_path), device="cpu", max_tokens=128, progress=False)
+    b = attention_entropy(geomlib.open_model(b_path), device="cpu", max_tokens=128, progress=False)
+    assert not np.allclose(a.values, b.values)  # the labels did move
+    np.testing.assert_allclose(b.values, a.values[:, qperm], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(b.windows, a.windows[:, :, qperm], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(head_invariant(b.values), head_invariant(a.values), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(head_invariant(b.windows), head_invariant(a.windows), rtol=1e-5, atol=1e-7)
+
+
+def test_heads_analysis_stores_the_windows_and_phases_bootstrap_them(tmp_path, tokenizer):
+    path, _ = make_checkpoint(tmp_path, "llama", n_layers=6, vocab_size=VOCAB)
+    save_tokenizer(tokenizer, path)
+    ds = geomlib.compute(path, "heads", tmp_path / "cache", progress=False, heads={"null_draws": 0})
+    win = ds["attn_entropy_windows"]
+    assert win.dims == ("window", "layer", "head") and win.shape == (16, 6, 4)
+    assert list(ds.window.values) == list(range(16))
+    assert list(ds.window_start.values) == list(range(0, 512, 32)) and (ds.window_tokens.values == 32).all()
+    np.testing.assert_allclose(win.mean("window").values, ds.attn_entropy.values, rtol=1e-12, atol=1e-12)
+    assert "window" in win.attrs["description"]
+    assert ds.attrs["heads_schema_version"] == 3
+    # phases are applied at load time: fitted to the sorted entropy profile, bootstrapped over its windows
+    assert ds.attrs["phase_method"].startswith("changepoint:entropy")
+    assert ds.attrs["phase_bootstrap"].startswith("bootstrap over 16 text windows")
+    assert ds.phase_boundary_freq.dims == ("layer",) and ds.phase_boundary_freq.values[0] == 1.0
+    again = geomlib.load(path, "heads", tmp_path / "cache", heads={"null_draws": 0})  # from the cache
+    assert again.attrs["phase_bootstrap"] == ds.attrs["phase_bootstrap"]
+    np.testing.assert_array_equal(again.phase_boundary_freq.values, ds.phase_boundary_freq.values)
+    # no forward pass: nothing to resample, and the phases say so
+    off = geomlib.compute(path, "heads", tmp_path / "cache", progress=False,
+                          heads={"null_draws": 0, "forward_pass": False})
+    assert "attn_entropy_windows" not in off.data_vars and "window" not in off.dims
+    assert off.attrs["phase_bootstrap"].startswith("no bootstrap: ")
+    assert np.isnan(off.phase_boundary_freq.values).all()
 
 
 # -- GGUF -------------------------------------------------------------------------------------------------
@@ -316,3 +428,6 @@ def test_demo_smollm2_entropy_is_finite_bounded_and_deterministic():
     # trained heads differ: some attend sharply (sinks, previous token), some broadly
     assert a.values.min() < 1.0 < 3.0 < a.values.max()
     assert "GGUF" in a.method and a.text_source == TEXT_SOURCE
+    assert a.windows.shape == (15, 30, 9)  # ~480 tokens: 15 windows of 32
+    check_windows(a)
+    np.testing.assert_array_equal(a.windows, b.windows)

@@ -31,7 +31,7 @@ def test_trace_counts_do_not_depend_on_the_data(smol, minilm, sel):
 
 def test_hover_names_values_and_layers(smol):
     fig, index = build_figure(smol, Selection(family="k_proj"))
-    heat = fig.data[index[0][0][0]]
+    heat = fig.data[index[VIEW_NAMES.index("cos")][0][0]]
     assert "layer %{y}" in heat.hovertemplate and "layer_b %{x}" in heat.hovertemplate and "k_proj" in \
         heat.hovertemplate
     assert np.asarray(heat.z).flags["C_CONTIGUOUS"]

@@ -18,10 +18,12 @@ from ..params import Param, block_mib, null_draws, seed
 class Gauge(Analysis):
     name = "gauge"
     title = "gauge-aware: matched MLP neurons and heads between layers, against a residual-rotation null"
-    schema_version = 1
-    default = False  # not yet in the default suite (the dashboard views and demo caches come with it)
+    schema_version = 2
+    default = True
+    pairing = "matched"
     params = (
-        Param("pairs", "adjacent", str, "layer pairs that are matched", choices=("adjacent", "all")),
+        Param("pairs", "auto", str, "layer pairs that are matched: auto = all pairs when affordable (about "
+              "3 core-minutes of neuron similarities, e.g. SmolLM2-135M), else adjacent", choices=("auto", "adjacent", "all")),
         null_draws(4, "residual-side rotations of layer_b, adjacent pairs"),
         seed(),
         Param("fold_norms", True, bool, "compare W·diag(γ): norm gains folded into the matrices they feed"),
@@ -36,7 +38,7 @@ class Gauge(Analysis):
     def report(self, ds, anchor=-1):
         from .report import sections
 
-        return sections(ds)
+        return sections(ds, anchor)
 
 
 __all__ = ["Gauge"]

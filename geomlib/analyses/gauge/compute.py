@@ -6,6 +6,8 @@ its heads under the GQA-consistent head group with per-head GL(d)
 (:func:`~geomlib.metrics.head_matching.match_heads`), after folding the norm gains
 into the matrices they feed.  Adjacent pairs also get the residual-rotation
 null: the same matching after a Haar rotation of the residual side of L'.
+Every streamed pair L < L' also gets the Q-, K- and V-composition scores of
+L's heads into L''s (:func:`~geomlib.metrics.composition.composition_scores`).
 """
 
 from __future__ import annotations
@@ -21,17 +23,23 @@ import xarray as xr
 
 from ...arch.symmetry import symmetry_group
 from ...errors import GeomlibWarning
+from ...metrics.composition import KINDS, composition_baseline, composition_null, composition_scores
 from ...metrics.gauge_nulls import residual_rotation_null
 from ...metrics.head_matching import match_heads
-from ...metrics.matching import fold_norms, match_neurons
+from ...metrics.matching import fold_norms, fold_qk_norms, match_neurons
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
-from ..base import RunContext
+from ..base import PAIRING, RunContext
 from ..heads import OPERATORS, operators_of
 from ..params import Params
 from ..streaming import layers_within, n_pairs, pairs
 
 MLP_FAMILIES = ("gate_proj", "up_proj", "down_proj")
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+#: ``pairs="auto"`` matches every pair when the similarity products of all of them stay under this many
+#: multiply-adds (n_pairs · I² · hidden): about 3 min on one core, e.g. SmolLM2-135M (5.9e11); deeper or
+#: wider models get adjacent pairs
+AUTO_ALL_PAIRS_WORK = 1e12
 
 
 def mlp_views(families, scale: str) -> list[str]:
@@ -42,7 +50,7 @@ def mlp_views(families, scale: str) -> list[str]:
 
 def _split(w: dict) -> tuple[dict, dict]:
     mlp = {f: t for f, t in w.items() if f in MLP_FAMILIES}
-    att = {f: t for f, t in w.items() if f in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    att = {f: t for f, t in w.items() if f in ATTENTION}
     return mlp, att
 
 
@@ -63,23 +71,41 @@ def _recorded(ctx: RunContext, fn):
     return wrapped
 
 
+def all_pairs_work(ckpt: Checkpoint) -> float:
+    """Multiply-adds of the neuron similarities of every layer pair (the dominant cost of ``pairs="all"``)."""
+    if "up_proj" not in ckpt.families:
+        return 0.0
+    return n_pairs(ckpt.n_layers, diagonal=False) * float(ckpt.intermediate) ** 2 * ckpt.hidden
+
+
+def resolve_pairs(ckpt: Checkpoint, pairs: str) -> str:
+    """``"adjacent"`` or ``"all"``; ``"auto"`` picks all pairs when :func:`all_pairs_work` is affordable."""
+    if pairs != "auto":
+        return pairs
+    return "all" if all_pairs_work(ckpt) <= AUTO_ALL_PAIRS_WORK else "adjacent"
+
+
 def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
     """The gauge analysis of ``ckpt`` as a Dataset."""
     n, H = ckpt.n_layers, ckpt.n_heads
+    which = resolve_pairs(ckpt, params.pairs)
     group = symmetry_group(ckpt.arch, ckpt.config)
     has_mlp = all(f in ckpt.families for f in ("up_proj", "down_proj"))
     ops = operators_of(ckpt.families)
     views = mlp_views(ckpt.families, group.mlp_neuron_scale) if has_mlp else []
     norms = sorted({nf for nf, _ in group.norm_folds}) if params.fold_norms else []
-    fams = [f for f in ckpt.families if f in MLP_FAMILIES or f in ("q_proj", "k_proj", "v_proj", "o_proj")
-            or f in norms]
+    if params.fold_norms:
+        norms += [f for f in ("q_norm", "k_norm") if f in ckpt.families]
+    fams = [f for f in ckpt.families if f in MLP_FAMILIES or f in ATTENTION or f in norms]
+    compose = all(f in ckpt.families for f in ATTENTION)
     match_mlp = partial(match_neurons, scale=group.mlp_neuron_scale)
     match_att = partial(match_heads, n_heads=H, n_kv_heads=ckpt.n_kv_heads, head_dim=ckpt.head_dim,
                         head_perm=group.head_perm, operators=tuple(ops))
-    match_mlp, match_att = _recorded(ctx, match_mlp), _recorded(ctx, match_att)
+    compose_heads = partial(composition_scores, n_heads=H, n_kv_heads=ckpt.n_kv_heads, head_dim=ckpt.head_dim)
+    match_mlp, match_att, compose_heads = _recorded(ctx, match_mlp), _recorded(ctx, match_att), _recorded(ctx, compose_heads)
 
     nan = np.nan
-    V, O = len(views), len(ops)
+    V, O, C = len(views), len(ops), len(KINDS) if compose else 0
     out = {
         "mlp_matched_cos": np.full((V, n, n), nan), "mlp_same_index_cos": np.full((V, n, n), nan),
         "mlp_frac_fixed": np.full((n, n), nan),
@@ -88,6 +114,8 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
         "head_different_index_cos": np.full((O, n, n), nan), "head_unmatched_cos": np.full((O, n, n), nan),
         "head_assignment": np.full((n, n, H), -1, dtype=np.int64),
         "head_matched_null_mean": np.full((O, n), nan), "head_matched_null_std": np.full((O, n), nan),
+        "head_matched": np.full((O, n, n, H), nan),
+        "composition_score": np.full((C, n, n, H, H), nan),
     }
     finite = [True] * n
 
@@ -97,11 +125,11 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
             ctx.warn(f"layer {L} has NaN or Inf weights: its matched values are NaN")
             finite[L] = False
         if params.fold_norms:
-            w = fold_norms(w, group.norm_folds, ckpt.norm_offset)
+            w = fold_qk_norms(fold_norms(w, group.norm_folds, ckpt.norm_offset), ckpt.head_dim, ckpt.norm_offset)
         return _split(w)
 
     def pair_stream() -> Iterator[tuple[int, tuple, int, tuple]]:
-        if params.pairs == "all":
+        if which == "all":
             per_layer = sum(math.prod(ckpt.block_axis(f)) for f in fams) * 8  # float64 elements of one layer
             yield from pairs(range(n), layers_within(params.block_mib * 2**20, per_layer, n), load, diagonal=False)
             return
@@ -131,8 +159,16 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
                 off[torch.arange(H), h.perm] = False
                 bg = float(h.cos[op][off].mean()) if H > 1 else nan
                 out["head_unmatched_cos"][i, L1, L2] = out["head_unmatched_cos"][i, L2, L1] = bg
+            inv = torch.argsort(h.perm)  # the inverse matching: head j of L2 is matched to head inv[j] of L1
             out["head_assignment"][L1, L2] = h.perm.numpy()
-            out["head_assignment"][L2, L1] = torch.argsort(h.perm).numpy()  # the inverse matching
+            out["head_assignment"][L2, L1] = inv.numpy()
+            for i, op in enumerate(ops):
+                out["head_matched"][i, L1, L2] = h.matched[op].cpu().numpy()
+                out["head_matched"][i, L2, L1] = h.matched[op][inv].cpu().numpy()
+        if compose:
+            comp = compose_heads(a[1], b[1])
+            for i, k in enumerate(KINDS):
+                out["composition_score"][i, L1, L2] = comp[k].cpu().numpy()
         if L2 == L1 + 1 and params.null_draws:
             s = params.seed + L1
             if has_mlp:
@@ -145,7 +181,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
                     out["head_matched_null_mean"][i, L1] = band.mean[op]
                     out["head_matched_null_std"][i, L1] = band.std[op]
 
-    total = n_pairs(n, diagonal=False) if params.pairs == "all" else max(n - 1, 0)
+    total = n_pairs(n, diagonal=False) if which == "all" else max(n - 1, 0)
     bar = ctx.bar(total=total, desc="gauge matching", unit="pair")
     with torch.no_grad():
         for L1, a, L2, b in pair_stream():
@@ -158,7 +194,11 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
                 out[k][:, L, L] = 1.0  # an empty view or operator axis makes this a no-op
             out["mlp_frac_fixed"][L, L] = 1.0 if has_mlp else nan
             out["head_assignment"][L, L] = np.arange(H)
-    return _dataset(ckpt, params, ctx, out, views, ops, group)
+            out["head_matched"][:, L, L] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pairs that were not streamed: all-NaN, mean NaN
+        out["composition_mean"] = np.nanmean(out["composition_score"], axis=(3, 4))
+    return _dataset(ckpt, params, ctx, out, views, ops, group, which, compose)
 
 
 _DESC = {
@@ -182,23 +222,36 @@ _DESC = {
     "head_matched_null_mean": "pair (layer, layer+1): head_matched_cos after a Haar rotation of layer+1's residual "
                               "side",
     "head_matched_null_std": "standard deviation over those rotations",
+    "head_matched": "operator cosine of head h of layer with the head of layer_b it is matched to (the per-head "
+                    "terms of head_matched_cos)",
+    "composition_score": "Q-, K-, V-composition score (Elhage et al. 2021) of head h's OV circuit in the earlier layer "
+                   "into head head_b's QK (q: query side, k: key side) or OV (v) circuit in the later layer_b, "
+                   "norm gains folded; invariant to each head's GL(d); NaN unless layer < layer_b and the pair was "
+                   "streamed. Unrelated heads score about the composition_baseline attribute (1/√hidden, RMS)",
+    "composition_mean": "mean composition score over all (head, head_b) pairs of the layer pair",
 }
 
 
-def _dataset(ckpt, params, ctx, out, views, ops, group) -> xr.Dataset:
+def _dataset(ckpt, params, ctx, out, views, ops, group, which, compose) -> xr.Dataset:
     VLL, OLL = ("mlp_view", "layer", "layer_b"), ("operator", "layer", "layer_b")
     dims = {"mlp_matched_cos": VLL, "mlp_same_index_cos": VLL, "mlp_frac_fixed": ("layer", "layer_b"),
             "mlp_matched_null_mean": ("mlp_view", "layer"), "mlp_matched_null_std": ("mlp_view", "layer"),
             "head_matched_cos": OLL, "head_same_index_cos": OLL, "head_different_index_cos": OLL,
             "head_unmatched_cos": OLL,
             "head_assignment": ("layer", "layer_b", "head"),
-            "head_matched_null_mean": ("operator", "layer"), "head_matched_null_std": ("operator", "layer")}
+            "head_matched_null_mean": ("operator", "layer"), "head_matched_null_std": ("operator", "layer"),
+            "head_matched": OLL + ("head",),
+            "composition_score": ("composition", "layer", "layer_b", "head", "head_b"),
+            "composition_mean": ("composition", "layer", "layer_b")}
     n = ckpt.n_layers
     ds = xr.Dataset({k: (dims[k], v) for k, v in out.items()},
                     coords={"mlp_view": views, "operator": list(ops), "layer": np.arange(n),
-                            "layer_b": np.arange(n), "head": np.arange(ckpt.n_heads)})
+                            "layer_b": np.arange(n), "head": np.arange(ckpt.n_heads),
+                            "head_b": np.arange(ckpt.n_heads), "composition": list(KINDS) if compose else []})
     for k, text in _DESC.items():
         ds[k].attrs["description"] = text
+    for k in ("mlp_same_index_cos", "head_same_index_cos", "head_different_index_cos"):
+        ds[k].attrs["pairing"] = PAIRING["index"]
     ds.attrs.update(provenance(ckpt, "gauge", params, ctx))
     ds.attrs.update({
         "symmetry_group": (f"{group.model_type}: MLP neuron scale {group.mlp_neuron_scale}, heads "
@@ -206,5 +259,16 @@ def _dataset(ckpt, params, ctx, out, views, ops, group) -> xr.Dataset:
                            + (", ".join(f"{nf}->{'/'.join(fs)}" for nf, fs in group.norm_folds) or "none")),
         "symmetry_notes": group.notes,
         "gauge_operators": ",".join(op for op in OPERATORS if op in ops),
+        "gauge_pairs": which,
+        "gauge_qk_norm": "folded" if params.fold_norms and "q_norm" in ckpt.families else
+                         ("present, not folded" if "q_norm" in ckpt.families else "none"),
     })
+    if compose:
+        hidden = ckpt.hidden
+        m, se = composition_null(hidden, ckpt.head_dim, draws=256, seed=params.seed)
+        ds.attrs.update({"composition_baseline": composition_baseline(hidden), "composition_null_mean": m,
+                         "composition_null_stderr": se})
+    if params.pairs == "auto" and which == "adjacent":
+        ds.attrs["gauge_pairs_note"] = (f"adjacent pairs only (all pairs: {all_pairs_work(ckpt):.2g} multiply-adds "
+                                        f"> {AUTO_ALL_PAIRS_WORK:.0e}; ask for them with pairs='all')")
     return ds

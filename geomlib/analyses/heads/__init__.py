@@ -25,7 +25,8 @@ def operators_of(families) -> list[str]:
 class Heads(Analysis):
     name = "heads"
     title = "per-head QK/OV operators: gram, eigen-structure, principal angles, spectra; attention entropy"
-    schema_version = 2  # 2: per-head variables head_* with an operator dimension
+    # 2: per-head variables head_* with an operator dimension; 3: attn_entropy_windows (window, layer, head)
+    schema_version = 3
     params = (
         Param("k", 8, int, "eigenvectors of the symmetric part kept per head for principal angles", min=1),
         null_draws(32, "random-Gaussian heads"),

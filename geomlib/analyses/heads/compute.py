@@ -256,13 +256,14 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
     with torch.no_grad():
         arr = _operator_arrays(ckpt, params, ctx)
         arr.update(_nulls(ckpt, params, ctx.device))
-    entropy, ent_meta = None, {}
+    entropy, windows, edges, ent_meta = None, None, None, {}
     if params.forward_pass:
         from ...model.forward import attention_entropy
 
         res = attention_entropy(ckpt, text=Path(params.text) if params.text else None, device=ctx.device,
                                 max_tokens=params.max_tokens, progress=ctx.progress, max_memory=params.max_memory)
         entropy = np.asarray(res.values, dtype=np.float64)
+        windows, edges = np.asarray(res.windows, dtype=np.float64), np.asarray(res.window_edges, dtype=np.int64)
         ent_meta = res.attrs()  # entropy_* keys, netCDF-safe
     arr.update(_correlations(arr, entropy))
     n, H, d = ckpt.n_layers, ckpt.n_heads, ckpt.head_dim
@@ -273,6 +274,15 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
     ds = xr.Dataset(data, coords={
         "operator": list(ops), "layer": np.arange(n), "layer_b": np.arange(n), "head": np.arange(H),
         "eig": np.arange(2 * d), "rank": np.arange(d), "topk": np.array(arr["topk"]), "metric": list(NULL_METRICS)})
+    if windows is not None:
+        # per text window: what the phases' bootstrap resamples (no forward pass, no variable: nothing to resample)
+        ds["attn_entropy_windows"] = (("window", "layer", "head"), windows)
+        ds = ds.assign_coords(window=np.arange(len(edges) - 1),
+                              window_start=("window", edges[:-1]), window_tokens=("window", np.diff(edges)))
+        ds["attn_entropy_windows"].attrs["description"] = (
+            "attn_entropy averaged over the query positions of each contiguous text window instead of all of "
+            "them (window_start, window_tokens; one forward pass, so every query still sees all earlier tokens); "
+            "the window means weighted by window_tokens give attn_entropy back")
     for v in _VARS:
         ds[f"head_{v}"].attrs["description"] = _DESC[v]
     skipped = ctx.skipped.get("attn_entropy")

@@ -29,6 +29,15 @@ def _beside(value: float, m: float, s: float, higher: str, lower: str) -> str:
     return "inside the null band: indistinguishable from random heads"
 
 
+QK_NORM_NOTE = ("not reported: q_norm/k_norm normalise each head's queries and keys, so the scale of W_Q and W_K "
+                "(and of their operator) does not reach the logits")
+
+
+def qk_scale_meaningless(ds: xr.Dataset, kind: str) -> bool:
+    """QK-norm (Qwen3, Gemma3) removes the QK operator's scale: T, operator norms and their correlations."""
+    return kind.startswith("qk") and "q_norm" in str(ds.attrs.get("families", "")).split(",")
+
+
 def seed001(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
     n = ds.sizes["layer"]
     K = kind.upper()
@@ -46,9 +55,13 @@ def seed001(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
     c = ds["head_cos"].sel(operator=kind).sel(layer_b=anchor)
     T = ds["head_T"].sel(operator=kind).sel(layer_b=anchor).mean("head")
     r = ds["head_resid"].sel(operator=kind).sel(layer_b=anchor).mean("head")
+    no_scale = qk_scale_meaningless(ds, kind)
+    if no_scale:
+        out.append(f" T_opt: {QK_NORM_NOTE}")
     for L in range(n):
+        t = "       —" if no_scale else f"{float(T.sel(layer=L)):+8.3f}"
         out.append(f" {L:>3} {str(ds.phase.values[L]):>6} {float(c.sel(layer=L).mean()):+8.4f} "
-                   f"{float(T.sel(layer=L)):+8.3f} {float(r.sel(layer=L)):8.4f}")
+                   f"{t} {float(r.sel(layer=L)):8.4f}")
     out.append(f" long range: cos(0, last) = {float(cos_mat[0, -1]):+.3f}, cos(mid, last) = "
                f"{float(cos_mat[n // 2, -1]):+.3f}")
     out += ["", f"=== Do the {K} operators' leading eigenvalues keep their signs? Agreement vs anchor L={anchor} "
@@ -108,15 +121,20 @@ def seed002(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
     out.append(f" {'L':>3} {'mean resid':>10} {'max resid':>10} {'mean T':>8}")
     rr = ds["head_rescale_resid"].sel(operator=kind).sel(layer_b=anchor)
     TT = ds["head_rescale_T"].sel(operator=kind).sel(layer_b=anchor)
+    no_scale = qk_scale_meaningless(ds, kind)
+    if no_scale:
+        out.append(f" mean T: {QK_NORM_NOTE}; the residual (the shape) stays meaningful")
     for L in range(n):
-        out.append(f" {L:>3} {float(rr.sel(layer=L).mean()):>10.4f} {float(rr.sel(layer=L).max()):>10.4f} "
-                   f"{float(TT.sel(layer=L).mean()):>8.3f}")
+        t = "—" if no_scale else f"{float(TT.sel(layer=L).mean()):.3f}"
+        out.append(f" {L:>3} {float(rr.sel(layer=L).mean()):>10.4f} {float(rr.sel(layer=L).max()):>10.4f} {t:>8}")
     rv = rr.values
     rm, rs = _band(ds, kind, "rescale_resid")
     out.append(f" overall mean residual {np.nanmean(rv):.4f}, max {np.nanmax(rv):.4f}; frac < 0.10: "
                f"{np.mean(rv < 0.10):.3f}, < 0.20: {np.mean(rv < 0.20):.3f}   [random heads: {_band_text(rm, rs)}]")
     ent = ds["attn_entropy"] if "attn_entropy" in ds else None
-    if ent is not None and np.isfinite(ent.values).any():
+    if qk_scale_meaningless(ds, kind):
+        out.append(f" corr(T, entropy), corr(op_norm, entropy): {QK_NORM_NOTE}")
+    elif ent is not None and np.isfinite(ent.values).any():
         cT = float(ds["head_corr_T_entropy"].sel(operator=kind).sel(layer_b=anchor))
         cO = float(ds["head_corr_opnorm_entropy"].sel(operator=kind))
         out.append(f" corr(T_L^h, entropy_L^h) = {cT:+.3f} (the seed expected negative: larger T, sharper, lower "

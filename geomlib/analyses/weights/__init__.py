@@ -15,11 +15,11 @@ from ..params import Param, block_mib, null_draws, seed
 class Weights(Analysis):
     name = "weights"
     title = "weight geometry: raw and aligned cos-sim, residuals, scale track, γ directions"
-    schema_version = 1
+    schema_version = 2  # 2: the permutation null of aligned_cos; γ shuffle nulls and mean-removed γ PCA
     params = (
         Param("aligned_pairs", "adjacent", str, "pairs whose Procrustes-aligned cos-sim is computed",
               choices=("adjacent", "all")),
-        null_draws(8, "aligned cos-sim: Gaussian and scrambled"),
+        null_draws(8, "aligned cos-sim: Gaussian, scrambled and permutation; γ directions: coordinate shuffle"),
         seed(),
         block_mib("the blocks of the Gram pass and the layers held by the all-pairs aligned pass"),
         Param("exact_spectrum_max_dim", EXACT_SPECTRUM_MAX_DIM, int,

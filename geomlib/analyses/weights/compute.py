@@ -19,6 +19,7 @@ coordinates once.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 import xarray as xr
 
 from ...arch.families import FAMILIES, MATRIX_FAMILIES, NORM_FAMILIES, RESIDUAL_AXIS
+from ...errors import GeomlibWarning, InvalidArgumentError
 from ...metrics import (
     NULL_KINDS,
     aligned_cos,
@@ -36,6 +38,9 @@ from ...metrics import (
     scale_track_pca,
     scrambled_aligned_null,
 )
+# imported from the modules: the package namespace re-exports an older set
+from ...metrics.nulls import permutation_aligned_null
+from ...metrics.pca import centered_gains, direction_pca_shuffle_null
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import RunContext
@@ -43,6 +48,8 @@ from ..params import Params
 from ..streaming import layers_within, n_pairs, pairs
 
 ADJ_KEYS = ("resid_norm", "scalar_fit", "improve_frac", "resid_eff_rank", "resid_spec_entropy")
+#: index of each null along the ``null`` dimension
+NULL_INDEX = {k: j for j, k in enumerate(NULL_KINDS)}
 
 
 @dataclass
@@ -121,18 +128,41 @@ def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: Run
                     ax = RESIDUAL_AXIS[f]
                     acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a, W, ax)
                     if params.null_draws:
+                        j = NULL_INDEX["scrambled"]
                         m, s = scrambled_aligned_null(a, W, ax, params.null_draws, params.seed + L)
-                        acc.null_mean[1, i, L - 1], acc.null_std[1, i, L - 1] = m, s
+                        acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
+                        _permutation_null(acc, ckpt, f, a, W, L, params)
                         key = (f, tuple(W.shape))
                         if key not in seen_shapes:
                             seen_shapes.add(key)
                             m, s = gaussian_aligned_null(tuple(W.shape), ax, params.null_draws, params.seed,
                                                          device)
-                            acc.null_mean[0, i, : ckpt.n_layers - 1] = m
-                            acc.null_std[0, i, : ckpt.n_layers - 1] = s
+                            j = NULL_INDEX["gaussian"]
+                            acc.null_mean[j, i, : ckpt.n_layers - 1] = m
+                            acc.null_std[j, i, : ckpt.n_layers - 1] = s
                 del a
             prev[f] = got  # a NaN layer still pairs, to NaN, with the next one
             del W
+
+
+def _permutation_null(acc: _Accumulator, ckpt: Checkpoint, f: str, a: torch.Tensor, W: torch.Tensor, L: int,
+                      params: Params) -> None:
+    """The ``permutation`` null of pair (L − 1, L): layer L relabelled by random true symmetries.
+
+    Called one family at a time; :func:`~geomlib.metrics.gauge_nulls.permutation_null`
+    draws neurons and heads from generators that do not depend on the other
+    families, so each draw's gate/up/down (q/k/v/o) share one permutation as
+    if the layer were permuted whole.  Seeded ``seed + L`` like the scrambled null.
+    """
+    i, j = acc.fam_index[f], NULL_INDEX["permutation"]
+    try:
+        m, s = permutation_aligned_null(a, W, f, params.null_draws, params.seed + L, ckpt.n_heads, ckpt.n_kv_heads,
+                                        ckpt.head_dim)
+    except InvalidArgumentError as exc:
+        # a head layout the matrices do not follow: no symmetry to draw from, so no band (not a guessed one)
+        acc.warn(f"layer {L} {f}: no permutation null ({exc})")
+        return
+    acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
 
 
 def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
@@ -204,7 +234,7 @@ def compute_weight_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> 
         **acc.adj,
     }
     out.update(_scale_pca(acc))
-    out.update(_gamma(acc, ckpt.n_layers))
+    out.update(_gamma(acc, ckpt.n_layers, params))
     return out
 
 
@@ -228,15 +258,42 @@ def _scale_pca(acc: _Accumulator) -> dict:
     }
 
 
-def _gamma(acc: _Accumulator, n: int) -> dict:
+def _recorded(acc: _Accumulator, label: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the GeomlibWarnings it emits recorded in provenance (prefixed by ``label``)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GeomlibWarning)
+        out = fn(*args, **kwargs)
+    for w in caught:
+        if issubclass(w.category, GeomlibWarning):
+            acc.warn(f"{label}: {w.message}")
+        else:
+            warnings.warn(w.message, w.category, stacklevel=2)
+    return out
+
+
+#: γ outputs: name -> per-family shape suffix ("pc": (n,), "layer": (n,), "layer_pc": (n, n))
+_GAMMA_VARS = {
+    "gamma_norm": "layer",
+    "gamma_pca_explained": "pc",
+    "gamma_pca_scores": "layer_pc",
+    "gamma_proj_top1": "layer",
+    "gamma_resid_top1": "layer",
+    "gamma_pca_null_mean": "pc",
+    "gamma_pca_null_std": "pc",
+    "gamma_abs_proj_top1_null_mean": "layer",
+    "gamma_abs_proj_top1_null_std": "layer",
+    "gamma_centered_pca_explained": "pc",
+    "gamma_centered_proj_top1": "layer",
+    "gamma_centered_pca_null_mean": "pc",
+    "gamma_centered_pca_null_std": "pc",
+}
+
+
+def _gamma(acc: _Accumulator, n: int, params: Params) -> dict:
+    """Seed 004's γ direction PCA (raw unit gains), its mean-removed variant and their coordinate-shuffle nulls."""
     F = len(acc.fam_index)
-    out = {
-        "gamma_norm": np.full((F, n), np.nan),
-        "gamma_pca_explained": np.full((F, n), np.nan),
-        "gamma_pca_scores": np.full((F, n, n), np.nan),
-        "gamma_proj_top1": np.full((F, n), np.nan),
-        "gamma_resid_top1": np.full((F, n), np.nan),
-    }
+    shape = {"layer": (n,), "pc": (n,), "layer_pc": (n, n)}
+    out = {name: np.full((F, *shape[kind]), np.nan) for name, kind in _GAMMA_VARS.items()}
     for f, vecs in acc.gamma.items():
         i = acc.fam_index[f]
         if any(v is None for v in vecs):
@@ -247,12 +304,25 @@ def _gamma(acc: _Accumulator, n: int) -> dict:
         if not bool(torch.isfinite(X).all()) or bool((out["gamma_norm"][i] == 0).any()):
             acc.warn(f"{f} has a zero or non-finite gain vector: its γ PCA is NaN")
             continue
-        res = direction_pca(X)
+        res = _recorded(acc, f"{f} γ PCA", direction_pca, X)
         k = res["explained"].numel()
         out["gamma_pca_explained"][i, :k] = res["explained"].numpy()
         out["gamma_pca_scores"][i, :, :k] = res["scores"].numpy()
         out["gamma_proj_top1"][i] = res["proj_top1"].numpy()
         out["gamma_resid_top1"][i] = res["resid_top1"].numpy()
+        cen = _recorded(acc, f"{f} mean-removed γ PCA", direction_pca, centered_gains(X))
+        out["gamma_centered_pca_explained"][i, :k] = cen["explained"].numpy()
+        out["gamma_centered_proj_top1"][i] = cen["proj_top1"].numpy()
+        if params.null_draws:
+            # one seed for both: the raw and the mean-removed nulls see the same shuffles (a paired comparison)
+            for centered, pre in ((False, "gamma_pca_null"), (True, "gamma_centered_pca_null")):
+                nul = _recorded(acc, f"{f} γ shuffle null", direction_pca_shuffle_null, X, params.null_draws,
+                                params.seed, centered=centered)
+                out[f"{pre}_mean"][i, :k] = nul["explained_mean"].numpy()
+                out[f"{pre}_std"][i, :k] = nul["explained_std"].numpy()
+                if not centered:
+                    out["gamma_abs_proj_top1_null_mean"][i] = nul["abs_proj_top1_mean"].numpy()
+                    out["gamma_abs_proj_top1_null_std"][i] = nul["abs_proj_top1_std"].numpy()
     return out
 
 
@@ -262,10 +332,19 @@ _DESCRIPTIONS = {
     "aligned_cos": "max over orthogonal R on the residual-stream side of ⟨W_L R, W_L'⟩/(‖W_L‖‖W_L'‖) "
                    "= ‖W_Lᵀ W_L'‖_* / (‖W_L‖‖W_L'‖); NaN where not computed and for norm gains",
     "delta": "aligned_cos − cos",
-    "aligned_null_mean": "null aligned_cos for pair (layer, layer+1): gaussian = independent Gaussian matrices "
-                         "of the same shape; scrambled = non-residual side of W_{L+1} scrambled by a random "
-                         "signed permutation (spectrum and residual-side Gram kept)",
-    "aligned_null_std": "standard deviation over the null draws",
+    "aligned_null_mean": "null aligned_cos for pair (layer, layer+1), mean over null_draws seeded draws: "
+                         "gaussian = independent Gaussian matrices of the same shape; scrambled = non-residual "
+                         "side of W_{L+1} scrambled by a random signed permutation (spectrum and residual-side "
+                         "Gram kept; the sign flips are not a symmetry of a gated MLP or of heads, so the layer "
+                         "becomes another function); permutation = W_{L+1} relabelled by a random TRUE symmetry, "
+                         "the same function: MLP families one neuron permutation shared by gate/up rows and down "
+                         "columns, attention q/k/v/o a GQA-consistent head permutation (kv groups permuted, "
+                         "query heads permuted within their group and moved with it; q rows and o columns by "
+                         "head blocks, k/v rows by kv-head blocks), seeds seed + L+1 as scrambled. The excess "
+                         "over the null is read against permutation. Norm gains: NaN for every null (aligned_cos "
+                         "is not defined for them, and no per-layer symmetry permutes a gain while keeping the "
+                         "residual basis the layers share)",
+    "aligned_null_std": "sample standard deviation over the null draws (NaN with one draw)",
     "resid_norm": "pair (layer, layer+1): ‖W_{L+1}/‖W_{L+1}‖ − W_L/‖W_L‖‖_F (√2 for orthogonal layers)",
     "scalar_fit": "pair (layer, layer+1): √(1 − cos²), the residual after the best scalar fit",
     "improve_frac": "pair (layer, layer+1): (resid_norm − scalar_fit)/resid_norm (seed 003)",
@@ -280,6 +359,19 @@ _DESCRIPTIONS = {
     "gamma_pca_scores": "coordinate of each centered unit gain vector on each PC (deterministic signs)",
     "gamma_proj_top1": "unit γ_L · PC1 (uncentered, as seed 004)",
     "gamma_resid_top1": "√(1 − gamma_proj_top1²)",
+    "gamma_pca_null_mean": "coordinate-shuffle null of gamma_pca_explained: mean over null_draws draws (seed) "
+                           "of the explained fraction of each PC after independently shuffling the coordinates of "
+                           "each layer's γ (norms and value distributions kept, shared axes destroyed)",
+    "gamma_pca_null_std": "sample std of gamma_pca_null_mean's draws",
+    "gamma_abs_proj_top1_null_mean": "coordinate-shuffle null of |gamma_proj_top1| (PC1's sign is arbitrary in "
+                                     "a null): mean over the draws",
+    "gamma_abs_proj_top1_null_std": "sample std of gamma_abs_proj_top1_null_mean's draws",
+    "gamma_centered_pca_explained": "as gamma_pca_explained for the mean-removed gains γ_L − mean over layers of "
+                                    "γ, each normalised to unit length (NaN when a layer equals the mean)",
+    "gamma_centered_proj_top1": "as gamma_proj_top1 for the mean-removed gains",
+    "gamma_centered_pca_null_mean": "coordinate-shuffle null of gamma_centered_pca_explained (shuffle, then remove "
+                                    "the cross-layer mean; the same shuffles as gamma_pca_null_mean)",
+    "gamma_centered_pca_null_std": "sample std of gamma_centered_pca_null_mean's draws",
 }
 
 
@@ -305,6 +397,8 @@ def build_dataset(ckpt: Checkpoint, arrays: dict, params: Params, ctx: RunContex
         "gamma_pca_scores": (("family", "layer", "pc"), arrays["gamma_pca_scores"]),
         "gamma_proj_top1": (FL, arrays["gamma_proj_top1"]),
         "gamma_resid_top1": (FL, arrays["gamma_resid_top1"]),
+        **{k: (("family", "pc") if kind == "pc" else FL, arrays[k]) for k, kind in _GAMMA_VARS.items()
+           if k.startswith(("gamma_pca_null", "gamma_abs_", "gamma_centered"))},
     }
     coords = {
         "family": fam,

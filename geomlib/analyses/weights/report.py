@@ -63,37 +63,55 @@ def seed000(ds: xr.Dataset) -> list[str]:
                   "delta as rotation-hidden structure [seed 000]",
                   fams, [(p, [_f(float(delta.sel(family=f, phase=p)), "+.4f", 12) for f in fams])
                          for p in phase_order(ds)], first="phase")
-    # the null bands the seed did not have
+    # the null bands the seed did not have; the verdict reads the permutation null (the same function relabelled)
     nm, ns = adjacent_null(ds)
-    out += ["", "=== Is the aligned cos-sim above what unrelated matrices give? Null bands (mean ± 2σ over seeded draws) "
-            "[seed 000] ===",
-            " gaussian: independent Gaussian matrices of the same shape; scrambled: the real pair with the",
-            " non-residual side of W_{L+1} scrambled (spectra kept, pairing lost). A delta means shared",
-            " structure only where the aligned cos-sim rises above these bands.",
-            f" {'family':>10} {'aligned':>9} {'gaussian band':>17} {'scrambled band':>17} {'excess':>8} "
-            f"{'pairs > band':>13}  verdict"]
+    nulls = [str(k) for k in ds["null"].values]
+    out += ["", "=== Is the aligned cos-sim above what unrelated matrices give? Null bands (mean ± 2σ over seeded draws); "
+            "verdict against the permutation null [seed 000] ===",
+            " permutation: W_{L+1} relabelled by a random true symmetry (one neuron order for gate/up/down; GQA-consistent",
+            " head order for q/k/v/o): the same function, so only aligned cos-sim above it is shared structure. scrambled:",
+            " signed permutation of W_{L+1}'s non-residual side (not a symmetry: shown, not used); gaussian: random matrices.",
+            f" {'family':>10} {'aligned':>9} {'gaussian band':>17} {'scrambled band':>17} {'ex_scr':>8} "
+            f"{'permutation band':>17} {'ex_perm':>8} {'pairs > band':>13}  verdict"]
     for f in fams:
         a = ali.sel(family=f).values
-        gm, gs = float(nm.sel(family=f, null="gaussian").mean()), float(ns.sel(family=f, null="gaussian").mean())
-        sm = nm.sel(family=f, null="scrambled").values
-        ss = ns.sel(family=f, null="scrambled").values
-        ok = np.isfinite(a) & np.isfinite(sm) & np.isfinite(ss)
+        band = {}
+        for k in ("gaussian", "scrambled", "permutation"):
+            m = nm.sel(family=f, null=k).values if k in nulls else np.full_like(a, np.nan)
+            sd = ns.sel(family=f, null=k).values if k in nulls else np.full_like(a, np.nan)
+            band[k] = (m, sd, np.isfinite(a) & np.isfinite(m) & np.isfinite(sd))
+        # the verdict's reference: the permutation null; a dataset without it (older schema) falls back, labelled
+        ref = "permutation" if band["permutation"][2].any() else "scrambled"
+        rm, rs, ok = band[ref]
         if not ok.any():
             out.append(f" {f:>10} {_f(np.nanmean(a), '.4f', 9)} {'(no null draws)':>17}")
             continue
-        above = int((a[ok] > sm[ok] + 2 * ss[ok]).sum())
-        band_s = f"{np.mean(sm[ok]):.3f}±{2 * np.mean(ss[ok]):.3f}"
-        band_g = f"{gm:.3f}±{2 * gs:.3f}" if np.isfinite(gm) else "—"
+
+        def show(k):
+            m, sd, good = band[k]
+            return f"{np.mean(m[good]):.3f}±{2 * np.mean(sd[good]):.3f}" if good.any() else "—"
+
+        def excess(k):
+            m, _, good = band[k]
+            return f"{np.mean(a[good] - m[good]):+8.4f}" if good.any() else f"{'—':>8}"
+
+        above = int((a[ok] > rm[ok] + 2 * rs[ok]).sum())
         frac = above / ok.sum()
-        excess = float(np.mean(a[ok] - sm[ok]))
-        verdict = (f"shared structure beyond the null in most pairs (excess {excess:+.3f})" if frac >= 0.5 else
-                   "inside the null band: the delta is what unpaired layers give" if frac < 0.1 else
-                   "beyond the null in some pairs only")
-        out.append(f" {f:>10} {np.mean(a[ok]):>9.4f} {band_g:>17} {band_s:>17} {excess:>+8.4f} "
+        ex = float(np.mean(a[ok] - rm[ok]))
+        verdict = (f"shared structure beyond the {ref} null in most pairs (excess {ex:+.3f})" if frac >= 0.5 else
+                   f"inside the {ref} null band: the delta is what a relabelled copy of the same function gives"
+                   if frac < 0.1 and ref == "permutation" else
+                   f"inside the {ref} null band: the delta is what unpaired layers give" if frac < 0.1 else
+                   f"beyond the {ref} null in some pairs only")
+        if ref != "permutation":
+            verdict += " (no permutation null in this dataset)"
+        out.append(f" {f:>10} {np.mean(a[ok]):>9.4f} {show('gaussian'):>17} {show('scrambled'):>17} "
+                   f"{excess('scrambled')} {show('permutation'):>17} {excess('permutation')} "
                    f"{above:>6}/{ok.sum():<6}  {verdict}")
+    ref = "permutation" if "permutation" in nulls and np.isfinite(nm.sel(null="permutation")).any() else "scrambled"
     out += ["", " Seed 000's prediction, training-artifact hypothesis: delta(E) > delta(C) for projection families.",
-            " Here, null-corrected (aligned − scrambled null mean), by phase:"]
-    corr = phase_mean(ali - nm.sel(null="scrambled"), phase_order(ds))
+            f" Here, null-corrected (aligned − {ref} null mean), by phase:"]
+    corr = phase_mean(ali - nm.sel(null=ref), phase_order(ds))
     out.append(f" {'phase':>6}" + "".join(f" {f:>12}" for f in fams))
     for p in phase_order(ds):
         out.append(f" {p:>6}" + "".join(_f(float(corr.sel(family=f, phase=p)), "+.4f", 13) for f in fams))
@@ -122,8 +140,12 @@ def seed004(ds: xr.Dataset) -> list[str]:
                        f"proj_top1={float(proj[L]):+.4f} resid={float(res[L]):.4f}")
         ex = ds["gamma_pca_explained"].sel(family=f).values
         ex = ex[np.isfinite(ex)]
-        out.append(f" PCA of unit γ: top-1 {ex[:1].sum():.4f}, top-3 {ex[:3].sum():.4f}, top-10 {ex[:10].sum():.4f}"
-                   f" (PC1..5: {', '.join(f'{x:.4f}' for x in ex[:5])})")
+        if len(ex):
+            out.append(f" PCA of unit γ: top-1 {ex[:1].sum():.4f}, top-3 {ex[:3].sum():.4f}, "
+                       f"top-10 {ex[:10].sum():.4f} (PC1..5: {', '.join(f'{x:.4f}' for x in ex[:5])})")
+        else:  # an empty sum would print 0: say why there is no number instead
+            out.append(" PCA of unit γ: not available (the unit gains do not vary across layers; see warnings)")
+        out += _gamma_null_lines(ds, f)
         st = phase_direction_stats(ds, f)
         out.append(f" {'phase':>6} {'N':>3} {'‖γ‖ mean':>10} {'‖γ‖ std':>9} {'intra_cos':>10} {'vs_other':>10}")
         for p in st.phase.values:
@@ -134,6 +156,43 @@ def seed004(ds: xr.Dataset) -> list[str]:
         out.append(" adjacent unit-γ cos: " + " ".join(f"{float(x):+.3f}" for x in adj.values))
     return out
 
+
+
+def _pc1_verdict(observed: float, mean: float, std: float) -> str:
+    """PC1's explained fraction against the coordinate-shuffle band (mean ± 2σ)."""
+    if not (math.isfinite(observed) and math.isfinite(mean) and math.isfinite(std)):
+        return "no verdict (NaN)"
+    band = f"shuffle null {mean:.4f}±{2 * std:.4f}"
+    if observed > mean + 2 * std:
+        return f"PC1 {observed:.4f} exceeds the {band}: the layers share coordinate-aligned direction structure"
+    if observed < mean - 2 * std:
+        return f"PC1 {observed:.4f} is below the {band}: less concentrated than layers with no common axis"
+    return f"PC1 {observed:.4f} is inside the {band}: no more shared structure than shuffled gains give"
+
+
+def _gamma_null_lines(ds: xr.Dataset, f: str) -> list[str]:
+    """Seed 004's PC1 against the coordinate-shuffle null, and the mean-removed directions (absent in older datasets)."""
+    if "gamma_pca_null_mean" not in ds:
+        return []
+    out = []
+
+    def pc1(var):
+        return float(ds[var].sel(family=f).isel(pc=0))
+
+    null_ok = math.isfinite(pc1("gamma_pca_null_mean"))
+    out.append(" raw unit γ vs coordinate-shuffle null (each layer's γ coordinates shuffled independently): "
+               + (_pc1_verdict(pc1("gamma_pca_explained"), pc1("gamma_pca_null_mean"), pc1("gamma_pca_null_std"))
+                  if null_ok else "no null draws"))
+    cen = ds["gamma_centered_pca_explained"].sel(family=f).values
+    cen = cen[np.isfinite(cen)]
+    if not len(cen):
+        out.append(" mean-removed γ (γ_L − mean over layers, normalised): not available (see warnings)")
+        return out
+    out.append(f" mean-removed γ (γ_L − mean over layers, normalised): PCA top-1 {cen[:1].sum():.4f}, "
+               f"top-3 {cen[:3].sum():.4f}; "
+               + (_pc1_verdict(pc1("gamma_centered_pca_explained"), pc1("gamma_centered_pca_null_mean"),
+                               pc1("gamma_centered_pca_null_std")) if null_ok else "no null draws"))
+    return out
 
 
 def sections(ds: xr.Dataset) -> list[str]:

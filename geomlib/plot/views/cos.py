@@ -24,19 +24,29 @@ def delta_panel(ds: xr.Dataset, sel: Selection) -> Panel:
                  x=dict(title="layer_b"), y=dict(title="layer"), note=note)
 
 
+def null_kind(ds: xr.Dataset, family: str) -> str:
+    """The null a family's aligned cos is read against: the permutation null (true symmetries only) where the
+    dataset has it for ``family``, else the scrambled one (norm gains, older caches)."""
+    nulls = ds["aligned_null_mean"]["null"].values.tolist()
+    if "permutation" in nulls and np.isfinite(ds["aligned_null_mean"].sel(null="permutation", family=family)).any():
+        return "permutation"
+    return "scrambled"
+
+
 def adjacent_panel(ds: xr.Dataset, sel: Selection) -> Panel:
-    """Adjacent-pair raw and aligned cos-sim vs depth, with the scrambled null band."""
+    """Adjacent-pair raw and aligned cos-sim vs depth, with the permutation (else scrambled) null band."""
     L = layers(ds)[:-1]
     f = sel.family
     raw = adjacent(ds["cos"].sel(family=f)).values
     ali = adjacent(ds["aligned_cos"].sel(family=f)).values
-    m = ds["aligned_null_mean"].sel(null="scrambled", family=f).values[:-1]
-    s = ds["aligned_null_std"].sel(null="scrambled", family=f).values[:-1]
+    kind = null_kind(ds, f)
+    m = ds["aligned_null_mean"].sel(null=kind, family=f).values[:-1]
+    s = ds["aligned_null_std"].sel(null=kind, family=f).values[:-1]
     band_x = np.concatenate([L, L[::-1]])
     band_y = np.concatenate([m + 2 * s, (m - 2 * s)[::-1]])
     traces = [
-        go.Scatter(x=band_x, y=contiguous(band_y), fill="toself", fillcolor="rgba(128,128,128,0.25)",
-                   line=dict(width=0), name="scrambled null ± 2σ", hoverinfo="skip", showlegend=False),
+        go.Scatter(x=band_x, y=contiguous(band_y), mode="lines", fill="toself", fillcolor="rgba(128,128,128,0.25)",
+                   line=dict(width=0), name=f"{kind} null ± 2σ", hoverinfo="skip", showlegend=False),
         go.Scatter(x=L, y=contiguous(m), mode="lines", line=dict(dash="dot", color="gray"), name="null mean",
                    showlegend=False, hovertemplate="pair %{x}-%{x}+1<br>null mean %{y:.4f}<extra></extra>"),
         go.Scatter(x=L, y=contiguous(raw), mode="lines+markers", name="raw", line=dict(color="#1f77b4"),
@@ -45,18 +55,19 @@ def adjacent_panel(ds: xr.Dataset, sel: Selection) -> Panel:
                    showlegend=False, hovertemplate=f"pair (%{{x}}, +1)<br>aligned cos %{{y:.4f}}<extra>{f}</extra>"),
     ]
     note = "" if np.isfinite(ali).any() else f"no aligned cos-sim for {f}"
-    return Panel(f"adjacent pairs: raw (blue), aligned (orange), null band · {f}", traces,
+    return Panel(f"adjacent pairs: raw (blue), aligned (orange), {kind} null band · {f}", traces,
                  x=dict(title="layer L of pair (L, L+1)"), y=dict(title="cos-sim"), note=note)
 
 
 def phase_delta_panel(ds: xr.Dataset, sel: Selection) -> Panel:
-    """Per-phase mean delta with the null-implied delta (scrambled null − raw) ± 2σ."""
+    """Per-phase mean delta with the null-implied delta (null − raw) ± 2σ, permutation null where present."""
     order = phase_order(ds)
     f = sel.family
     d = phase_mean(adjacent(ds["delta"].sel(family=f)), order).values
     raw = adjacent(ds["cos"].sel(family=f))
-    m = ds["aligned_null_mean"].sel(null="scrambled", family=f).isel(layer=slice(0, -1)) - raw
-    s = ds["aligned_null_std"].sel(null="scrambled", family=f).isel(layer=slice(0, -1))
+    kind = null_kind(ds, f)
+    m = ds["aligned_null_mean"].sel(null=kind, family=f).isel(layer=slice(0, -1)) - raw
+    s = ds["aligned_null_std"].sel(null=kind, family=f).isel(layer=slice(0, -1))
     nm = phase_mean(m, order).values
     ns = phase_mean(s, order).values
     colors = [PHASE_COLORS[i % len(PHASE_COLORS)] for i in range(len(order))]
@@ -66,16 +77,16 @@ def phase_delta_panel(ds: xr.Dataset, sel: Selection) -> Panel:
         go.Scatter(x=order, y=contiguous(nm), mode="markers",
                    marker=dict(symbol="line-ew-open", size=22, color="black"),
                    error_y=dict(type="data", array=contiguous(2 * ns), visible=True), name="null delta ± 2σ",
-                   showlegend=False, hovertemplate="phase %{x}<br>null delta %{y:.4f}<extra>scrambled null</extra>"),
+                   showlegend=False, hovertemplate=f"phase %{{x}}<br>null delta %{{y:.4f}}<extra>{kind} null</extra>"),
     ]
-    return Panel(f"per-phase mean delta vs null (black: ± 2σ) · {f}", traces, x=dict(title="phase"),
+    return Panel(f"per-phase mean delta vs {kind} null (black: ± 2σ) · {f}", traces, x=dict(title="phase"),
                  y=dict(title="delta"), categories=order)
 
 
 _NULL = ("aligned_null_mean", "aligned_null_std")
 VIEW = ViewSpec(
     name="cos",
-    title="weight cos-sim and delta (aligned − raw) against the null",
+    title="index-paired (gauge-confounded) weight cos-sim and delta (aligned − raw) against the null",
     panels=(
         PanelSpec(cos_panel, "raw cos-sim", ("heatmap",), reads=("cos",), requires=("weights",),
                   depends=("family",), click="cell", depth="xy"),

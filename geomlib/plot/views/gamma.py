@@ -1,4 +1,5 @@
-"""View 3: directions of the norm gains (γ) across depth: PCA of the unit gains, their norms."""
+"""View 3: directions of the norm gains (γ) across depth: PCA of the unit gains (against the
+coordinate-shuffle null), their norms."""
 
 from __future__ import annotations
 
@@ -62,12 +63,25 @@ def gamma_scatter_panel(ds: xr.Dataset, sel: Selection) -> Panel:
 
 
 def gamma_explained_panel(ds: xr.Dataset, sel: Selection) -> Panel:
+    """Explained variance of the first PCs, with the coordinate-shuffle null (mean ± 2σ) where it was computed."""
     f = _family(ds, sel)
     ex = ds["gamma_pca_explained"].sel(family=f).values
     ex = ex[np.isfinite(ex)][:10]
-    return Panel(f"explained variance of unit {f} PCs",
-                 [go.Bar(x=np.arange(1, len(ex) + 1), y=contiguous(ex), showlegend=False, name="explained",
-                         hovertemplate="PC%{x}<br>%{y:.4f}<extra></extra>")],
+    pcs = np.arange(1, len(ex) + 1)
+    # datasets cached before the null existed, or computed with null_draws=0, draw the bars alone (no
+    # note: the bars are complete); the scatter stays, empty, so the trace skeleton does not depend on the data
+    m = s = np.full(len(ex), np.nan)
+    if "gamma_pca_null_mean" in ds:
+        m = ds["gamma_pca_null_mean"].sel(family=f).values[: len(ex)]
+        s = ds["gamma_pca_null_std"].sel(family=f).values[: len(ex)]
+    ok = np.isfinite(m) & np.isfinite(s)
+    null = go.Scatter(x=pcs[ok], y=contiguous(m[ok]), mode="markers",
+                      marker=dict(symbol="line-ew-open", size=18, color="black"),
+                      error_y=dict(type="data", array=contiguous(2 * s[ok]), visible=True), showlegend=False,
+                      name="shuffle null", hovertemplate="PC%{x}<br>shuffle null %{y:.4f}<extra>± 2σ</extra>")
+    return Panel(f"explained variance of unit {f} PCs (black: coordinate-shuffle null ± 2σ)",
+                 [go.Bar(x=pcs, y=contiguous(ex), showlegend=False, name="explained",
+                         hovertemplate="PC%{x}<br>%{y:.4f}<extra></extra>"), null],
                  x=dict(title="PC"), y=dict(title="fraction"))
 
 
@@ -86,11 +100,12 @@ VIEW = ViewSpec(
     panels=(
         PanelSpec(gamma_scatter_panel, "γ PCA", ("scatter",), reads=("gamma_pca_scores", "gamma_norm"),
                   requires=("weights",), depends=("family",), click="point"),
-        PanelSpec(gamma_explained_panel, "γ explained variance", ("bar",),
+        PanelSpec(gamma_explained_panel, "γ explained variance", ("bar", "scatter"),
                   reads=("gamma_pca_explained", "gamma_norm"), requires=("weights",), depends=("family",)),
         PanelSpec(gamma_norm_panel, "‖γ‖ by layer", ("scatter",), reads=("gamma_norm",), requires=("weights",),
                   depends=("family",), click="depth", depth="x"),
     ),
-    export_vars=("gamma_proj_top1", "gamma_resid_top1"),
+    # the nulls are exported, not read: a dataset without them still draws the bars
+    export_vars=("gamma_proj_top1", "gamma_resid_top1", "gamma_pca_null_mean", "gamma_pca_null_std"),
     resolve=_resolve,
 )

@@ -86,7 +86,7 @@ def pair_signs_panel(ds: xr.Dataset, sel: Selection) -> Panel:
 _METRIC_VARS = ("head_cos", "head_pa_mean")
 VIEW = ViewSpec(
     name="operator",
-    title="per-head operators (click a cell for the pair's detail)",
+    title="index-paired (gauge-confounded) per-head operators (click a cell for the pair's detail)",
     panels=(
         PanelSpec(operator_panel, "operator", ("heatmap",), reads=_METRIC_VARS, requires=("heads",),
                   depends=("operator", "op_metric", "head"), click="cell", depth="xy", pair_box=True),

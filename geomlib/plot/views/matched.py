@@ -1,0 +1,119 @@
+"""View: MLPs compared between layers after matching their neurons (gauge-aware), next to the index-paired cosine.
+
+Neuron order is a true symmetry of the network: pairing neuron i of one layer
+with neuron i of another (``mlp_same_index_cos``) measures the relabelling as
+much as the weights.  ``mlp_matched_cos`` compares layers after matching the
+neurons; both heatmaps share one colour scale, and the adjacent-pair line sets
+the matched cosine against the residual-rotation null.
+
+Which MLP quantity (``mlp_view``) is shown follows the family dropdown, the way
+the γ view follows it only for norm gains: ``gate_proj`` shows the gate rows,
+``up_proj`` / ``down_proj`` the up/down quantity (``up``, ``down`` or the
+signed ``up_down``), any other family the ``mean`` the matching maximised.
+The view's ``resolve`` puts that mlp_view in the selection's ``family`` field,
+so the dashboard rebuilds the view only when the shown quantity changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import plotly.graph_objects as go
+import xarray as xr
+
+from ...analyses.phases import adjacent
+from ..spec import Panel, PanelSpec, Selection, ViewSpec
+from ..traces import adjacent_only, contiguous, layer_heatmap, layers, side_colorbar, symmetric_range
+
+#: family -> the mlp_view coordinates it stands for, first present wins (else "mean")
+MLP_VIEW_OF = {"gate_proj": ("gate",), "up_proj": ("up", "up_down"), "down_proj": ("down", "up_down")}
+MATCHED_COLOR, SAME_COLOR = "#ff7f0e", "#7f7f7f"
+
+
+def mlp_view(ds: xr.Dataset, family: str) -> str:
+    """The mlp_view shown for ``family``: its own quantity when it is an MLP family, else the mean."""
+    have = [str(v) for v in ds["mlp_view"].values] if "mlp_view" in ds.coords else []
+    for v in (*MLP_VIEW_OF.get(family, ()), "mean"):
+        if v in have:
+            return v
+    return have[0] if have else "mean"
+
+
+def _resolve(ds: xr.Dataset, sel: Selection) -> Selection:
+    return replace(sel, family=mlp_view(ds, sel.family))
+
+
+def _scale(ds: xr.Dataset, v: str) -> float:
+    """One colour range for the matched and the index-paired heatmaps of ``v`` (off the diagonal)."""
+    return symmetric_range(*(ds[k].sel(mlp_view=v).values for k in ("mlp_matched_cos", "mlp_same_index_cos")
+                             if k in ds and v in ds[k]["mlp_view"].values))
+
+
+def _pairs(z) -> str:
+    return " · adjacent pairs only" if adjacent_only(z) else ""
+
+
+def _heatmap_panel(ds: xr.Dataset, var: str, v: str, build, title: str, hover: str) -> Panel:
+    """The L x L heatmap of ``var`` for mlp_view ``v`` on the shared scale, with its colour bar."""
+    z = ds[var].sel(mlp_view=v).values
+    m = _scale(ds, v)
+    t = layer_heatmap(z, ds, f"{var} ({v})", hover, "RdBu", -m, m, 0)
+    domain, bar = side_colorbar([p.build for p in VIEW.panels].index(build), len(VIEW.panels), "cos")
+    t.update(showscale=True, colorbar=bar)
+    return Panel(f"{title} · {v}{_pairs(z)}", [t], x=dict(title="layer_b", domain=domain), y=dict(title="layer"))
+
+
+def matched_panel(ds: xr.Dataset, sel: Selection) -> Panel:
+    # resolved: sel.family is the mlp_view
+    return _heatmap_panel(ds, "mlp_matched_cos", sel.family, matched_panel, "MLP cos after matching neurons",
+                          "matched cos")
+
+
+def same_index_panel(ds: xr.Dataset, sel: Selection) -> Panel:
+    return _heatmap_panel(ds, "mlp_same_index_cos", sel.family, same_index_panel,
+                          "index-paired (gauge-confounded)", "index-paired cos")
+
+
+def matched_adjacent_panel(ds: xr.Dataset, sel: Selection) -> Panel:
+    """Adjacent-pair matched and index-paired cos vs depth, with the residual-rotation null band."""
+    v = sel.family
+    L = layers(ds)[:-1]
+    matched = adjacent(ds["mlp_matched_cos"].sel(mlp_view=v)).values
+    same = adjacent(ds["mlp_same_index_cos"].sel(mlp_view=v)).values
+    m = ds["mlp_matched_null_mean"].sel(mlp_view=v).values[:-1]
+    s = ds["mlp_matched_null_std"].sel(mlp_view=v).values[:-1]
+    band_x = np.concatenate([L, L[::-1]])
+    band_y = np.concatenate([m + 2 * s, (m - 2 * s)[::-1]])
+    traces = [
+        go.Scatter(x=band_x, y=contiguous(band_y), mode="lines", fill="toself", fillcolor="rgba(128,128,128,0.25)",
+                   line=dict(width=0), name="rotation null ± 2σ", hoverinfo="skip", showlegend=False),
+        go.Scatter(x=L, y=contiguous(m), mode="lines", line=dict(dash="dot", color="gray"), name="null mean",
+                   showlegend=False, hovertemplate="pair (%{x}, +1)<br>null mean %{y:.4f}<extra></extra>"),
+        go.Scatter(x=L, y=contiguous(matched), mode="lines+markers", name="matched", line=dict(color=MATCHED_COLOR),
+                   showlegend=False, hovertemplate=f"pair (%{{x}}, +1)<br>matched cos %{{y:.4f}}<extra>{v}</extra>"),
+        go.Scatter(x=L, y=contiguous(same), mode="lines+markers", name="index-paired",
+                   line=dict(color=SAME_COLOR, dash="dash"), showlegend=False,
+                   hovertemplate=f"pair (%{{x}}, +1)<br>index-paired cos %{{y:.4f}}<extra>{v}</extra>"),
+    ]
+    note = "" if np.isfinite(matched).any() else f"no matched cos-sim for {v}"
+    return Panel(f"adjacent pairs: matched (orange), index-paired (gray), null ± 2σ · {v}", traces,
+                 x=dict(title="layer L of pair (L, L+1)"), y=dict(title="cos-sim"), note=note)
+
+
+_NULL = ("mlp_matched_null_mean", "mlp_matched_null_std")
+VIEW = ViewSpec(
+    name="matched",
+    title="gauge-aware MLPs: layers compared after matching neurons, against index pairing and the null",
+    panels=(
+        PanelSpec(matched_panel, "MLP matched cos", ("heatmap",), reads=("mlp_matched_cos",), requires=("gauge",),
+                  depends=("family",), click="cell", depth="xy", pair_box=True),
+        PanelSpec(same_index_panel, "MLP index-paired cos", ("heatmap",), reads=("mlp_same_index_cos",),
+                  requires=("gauge",), depends=("family",), click="cell", depth="xy", pair_box=True),
+        PanelSpec(matched_adjacent_panel, "adjacent matched pairs vs null", ("scatter",) * 4,
+                  reads=("mlp_matched_cos", "mlp_same_index_cos", *_NULL), requires=("gauge",), depends=("family",),
+                  click="depth", depth="x"),
+    ),
+    export_vars=("mlp_frac_fixed",),
+    resolve=_resolve,
+)
