@@ -47,6 +47,17 @@ GGUF_ARCHS: dict[str, _GGUFArch] = {
 FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
 
 
+def _decoder(tensor_type):
+    """``f(data, type) -> ndarray`` for one GGUF tensor type: gguf's dequantizer, except for F64, which it
+    does not implement (gguf's reader already maps F64 data as a float64 array)."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    if tensor_type == GGMLQuantizationType.F64:
+        return lambda data, _: np.asarray(data, dtype=np.float64)
+    return dequantize
+
+
 def unpermute_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
     """Undo llama.cpp's RoPE row permutation of a q or k weight.
 
@@ -227,9 +238,8 @@ class GGUFStore(TensorStore):
         return self._read_rows(name, info, 0, info.shape[0] if info.shape else 0)
 
     def _read_rows(self, name: str, info: TensorInfo, start: int, stop: int) -> torch.Tensor:
-        from gguf.quants import dequantize
-
         t = self._tensors[name]
+        dequantize = _decoder(t.tensor_type)
         lo, hi = start, stop
         heads = None
         if self._arch.unpermute_qk and (".attn_q." in name or ".attn_k." in name):

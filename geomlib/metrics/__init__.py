@@ -6,10 +6,11 @@ the Dataset.
 
 from .attention import attention_entropy, mean_entropy
 from .composition import composition_baseline, composition_null, composition_scores, factored_composition
-from .linalg import gram_eigvals, spectral_entropy, svd_flip
 from .gauge_nulls import NullBand, permutation_null, random_orthogonal, residual_rotation_null, rotate_residual
 from .head_matching import HeadMatch, assign_heads, head_cos, match_heads
+from .linalg import gram_eigvals, spectral_entropy, svd_flip
 from .matching import NeuronMatch, fold_norm, fold_norms, fold_qk_norms, match_neurons, neuron_similarity
+from .nulls import NULL_KINDS, gaussian_aligned_null, scrambled_aligned_null
 from .operators import (
     head_factors,
     operator_gram,
@@ -19,7 +20,6 @@ from .operators import (
     sign_agreement,
     spectrum_shape,
 )
-from .nulls import NULL_KINDS, gaussian_aligned_null, scrambled_aligned_null
 from .pca import direction_pca, scale_track_pca
 from .similarity import aligned_cos, cos_from_gram, frob_cos, nuclear_cross, residual_stats
 

@@ -281,7 +281,8 @@ def test_committed_demo_datasets_are_current(source):
 @pytest.mark.parametrize("analysis", ["weights", "heads", "gauge"])
 @pytest.mark.parametrize("source", DEMOS)
 def test_committed_demo_dataset_reproduces(tmp_path, source, analysis):
-    """Recompute each demo with its committed parameters: the same key, and bit-identical data."""
+    """Recompute each demo with its committed parameters: the same key, and the same data (integers and NaN
+    exactly, floats to 1e-9: a BLAS reduction's order depends on its thread count)."""
     entry = committed(source, analysis)
     params = json.loads(entry.attrs["params"])
     geomlib.compute(source, analyses=[analysis], cache_dir=tmp_path, progress=False, device="cpu",
@@ -295,7 +296,12 @@ def test_committed_demo_dataset_reproduces(tmp_path, source, analysis):
         np.testing.assert_array_equal(new[c].values, old[c].values, err_msg=c)
     for v in old.data_vars:
         assert new[v].dims == old[v].dims and new[v].dtype == old[v].dtype, v
-        np.testing.assert_array_equal(new[v].values, old[v].values, err_msg=v)  # NaN where NaN, else equal bits
+        if new[v].dtype.kind == "f":
+            # NaN where NaN; otherwise equal up to rounding, which BLAS threading reorders (eigenvector-based
+            # quantities such as head_pa_min amplify a last-bit change to ~1e-11 relative near 0)
+            np.testing.assert_allclose(new[v].values, old[v].values, rtol=1e-9, atol=1e-12, err_msg=v)
+        else:
+            np.testing.assert_array_equal(new[v].values, old[v].values, err_msg=v)
         assert new[v].attrs == old[v].attrs, v
     for k in ("params", "cache_key", "identity", "schema_version", "warnings", "quantization"):
         assert new.attrs.get(k) == old.attrs.get(k), k

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import geomlib
-from geomlib.arch.families import MATRIX_FAMILIES, RESIDUAL_AXIS
 from geomlib.analyses.phases import adjacent
 from geomlib.analyses.weights.report import seed000, seed004
+from geomlib.arch.families import MATRIX_FAMILIES, RESIDUAL_AXIS
 from geomlib.errors import GeomlibWarning
 from geomlib.metrics.gauge_nulls import permute_layer
 from geomlib.metrics.nulls import permutation_aligned_null

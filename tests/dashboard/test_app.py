@@ -138,7 +138,10 @@ def test_clicking_an_operator_cell_opens_that_pairs_detail(app):
     assert not np.allclose(y(app, OP, 1), bars)
     assert "pair (3, 12)" in titles(app, OP)[3]  # sign agreement follows
     box = [s for s in shapes(app) if s.type == "rect" and s.line.color == "black"]
-    assert len(box) == 1 and (box[0].x0, box[0].y0) == (11.5, 2.5)  # the selected cell is outlined
+    # the selected cell is outlined on every L x L heatmap that follows the pair: the operator heatmap and the
+    # four gauge ones (MLPs matched and index-paired, heads matched, composition)
+    assert len(box) == 5 and {(b.x0, b.y0) for b in box} == {(11.5, 2.5)}
+    assert len([b for b in shapes(app, OP) if b.type == "rect" and b.line.color == "black"]) == 1
 
 
 def test_clicking_depth_axes_and_gamma_points_sets_the_anchor(app):
@@ -267,7 +270,7 @@ def test_compute_box_computes_a_new_model_and_shows_it(tmp_path):
     assert app.error == "", app.error
     assert app.source == "demo:minilm-l6" and z(app, COS, 0).shape == (6, 6)
     assert "demo:minilm-l6" in [v for _, v in app._model.options]
-    assert len(list(tmp_path.rglob("*.nc"))) == 4
+    assert len(list(tmp_path.rglob("*.nc"))) == 6  # weights, heads and gauge of both models
 
 
 def _toy_panel(ds, sel):

@@ -1,7 +1,6 @@
 """The gauge-aware views in the dashboard: set a trait or click, assert the figure changed (no browser).
 
-The committed demo caches need not hold the gauge analysis: the model the dashboard opens is the MiniLM
-demo with gauge variables of known values merged in (what ``geomlib.load`` gives once it is cached).
+The dashboard opens the committed MiniLM demo cache (weights, heads and gauge, every pair matched).
 """
 
 from __future__ import annotations
@@ -11,70 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 
-from geomlib.dashboard import app as app_module
 from geomlib.dashboard import build_app
 from geomlib.plot import views
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CACHE = [ROOT / "cache"]
 SOURCE = "demo:minilm-l6"
-GAUGE_DIMS = {"mlp_view", "composition", "head_b"}
-
-
-def gauge_vars(n: int, H: int, hidden: int, seed: int = 0) -> xr.Dataset:
-    """The gauge analysis' variables for ``n`` layers of ``H`` heads, random but of the right shapes."""
-    rng = np.random.default_rng(seed)
-
-    def sym(*lead):
-        a = rng.uniform(-0.3, 0.6, (*lead, n, n))
-        a = (a + np.swapaxes(a, -1, -2)) / 2
-        a[..., np.arange(n), np.arange(n)] = 1.0
-        return a
-
-    score = rng.uniform(0, 0.3, (3, n, n, H, H))
-    i, j = np.indices((n, n))
-    score[:, i >= j] = np.nan
-    VLL, OLL = ("mlp_view", "layer", "layer_b"), ("operator", "layer", "layer_b")
-    return xr.Dataset(
-        {"mlp_matched_cos": (VLL, sym(3)), "mlp_same_index_cos": (VLL, 0.1 * sym(3)),
-         "mlp_frac_fixed": (("layer", "layer_b"), rng.uniform(0, 1, (n, n))),
-         "mlp_matched_null_mean": (("mlp_view", "layer"), rng.uniform(0, 0.1, (3, n))),
-         "mlp_matched_null_std": (("mlp_view", "layer"), rng.uniform(0, 0.01, (3, n))),
-         "head_matched_cos": (OLL, sym(2)), "head_same_index_cos": (OLL, 0.5 * sym(2)),
-         "head_assignment": (("layer", "layer_b", "head"), np.stack([[rng.permutation(H) for _ in range(n)]
-                                                                       for _ in range(n)])),
-         "head_matched_null_mean": (("operator", "layer"), rng.uniform(0, 0.05, (2, n))),
-         "head_matched_null_std": (("operator", "layer"), rng.uniform(0, 0.005, (2, n))),
-         "head_matched": (OLL + ("head",), rng.uniform(0, 1, (2, n, n, H))),
-         "composition_score": (("composition", "layer", "layer_b", "head", "head_b"), score),
-         "composition_mean": (("composition", "layer", "layer_b"), score.mean((-2, -1)))},
-        coords={"mlp_view": ["up", "down", "mean"], "operator": ["qk", "ov"], "composition": ["q", "k", "v"],
-                "layer": np.arange(n), "layer_b": np.arange(n), "head": np.arange(H), "head_b": np.arange(H)},
-        attrs={"composition_baseline": 1 / np.sqrt(hidden)})
 
 
 @pytest.fixture(scope="module")
 def app():
-    real = app_module.open_model_data
-
-    def with_gauge(source, roots=None):
-        ds = real(source, roots)
-        g = gauge_vars(ds.sizes["layer"], ds.sizes["head"], int(ds.attrs["hidden"]))
-        keep = [v for v in ds.data_vars if v not in g and not set(ds[v].dims) & GAUGE_DIMS]
-        ds = ds[keep].drop_vars([c for c in GAUGE_DIMS if c in ds.coords])
-        analyses = [a for a in str(ds.attrs["analyses"]).split(",") if a and a != "gauge"] + ["gauge"]
-        out = xr.merge([ds, g], combine_attrs="override")
-        out.attrs.update(analyses=",".join(analyses), composition_baseline=g.attrs["composition_baseline"])
-        return out
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(app_module, "open_model_data", with_gauge)
-    try:
-        yield build_app(SOURCE, roots=DEMO_CACHE)
-    finally:
-        mp.undo()
+    """The dashboard on the committed MiniLM demo cache, which holds the gauge analysis (all pairs)."""
+    return build_app(SOURCE, roots=DEMO_CACHE)
 
 
 def trace(app, view, c, k=0):

@@ -53,6 +53,7 @@ _QUANTS = {
     "F32": ("F32", "ALL_F32"),
     "F16": ("F16", "MOSTLY_F16"),
     "BF16": ("BF16", "MOSTLY_BF16"),
+    "F64": ("F64", "ALL_F32"),  # llama.cpp has no F64 file type; the tensors carry their own
     "Q8_0": ("Q8_0", "MOSTLY_Q8_0"),
     "Q4_0": ("Q4_0", "MOSTLY_Q4_0"),
     "Q4_1": ("Q4_1", "MOSTLY_Q4_1"),
@@ -117,9 +118,11 @@ def stored_qtype(shape: tuple[int, ...], quant: str | None) -> str:
 
 
 def encode(w: np.ndarray, qtype: str) -> np.ndarray:
-    """``w`` as gguf stores it in ``qtype`` (float arrays for F32/F16, bytes otherwise)."""
+    """``w`` as gguf stores it in ``qtype`` (float arrays for F64/F32/F16, bytes otherwise)."""
     import gguf
 
+    if qtype == "F64":
+        return np.ascontiguousarray(w, dtype=np.float64)
     return gguf.quants.quantize(np.ascontiguousarray(w, dtype=np.float32), gguf.GGMLQuantizationType[qtype])
 
 
@@ -207,7 +210,7 @@ def write_gguf(
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
     w.add_file_type(int(getattr(gguf.LlamaFileType, ftype)))
-    if qtype not in ("F32", "F16", "BF16"):
+    if qtype not in ("F64", "F32", "F16", "BF16"):
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if edit is not None:
         edit(w)

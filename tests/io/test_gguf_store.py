@@ -423,3 +423,16 @@ def test_demo_smollm2_matches_transformers():
         for fam, w in want.items():
             # both sides dequantize Q4_1 with gguf in float32 and un-permute q/k the same way
             assert torch.equal(got[fam], w), f"layer {L} {fam}: max |diff| {(got[fam] - w).abs().max().item()}"
+
+
+def test_f64_tensors_are_read_exactly(tmp_path):
+    """gguf's dequantizer has no F64; the store reads F64 data as it is."""
+    model = tiny_model("llama", N_LAYERS)
+    ckpt = geomlib.open_model(write_gguf(tmp_path / "m.gguf", model, "llama", "F64"))
+    assert "F64" in ckpt.dtype.split(",")
+    for L in range(N_LAYERS):
+        assert_layer_equals(ckpt, model, L, "llama")
+    names = ckpt.tensor_names(0)
+    assert ckpt._store.info(names["q_proj"]).dtype == "F64"
+    torch.testing.assert_close(ckpt.read_block(0, "q_proj", 3, 5), ckpt.layer(0, "q_proj")["q_proj"][3:5],
+                               rtol=0, atol=0)  # a row range of permuted llama q rows, through the same decoder

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geomlib.errors import GeomlibWarning
 from geomlib.metrics import (
     direction_pca,
     gaussian_aligned_null,
@@ -18,7 +19,6 @@ from geomlib.metrics import (
     spectral_entropy,
     svd_flip,
 )
-from geomlib.errors import GeomlibWarning
 from geomlib.metrics.linalg import randomized_sq_singvals
 from geomlib.metrics.nulls import signed_permutation
 

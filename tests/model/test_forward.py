@@ -23,6 +23,7 @@ import torch
 
 import geomlib
 from geomlib.analyses.phases import head_invariant
+from geomlib.errors import GeomlibError, InvalidArgumentError, SourceNotFoundError, UnsupportedSourceError
 from geomlib.model.forward import (
     MAX_WINDOWS,
     TEXT_SOURCE,
@@ -35,7 +36,6 @@ from geomlib.model.forward import (
     check_tokenizer,
     text_windows,
 )
-from geomlib.errors import GeomlibError, InvalidArgumentError, SourceNotFoundError, UnsupportedSourceError
 from tests.factories.gguf import write_gguf
 from tests.factories.hf import MODEL_TYPES, make_checkpoint, save_model, tiny_model
 from tests.factories.tokenizers import VOCAB, save_tokenizer, word_tokenizer

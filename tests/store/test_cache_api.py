@@ -219,11 +219,11 @@ def test_missing_tokenizer_computes_the_rest_and_warns_once(model, tmp_path):
     root = tmp_path / "cache"
     with pytest.warns(GeomlibWarning) as record:
         ds = geomlib.compute(model, cache_dir=root, progress=False, weights={"null_draws": 0},
-                             heads={"null_draws": 0})
+                             heads={"null_draws": 0}, gauge={"null_draws": 0})
     said = [str(w.message) for w in record if issubclass(w.category, GeomlibWarning)]
     assert len(said) == 1 and said[0].startswith("attn_entropy not computed: ") and "no tokenizer" in said[0], said
-    assert ds.attrs["analyses"] == "weights,heads"
-    assert [p.name.split("-")[0] for p in _nc_files(root)] == ["heads", "weights"]
+    assert ds.attrs["analyses"] == "weights,heads,gauge"
+    assert [p.name.split("-")[0] for p in _nc_files(root)] == ["gauge", "heads", "weights"]
     assert np.isnan(ds.attn_entropy).all()
     assert ds.attn_entropy.attrs["description"].startswith("not computed (") and \
         "no tokenizer" in ds.attn_entropy.attrs["description"]
@@ -236,7 +236,8 @@ def test_missing_tokenizer_computes_the_rest_and_warns_once(model, tmp_path):
     # a second call is served from the cache (it says so again, but computes nothing)
     mtimes = [p.stat().st_mtime_ns for p in _nc_files(root)]
     with pytest.warns(GeomlibWarning, match="attn_entropy not computed"):
-        geomlib.compute(model, cache_dir=root, progress=False, weights={"null_draws": 0}, heads={"null_draws": 0})
+        geomlib.compute(model, cache_dir=root, progress=False, weights={"null_draws": 0}, heads={"null_draws": 0},
+                        gauge={"null_draws": 0})
     assert [p.stat().st_mtime_ns for p in _nc_files(root)] == mtimes
 
 
@@ -291,10 +292,10 @@ def test_max_memory_reaches_the_forward_pass(tmp_path):
 
 def test_netcdf_attrs_are_safe_types(model, tmp_path):
     ds = geomlib.compute(model, cache_dir=tmp_path, progress=False, weights={"null_draws": 0},
-                         heads={"null_draws": 0, "forward_pass": False})
+                         heads={"null_draws": 0, "forward_pass": False}, gauge={"null_draws": 0})
     for k, v in ds.attrs.items():
         assert isinstance(v, (str, int, float, np.integer, np.floating, np.ndarray)), (k, type(v))
     files = _nc_files(tmp_path)
-    assert len(files) == 2
+    assert len(files) == 3
     for f in files:
         assert os.path.getsize(f) < 200_000, f

@@ -7,8 +7,8 @@ computation lives in :mod:`.compute` (torch); this module only declares it.
 
 from __future__ import annotations
 
-from ..base import Analysis
 from ...limits import EXACT_SPECTRUM_MAX_DIM
+from ..base import Analysis
 from ..params import Param, block_mib, null_draws, seed
 
 

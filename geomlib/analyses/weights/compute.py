@@ -38,6 +38,7 @@ from ...metrics import (
     scale_track_pca,
     scrambled_aligned_null,
 )
+
 # imported from the modules: the package namespace re-exports an older set
 from ...metrics.nulls import permutation_aligned_null
 from ...metrics.pca import centered_gains, direction_pca_shuffle_null

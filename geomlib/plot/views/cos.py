@@ -1,4 +1,5 @@
-"""View 1: raw and aligned weight cos-sim of one family, and their difference against the null."""
+"""Index-paired (gauge-confounded) view: raw and aligned weight cos-sim of one family, and their
+difference against the null."""
 
 from __future__ import annotations
 

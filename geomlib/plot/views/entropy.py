@@ -1,4 +1,4 @@
-"""View 4: attention entropy per layer and head, and the phases fitted to its depth profile."""
+"""Attention entropy per layer and head, and the phases fitted to its depth profile."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""View 3: directions of the norm gains (γ) across depth: PCA of the unit gains (against the
+"""Directions of the norm gains (γ) across depth: PCA of the unit gains (against the
 coordinate-shuffle null), their norms."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""View 2: per-head QK / OV operators between layers, and the detail of one (layer, layer_b) pair."""
+"""Index-paired (gauge-confounded) view: per-head QK / OV operators between layers, and the detail of one
+(layer, layer_b) pair."""
 
 from __future__ import annotations
 
