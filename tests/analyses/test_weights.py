@@ -318,9 +318,12 @@ def test_nan_gain_gives_nan_gamma_nulls_and_a_warning(tmp_path):
         return fresh
 
     path, _ = synthetic.build(tmp_path / "m", 4, plant, dtype=torch.float32)
-    with pytest.warns(GeomlibWarning, match="input_ln has a zero or non-finite gain vector"):
+    with pytest.warns(GeomlibWarning) as record:
         ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / "c", progress=False,
                              weights={"null_draws": 4})
+    said = {str(w.message) for w in record if issubclass(w.category, GeomlibWarning)}
+    assert said == {"layer 2 input_ln has NaN or Inf weights: its metrics are NaN",
+                    "input_ln has a zero or non-finite gain vector: its γ PCA is NaN"}, said
     for v in ["gamma_pca_explained", "gamma_proj_top1", *GAMMA_NULL_DIMS]:
         assert np.isnan(ds[v].sel(family="input_ln")).all(), v
         assert np.isfinite(ds[v].sel(family="post_attn_ln")).any(), v
