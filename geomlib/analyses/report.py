@@ -51,6 +51,17 @@ def _header(ds: xr.Dataset) -> list[str]:
     return lines
 
 
+def band_verdict(value: float, m: float, s: float, above: str, below: str, inside: str) -> str:
+    """Where ``value`` falls against a null band mean ± 2σ, in the caller's words ("no null band" if undefined)."""
+    if not (np.isfinite(value) and np.isfinite(m) and np.isfinite(s)):
+        return "no null band"
+    if value > m + 2 * s:
+        return above
+    if value < m - 2 * s:
+        return below
+    return inside
+
+
 def _table(title: str, cols: list[str], rows: list[tuple[str, list[str]]], first: str = "L") -> list[str]:
     out = ["", f"=== {title} ==="]
     out.append(f" {first:>6}" + "".join(f" {c:>12}" for c in cols))

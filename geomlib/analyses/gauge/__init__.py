@@ -14,6 +14,9 @@ from __future__ import annotations
 from ..base import Analysis
 from ..params import Param, block_mib, null_draws, seed
 
+#: weight family -> the ``mlp_view`` coordinates that stand for it, first present wins
+MLP_VIEW_OF = {"gate_proj": ("gate",), "up_proj": ("up", "up_down"), "down_proj": ("down", "up_down")}
+
 
 class Gauge(Analysis):
     name = "gauge"
@@ -41,4 +44,4 @@ class Gauge(Analysis):
         return sections(ds, anchor)
 
 
-__all__ = ["Gauge"]
+__all__ = ["MLP_VIEW_OF", "Gauge"]

@@ -12,18 +12,15 @@ import numpy as np
 import xarray as xr
 
 from ..phases import adjacent, phase_mean, phase_order
+from ..report import band_verdict
+from ..weights.report import reference_null
+from . import MLP_VIEW_OF
 
 BEYOND = "shared structure beyond the symmetry"
 
 
 def _verdict(value: float, m: float, s: float) -> str:
-    if not (np.isfinite(value) and np.isfinite(m) and np.isfinite(s)):
-        return "no null band"
-    if value > m + 2 * s:
-        return BEYOND
-    if value < m - 2 * s:
-        return "below the null"
-    return "inside the null band: matching alone explains it"
+    return band_verdict(value, m, s, BEYOND, "below the null", "inside the null band: matching alone explains it")
 
 
 def _block(ds: xr.Dataset, var: str, dim: str, title: str) -> list[str]:
@@ -144,20 +141,19 @@ def _beyond(value: float, m: float, s: float) -> bool | None:
     return None if not (np.isfinite(value) and np.isfinite(m) and np.isfinite(s)) else bool(value > m + 2 * s)
 
 
-_MLP_VIEW = {"up_proj": ("up", "up_down"), "down_proj": ("down", "up_down"), "gate_proj": ("gate",)}
 
 
 def verdict_changes(ds: xr.Dataset, anchor: int) -> list[str]:
     """Each seed verdict as the seed computes it, next to the same question with the symmetries handled."""
     rows: list[tuple[str, str, object, str, object]] = []  # question, seed's answer, its flag, gauge's, its flag
     if "aligned_cos" in ds and "mlp_matched_cos" in ds and ds.sizes.get("mlp_view"):
-        nulls = ds["aligned_null_mean"]["null"].values.tolist()
-        ref = "permutation" if "permutation" in nulls else "scrambled"
         views = ds["mlp_view"].values.tolist()
-        for fam, cands in _MLP_VIEW.items():
+        for fam in ("up_proj", "down_proj", "gate_proj"):
+            cands = MLP_VIEW_OF[fam]
             view = next((v for v in cands if v in views), None)
             if view is None or fam not in ds["family"].values.tolist():
                 continue
+            ref = reference_null(ds, fam)
             a = adjacent(ds["aligned_cos"].sel(family=fam)).values
             m = ds["aligned_null_mean"].sel(null=ref, family=fam).values[:-1]
             s = ds["aligned_null_std"].sel(null=ref, family=fam).values[:-1]

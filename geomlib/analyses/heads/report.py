@@ -6,6 +6,7 @@ import numpy as np
 import xarray as xr
 
 from ..phases import adjacent, phase_mean, phase_order
+from ..report import band_verdict
 
 
 def _band(ds: xr.Dataset, kind: str, metric: str) -> tuple[float, float]:
@@ -19,14 +20,8 @@ def _band_text(m: float, s: float) -> str:
 
 
 def _beside(value: float, m: float, s: float, higher: str, lower: str) -> str:
-    """Where ``value`` falls against the null band mean ± 2σ."""
-    if not (np.isfinite(value) and np.isfinite(m) and np.isfinite(s)):
-        return "no null band"
-    if value > m + 2 * s:
-        return higher
-    if value < m - 2 * s:
-        return lower
-    return "inside the null band: indistinguishable from random heads"
+    """Where ``value`` falls against the random-head null band mean ± 2σ."""
+    return band_verdict(value, m, s, higher, lower, "inside the null band: indistinguishable from random heads")
 
 
 QK_NORM_NOTE = ("not reported: q_norm/k_norm normalise each head's queries and keys, so the scale of W_Q and W_K "

@@ -81,7 +81,7 @@ def seed000(ds: xr.Dataset) -> list[str]:
             sd = ns.sel(family=f, null=k).values if k in nulls else np.full_like(a, np.nan)
             band[k] = (m, sd, np.isfinite(a) & np.isfinite(m) & np.isfinite(sd))
         # the verdict's reference: the permutation null; a dataset without it (older schema) falls back, labelled
-        ref = "permutation" if band["permutation"][2].any() else "scrambled"
+        ref = reference_null(ds, f)
         rm, rs, ok = band[ref]
         if not ok.any():
             out.append(f" {f:>10} {_f(np.nanmean(a), '.4f', 9)} {'(no null draws)':>17}")
@@ -108,7 +108,7 @@ def seed000(ds: xr.Dataset) -> list[str]:
         out.append(f" {f:>10} {np.mean(a[ok]):>9.4f} {show('gaussian'):>17} {show('scrambled'):>17} "
                    f"{excess('scrambled')} {show('permutation'):>17} {excess('permutation')} "
                    f"{above:>6}/{ok.sum():<6}  {verdict}")
-    ref = "permutation" if "permutation" in nulls and np.isfinite(nm.sel(null="permutation")).any() else "scrambled"
+    ref = reference_null(ds)
     out += ["", " Seed 000's prediction, training-artifact hypothesis: delta(E) > delta(C) for projection families.",
             f" Here, null-corrected (aligned − {ref} null mean), by phase:"]
     corr = phase_mean(ali - nm.sel(null=ref), phase_order(ds))
@@ -116,6 +116,16 @@ def seed000(ds: xr.Dataset) -> list[str]:
     for p in phase_order(ds):
         out.append(f" {p:>6}" + "".join(_f(float(corr.sel(family=f, phase=p)), "+.4f", 13) for f in fams))
     return out
+
+
+def reference_null(ds: xr.Dataset, family: str | None = None) -> str:
+    """The null an aligned-cos verdict reads: ``"permutation"`` (a relabelling by true symmetries only) where
+    the dataset has it for ``family`` (any family if None), else ``"scrambled"`` (norm gains, older schemas)."""
+    nm = ds["aligned_null_mean"]
+    if "permutation" not in [str(k) for k in nm["null"].values]:
+        return "scrambled"
+    perm = nm.sel(null="permutation") if family is None else nm.sel(null="permutation", family=family)
+    return "permutation" if bool(np.isfinite(perm).any()) else "scrambled"
 
 
 def adjacent_null(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import xarray as xr
 
 from ...analyses.phases import adjacent, phase_mean, phase_order
+from ...analyses.weights.report import reference_null
 from ..spec import Panel, PanelSpec, Selection, ViewSpec
 from ..traces import PHASE_COLORS, contiguous, layer_heatmap, layers
 
@@ -25,22 +26,13 @@ def delta_panel(ds: xr.Dataset, sel: Selection) -> Panel:
                  x=dict(title="layer_b"), y=dict(title="layer"), note=note)
 
 
-def null_kind(ds: xr.Dataset, family: str) -> str:
-    """The null a family's aligned cos is read against: the permutation null (true symmetries only) where the
-    dataset has it for ``family``, else the scrambled one (norm gains, older caches)."""
-    nulls = ds["aligned_null_mean"]["null"].values.tolist()
-    if "permutation" in nulls and np.isfinite(ds["aligned_null_mean"].sel(null="permutation", family=family)).any():
-        return "permutation"
-    return "scrambled"
-
-
 def adjacent_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     """Adjacent-pair raw and aligned cos-sim vs depth, with the permutation (else scrambled) null band."""
     L = layers(ds)[:-1]
     f = sel.family
     raw = adjacent(ds["cos"].sel(family=f)).values
     ali = adjacent(ds["aligned_cos"].sel(family=f)).values
-    kind = null_kind(ds, f)
+    kind = reference_null(ds, f)
     m = ds["aligned_null_mean"].sel(null=kind, family=f).values[:-1]
     s = ds["aligned_null_std"].sel(null=kind, family=f).values[:-1]
     band_x = np.concatenate([L, L[::-1]])
@@ -66,7 +58,7 @@ def phase_delta_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     f = sel.family
     d = phase_mean(adjacent(ds["delta"].sel(family=f)), order).values
     raw = adjacent(ds["cos"].sel(family=f))
-    kind = null_kind(ds, f)
+    kind = reference_null(ds, f)
     m = ds["aligned_null_mean"].sel(null=kind, family=f).isel(layer=slice(0, -1)) - raw
     s = ds["aligned_null_std"].sel(null=kind, family=f).isel(layer=slice(0, -1))
     nm = phase_mean(m, order).values

@@ -22,12 +22,11 @@ import numpy as np
 import plotly.graph_objects as go
 import xarray as xr
 
+from ...analyses.gauge import MLP_VIEW_OF
 from ...analyses.phases import adjacent
 from ..spec import Panel, PanelSpec, Selection, ViewSpec
 from ..traces import adjacent_only, contiguous, layer_heatmap, layers, side_colorbar, symmetric_range
 
-#: family -> the mlp_view coordinates it stands for, first present wins (else "mean")
-MLP_VIEW_OF = {"gate_proj": ("gate",), "up_proj": ("up", "up_down"), "down_proj": ("down", "up_down")}
 MATCHED_COLOR, SAME_COLOR = "#ff7f0e", "#7f7f7f"
 
 
