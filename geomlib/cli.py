@@ -78,11 +78,29 @@ def _compute_kwargs(args: argparse.Namespace) -> dict:
                 n_phases=args.n_phases, **_analysis_params(args, analyses))
 
 
+def _threads(args: argparse.Namespace) -> int | None:
+    """``--threads N`` as a checked count (None: geomlib's policy), before any work."""
+    from .threads import check_threads
+
+    text = getattr(args, "threads", None)
+    if text is None:
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"--threads {text!r} is not a thread count; pass a whole number of at least 1 (e.g. --threads 2), "
+            "or leave it out to let geomlib choose from the free cores"
+        ) from None
+    return check_threads(n, "--threads")
+
+
 def _cmd_compute(args: argparse.Namespace) -> int:
     from .store import cache, compute
 
+    threads = _threads(args)
     ds = compute(args.source, force=args.force, hf_cache_dir=args.hf_cache, device=args.device,
-                 progress=not args.quiet, **_compute_kwargs(args))
+                 progress=not args.quiet, threads=threads, **_compute_kwargs(args))
     print(f"{args.source}: {', '.join(ds.attrs['analyses'].split(','))} cached under {cache.cache_root(args.cache)}")
     if ds.attrs.get("warnings"):
         print("warnings:\n  - " + "\n  - ".join(str(ds.attrs["warnings"]).splitlines()))
@@ -106,11 +124,13 @@ def _load_or_compute(args: argparse.Namespace):
     from .errors import SourceNotFoundError
     from .store import compute, load
 
+    threads = _threads(args)  # a bad count is refused even when everything is cached
     kw = _compute_kwargs(args)
     try:
         return load(args.source, **kw)
     except SourceNotFoundError:
-        return compute(args.source, hf_cache_dir=args.hf_cache, device=args.device, progress=not args.quiet, **kw)
+        return compute(args.source, hf_cache_dir=args.hf_cache, device=args.device, progress=not args.quiet,
+                       threads=threads, **kw)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -182,7 +202,10 @@ def _add_compute_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-phases", type=int, metavar="N",
                    help="number of automatic phases (default: chosen by an extended BIC, at most 8)")
     p.add_argument("--hf-cache", metavar="DIR", help="Hugging Face hub cache to use (default: HF_HUB_CACHE)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", metavar="N",
+                   help="CPU threads for torch/BLAS (default: $GEOMLIB_THREADS or $OMP_NUM_THREADS when set, else "
+                        "the cores not already busy: never more threads than free cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, thread or time-estimate lines")
     # one group of flags per registered analysis, generated from its parameter declarations
     for a in registry.names():
         an = registry.get(a)
@@ -199,10 +222,22 @@ def _add_compute_options(p: argparse.ArgumentParser) -> None:
                                help=prm.help + default)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error contract for option values: one line on stderr, exit status 2.
+
+    A command line without its command or positional arguments still gets the usage (that is its answer).
+    """
+
+    def error(self, message: str):
+        if message.startswith("the following arguments are required") or "argument COMMAND" in message:
+            super().error(message)
+        self.exit(2, f"geomlib: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geomlib", description="Inter-layer weight geometry of transformer checkpoints.")
+    p = _Parser(prog="geomlib", description="Inter-layer weight geometry of transformer checkpoints.")
     p.add_argument("--version", action="version", version=f"geomlib {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     info = sub.add_parser("info", help="print a checkpoint's architecture facts (reads headers only)",
                           description="Open SOURCE lazily and print its architecture facts; no weights are read.")

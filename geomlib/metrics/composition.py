@@ -45,7 +45,7 @@ CHUNK_ENTRIES = 1 << 22
 
 
 def factored_composition(A: torch.Tensor, B: torch.Tensor, P1: torch.Tensor, Q1: torch.Tensor,
-                         b_group: int = 1) -> torch.Tensor:
+                         b_group: int = 1, compute_dtype: torch.dtype = D64) -> torch.Tensor:
     """``‖(A_b B_bᵀ)(P1_a Q1_aᵀ)‖_F`` for every pair (a, b), without forming hidden x hidden matrices.
 
     Parameters
@@ -58,12 +58,15 @@ def factored_composition(A: torch.Tensor, B: torch.Tensor, P1: torch.Tensor, Q1:
         ``B`` repeats in consecutive groups of this size (GQA-shared key or
         value factors, as :func:`~geomlib.metrics.operators.head_factors`
         returns them): its products are formed once per group.
+    compute_dtype : torch dtype
+        Of the block products (float32: within 1e-5 of float64 relative to
+        the norms' product, tested); the squared norms are summed in float64.
 
     Returns
     -------
     (H1, H2) float64 Frobenius norms of the products.
     """
-    A, B, P1, Q1 = (x.to(D64) for x in (A, B, P1, Q1))
+    A, B, P1, Q1 = (x.to(compute_dtype) for x in (A, B, P1, Q1))
     H1, H2, d1, d2 = P1.shape[0], A.shape[0], P1.shape[2], A.shape[2]
     if b_group < 1 or H2 % b_group:
         raise InvalidArgumentError(f"b_group must divide the {H2} heads of B, got {b_group}")
@@ -75,7 +78,7 @@ def factored_composition(A: torch.Tensor, B: torch.Tensor, P1: torch.Tensor, Q1:
     for a0 in range(0, H1, step):
         C = torch.einsum("bnx,any->abxy", B_unique, P1[a0:a0 + step])[:, b_index]  # Bᵀ P1: (chunk, H2, d2, d1)
         # tr(Cᵀ GA C GQ) = Σ (GA C) ∘ (C GQ), GA symmetric
-        sq = ((GA[None] @ C) * (C @ GQ[a0:a0 + step, None])).sum(dim=(2, 3))
+        sq = ((GA[None] @ C) * (C @ GQ[a0:a0 + step, None])).sum(dim=(2, 3), dtype=D64)
         out[a0:a0 + step] = sq.clamp_min(0).sqrt()
     return out
 
@@ -91,7 +94,8 @@ def _norms(P: torch.Tensor, Q: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def composition_scores(src: Mapping[str, torch.Tensor], dst: Mapping[str, torch.Tensor], n_heads: int,
-                       n_kv_heads: int, head_dim: int, kinds: tuple[str, ...] = KINDS) -> dict[str, torch.Tensor]:
+                       n_kv_heads: int, head_dim: int, kinds: tuple[str, ...] = KINDS,
+                       compute_dtype: torch.dtype = D64) -> dict[str, torch.Tensor]:
     """Q-, K- and V-composition of every head of an earlier layer into every head of a later one.
 
     Parameters
@@ -103,6 +107,8 @@ def composition_scores(src: Mapping[str, torch.Tensor], dst: Mapping[str, torch.
         ``o_proj`` (for "v").  Fold its input norm gain first
         (:func:`~geomlib.metrics.matching.fold_norms`) to compose through it.
     kinds : tuple of {"q", "k", "v"}
+    compute_dtype : torch dtype
+        Of the block products (:func:`factored_composition`); norms are float64.
 
     Returns
     -------
@@ -124,13 +130,13 @@ def composition_scores(src: Mapping[str, torch.Tensor], dst: Mapping[str, torch.
         Pq, Qk = head_factors(dict(dst), n_heads, n_kv_heads, head_dim, "qk")
         n2 = _norms(Pq, Qk, "destination QK")
         if "q" in kinds:  # W_QKᵀ = Qk Pqᵀ
-            out["q"] = factored_composition(Qk, Pq, P1, Q1) / (n1[:, None] * n2[None, :])
+            out["q"] = factored_composition(Qk, Pq, P1, Q1, 1, compute_dtype) / (n1[:, None] * n2[None, :])
         if "k" in kinds:  # W_QK = Pq Qkᵀ
-            out["k"] = factored_composition(Pq, Qk, P1, Q1, g) / (n1[:, None] * n2[None, :])
+            out["k"] = factored_composition(Pq, Qk, P1, Q1, g, compute_dtype) / (n1[:, None] * n2[None, :])
     if "v" in kinds:
         Po, Qv = head_factors(dict(dst), n_heads, n_kv_heads, head_dim, "ov")
         n2 = _norms(Po, Qv, "destination OV")
-        out["v"] = factored_composition(Po, Qv, P1, Q1, g) / (n1[:, None] * n2[None, :])
+        out["v"] = factored_composition(Po, Qv, P1, Q1, g, compute_dtype) / (n1[:, None] * n2[None, :])
     return {k: v.clamp(0.0, 1.0) for k, v in out.items()}  # NaN passes through clamp
 
 
@@ -145,7 +151,8 @@ def composition_baseline(hidden: int) -> float:
     return 1.0 / math.sqrt(hidden)
 
 
-def composition_null(hidden: int, head_dim: int, draws: int = 256, seed: int = 0) -> tuple[float, float]:
+def composition_null(hidden: int, head_dim: int, draws: int = 256, seed: int = 0,
+                     compute_dtype: torch.dtype = D64) -> tuple[float, float]:
     """Mean composition score of independent Gaussian heads of the given shape, by seeded Monte Carlo.
 
     Each draw scores ``‖(A Bᵀ)(P Qᵀ)‖ / (‖A Bᵀ‖ ‖P Qᵀ‖)`` for four independent
@@ -163,10 +170,10 @@ def composition_null(hidden: int, head_dim: int, draws: int = 256, seed: int = 0
     gen = torch.Generator().manual_seed(seed)
     scores = []
     for i0 in range(0, draws, 16):  # chunks keep memory at 64 x hidden x head_dim
-        A, B, P, Q = (torch.randn(min(16, draws - i0), hidden, head_dim, generator=gen, dtype=D64)
+        A, B, P, Q = (torch.randn(min(16, draws - i0), hidden, head_dim, generator=gen, dtype=compute_dtype)
                       for _ in range(4))
         C = B.transpose(1, 2) @ P  # paired draws only
         sq = (((A.transpose(1, 2) @ A) @ C) * (C @ (Q.transpose(1, 2) @ Q))).sum(dim=(1, 2))
         scores.append(sq.sqrt() / (operator_gram(A, B, A, B) * operator_gram(P, Q, P, Q)).sqrt())
-    s = torch.cat(scores)
+    s = torch.cat(scores).double()
     return float(s.mean()), float(s.std(unbiased=True)) / math.sqrt(draws)

@@ -52,13 +52,14 @@ def _band(draws: list[dict[str, float]]) -> NullBand:
     return NullBand(mean, std, vals)
 
 
-def random_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
-    """A Haar-random (n, n) orthogonal float64 matrix (QR of a Gaussian, signs fixed by diag(R) > 0)."""
-    q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=D64))
+def random_orthogonal(n: int, gen: torch.Generator, dtype: torch.dtype = D64) -> torch.Tensor:
+    """A Haar-random (n, n) orthogonal matrix (QR of a Gaussian, signs fixed by diag(R) > 0) in ``dtype``."""
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=dtype))
     return q * torch.sign(torch.diagonal(r))[None, :]
 
 
-def rotate_residual(weights: Mapping[str, torch.Tensor], R: torch.Tensor) -> dict[str, torch.Tensor]:
+def rotate_residual(weights: Mapping[str, torch.Tensor], R: torch.Tensor,
+                    dtype: torch.dtype = D64) -> dict[str, torch.Tensor]:
     """The layer with its residual-stream side rotated by ``R``: ``x → R x``.
 
     Input-side families (q, k, v, gate, up) become ``W Rᵀ``, output-side ones
@@ -71,17 +72,20 @@ def rotate_residual(weights: Mapping[str, torch.Tensor], R: torch.Tensor) -> dic
     ----------
     weights : dict of matrix families
     R : (hidden, hidden) orthogonal
+    dtype : torch dtype
+        Of the rotated matrices (a null draw in float32 is as random as one in float64).
     """
     out = {}
+    R = R.to(dtype)
     for fam, w in weights.items():
         if fam in RESIDUAL_AXIS:
-            out[fam] = w.to(D64) @ R.T if RESIDUAL_AXIS[fam] == 1 else R @ w.to(D64)
+            out[fam] = w.to(dtype) @ R.T if RESIDUAL_AXIS[fam] == 1 else R @ w.to(dtype)
     return out
 
 
 def residual_rotation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
                            match: Callable[[Mapping, Mapping], NeuronMatch | HeadMatch], draws: int = 8,
-                           seed: int = 0) -> NullBand:
+                           seed: int = 0, dtype: torch.dtype = D64) -> NullBand:
     """``match(a, rotate_residual(b, R)).matched_cos`` over seeded Haar rotations R.
 
     The right null for matched cosines: it keeps each layer's internal
@@ -95,12 +99,14 @@ def residual_rotation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.
     match : callable
         E.g. ``lambda a, b: match_neurons(a, b, "signed")`` or a
         :func:`functools.partial` of :func:`match_heads`.
+    dtype : torch dtype
+        Of the rotated layer handed to ``match``.
     """
     hidden = next(w.shape[RESIDUAL_AXIS[f]] for f, w in b.items() if f in RESIDUAL_AXIS)
     gen = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GeomlibWarning)  # the unrotated comparison already warned
-        return _band([match(a, rotate_residual(b, random_orthogonal(hidden, gen))).matched_cos
+        return _band([match(a, rotate_residual(b, random_orthogonal(hidden, gen, dtype), dtype)).matched_cos
                       for _ in range(draws)])
 
 
@@ -190,7 +196,7 @@ def permute_layer(weights: Mapping[str, torch.Tensor], neuron_perm: torch.Tensor
 
 def permutation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], statistic: str = "raw",
                      draws: int = 8, seed: int = 0, *, n_heads: int | None = None, n_kv_heads: int | None = None,
-                     head_dim: int | None = None) -> NullBand:
+                     head_dim: int | None = None, compute_dtype: torch.dtype = D64) -> NullBand:
     """Per-family statistic of ``a`` against ``b`` relabelled by a random true symmetry (no sign flips).
 
     MLP: one neuron permutation shared by gate/up rows and down columns.
@@ -219,6 +225,10 @@ def permutation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
         scrambled null reports).
     n_heads, n_kv_heads, head_dim : int, optional
         Head layout; without it the attention families are not compared.
+    compute_dtype : torch dtype
+        Of the aligned statistic's cross products (float32: relative 1e-4,
+        :func:`~geomlib.metrics.similarity.nuclear_norm`); norms and the raw
+        statistic stay float64.
 
     Returns
     -------
@@ -247,7 +257,11 @@ def permutation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
                                    "layout (n_heads, n_kv_heads, head_dim)")
     n_neurons = b[mlp[0]].shape[NEURON_AXIS[mlp[0]]] if mlp else 0
     gen_neuron, gen_head = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
-    bb = {f: b[f] for f in fams}
+    dt = D64 if statistic == "raw" else compute_dtype
+    # converted once: a permutation moves entries, it does not change them, their dtype or the norms
+    aa = {f: a[f].to(dt) for f in fams}
+    bb = {f: b[f].to(dt) for f in fams}
+    norms = {f: (_norm(a[f]), _norm(b[f])) for f in fams}
     out = []
     for _ in range(draws):
         p = torch.randperm(n_neurons, generator=gen_neuron) if mlp else None
@@ -255,7 +269,13 @@ def permutation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
         bp = permute_layer(bb, p, hp, kp, head_dim)
         stats = {}
         for f in fams:
-            x, y = a[f].to(D64), bp[f].to(D64)
-            stats[f] = frob_cos(x, y) if statistic == "raw" else aligned_cos(x, y, RESIDUAL_AXIS[f])
+            x, y = aa[f], bp[f]
+            stats[f] = (frob_cos(x, y) if statistic == "raw"
+                        else aligned_cos(x, y, RESIDUAL_AXIS[f], norms=norms[f]))
         out.append(stats)
     return _band(out)
+
+
+def _norm(w: torch.Tensor) -> float:
+    """Frobenius norm accumulated in float64 (NaN/Inf pass through for aligned_cos to reject)."""
+    return float(torch.linalg.vector_norm(w, dtype=D64))

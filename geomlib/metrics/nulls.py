@@ -63,29 +63,46 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
 
 
 def gaussian_aligned_null(shape: tuple[int, int], residual_axis: int, draws: int = 8, seed: int = 0,
-                          device: torch.device | str = "cpu") -> tuple[float, float]:
-    """Mean and std of the aligned cosine of two independent Gaussian matrices of ``shape``."""
+                          device: torch.device | str = "cpu", compute_dtype: torch.dtype = torch.float64
+                          ) -> tuple[float, float]:
+    """Mean and std of the aligned cosine of two independent Gaussian matrices of ``shape``.
+
+    ``compute_dtype`` is that of the draws and their cross products (float32:
+    relative 1e-4, :func:`~geomlib.metrics.similarity.nuclear_norm`).
+    """
     gen = _generator(seed)
     vals = []
     for _ in range(draws):
-        a = torch.randn(shape, generator=gen, dtype=torch.float64).to(device)
-        b = torch.randn(shape, generator=gen, dtype=torch.float64).to(device)
-        vals.append(aligned_cos(a, b, residual_axis))
+        a = torch.randn(shape, generator=gen, dtype=compute_dtype).to(device)
+        b = torch.randn(shape, generator=gen, dtype=compute_dtype).to(device)
+        vals.append(aligned_cos(a, b, residual_axis, norms=(_norm64(a), _norm64(b))))
     return _mean_std(vals)
 
 
 def scrambled_aligned_null(a: torch.Tensor, b: torch.Tensor, residual_axis: int, draws: int = 8,
-                           seed: int = 0) -> tuple[float, float]:
-    """Mean and std of the aligned cosine of ``a`` with ``b`` scrambled on its non-residual side."""
+                           seed: int = 0, compute_dtype: torch.dtype | None = None) -> tuple[float, float]:
+    """Mean and std of the aligned cosine of ``a`` with ``b`` scrambled on its non-residual side.
+
+    ``compute_dtype`` is that of the cross products (default: the inputs'; float32
+    holds a relative 1e-4 of float64, :func:`~geomlib.metrics.similarity.nuclear_norm`).
+    """
     gen = _generator(seed)
     other = 1 - residual_axis
-    vals = [aligned_cos(a, signed_permutation(b, other, gen), residual_axis) for _ in range(draws)]
+    norms = (_norm64(a), _norm64(b))  # a signed permutation keeps the norm
+    dt = compute_dtype or a.dtype
+    a, b = a.to(dt), b.to(dt)
+    vals = [aligned_cos(a, signed_permutation(b, other, gen), residual_axis, norms=norms) for _ in range(draws)]
     return _mean_std(vals)
+
+
+def _norm64(w: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(w, dtype=torch.float64))
 
 
 def permutation_aligned_null(a: torch.Tensor, b: torch.Tensor, family: str, draws: int = 8, seed: int = 0,
                              n_heads: int | None = None, n_kv_heads: int | None = None,
-                             head_dim: int | None = None) -> tuple[float, float]:
+                             head_dim: int | None = None, compute_dtype: torch.dtype = torch.float64
+                             ) -> tuple[float, float]:
     """Mean and std of the aligned cosine of ``a`` with ``b`` relabelled by a random true symmetry.
 
     Parameters
@@ -106,5 +123,5 @@ def permutation_aligned_null(a: torch.Tensor, b: torch.Tensor, family: str, draw
     non-finite matrices), std NaN for a single draw.
     """
     heads = dict(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim) if family in HEAD_FAMILIES else {}
-    band = permutation_null({family: a}, {family: b}, "aligned", draws, seed, **heads)
+    band = permutation_null({family: a}, {family: b}, "aligned", draws, seed, **heads, compute_dtype=compute_dtype)
     return band.mean[family], band.std[family]

@@ -314,6 +314,41 @@ def _transformers_bars(enabled: bool) -> Iterator[None]:
             gguf_utils.tqdm = gguf_tqdm
 
 
+@contextlib.contextmanager
+def _shared_gguf_parse(ckpt: Checkpoint) -> Iterator[None]:
+    """Let transformers reuse the GGUF this checkpoint already parsed, for the duration of the call.
+
+    transformers' GGUF path builds a fresh ``gguf.GGUFReader`` for the config, the tokenizer and the
+    weights (parsing SmolLM2's 49k-token vocabulary in Python each time, ~4 s) and rebuilds
+    ``gguf.get_tensor_name_map`` once per tensor (~13 ms each, 5 s for 272 tensors).  The reader is
+    read-only (a read-only memmap) and the name map is a pure function of (arch, blocks), so both
+    are shared; everything is restored on exit.
+    """
+    reader = getattr(ckpt._store, "_reader", None) if ckpt.format == "gguf" else None
+    if reader is None:
+        yield
+        return
+    import functools
+
+    import gguf
+
+    path = Path(ckpt.origin["resolved"]).resolve()
+    real_reader, real_map = gguf.GGUFReader, gguf.get_tensor_name_map
+
+    def reader_for(p, *args, **kwargs):
+        mode = args[0] if args else kwargs.get("mode", "r")
+        if mode == "r" and Path(p).resolve() == path:
+            return reader
+        return real_reader(p, *args, **kwargs)
+
+    gguf.GGUFReader = reader_for
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=8)(real_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_map
+
+
 def _model_location(ckpt: Checkpoint) -> tuple[Path, str | None]:
     """``(directory, gguf file name or None)`` that transformers loads from."""
     resolved = Path(ckpt.origin["resolved"])
@@ -603,7 +638,7 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
                disable=not progress, leave=False)
     model = None
     try:
-        with _transformers_bars(progress):
+        with _transformers_bars(progress), _shared_gguf_parse(ckpt):
             tokenizer = _load_tokenizer(ckpt, where, gguf_file)
             bar.update(1)
             bar.set_description(f"attention entropy {ckpt.source}: model")

@@ -8,6 +8,7 @@ Every list of analyses and parameters comes from :mod:`geomlib.analyses`.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Iterable, Sequence
 
 import xarray as xr
@@ -16,10 +17,11 @@ from ..analyses import registry
 from ..analyses.base import PAIRING
 from ..analyses.phases import apply_phases, check_phase_spec
 from ..errors import InvalidArgumentError, SourceNotFoundError
+from ..threads import thread_policy, using_threads
 from . import cache
 
 #: attributes that differ per analysis file: prefixed with the analysis name when merged
-_PER_ANALYSIS = ("params", "created", "device", "cache_key", "schema_version", "not_computed")
+_PER_ANALYSIS = ("params", "created", "device", "threads", "cache_key", "schema_version", "not_computed")
 
 
 def _merge(parts: list[xr.Dataset]) -> xr.Dataset:
@@ -57,6 +59,21 @@ def _per_analysis(names: tuple[str, ...], params: dict[str, Any]) -> dict[str, A
     return {a: params.get(a) for a in names}
 
 
+def _announce_cost(ckpt, todo: dict, device, threads: int) -> None:
+    """One stderr line with the estimated duration when the run looks long (:mod:`geomlib.analyses.cost`).
+
+    Advisory only: an estimate that cannot be made (a shape the counters do not
+    know) must not stop the run it describes.
+    """
+    from ..analyses import cost
+
+    try:
+        est = cost.estimate(ckpt, todo, device, threads)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return
+    cost.announce(est)
+
+
 def compute(
     source: str | os.PathLike,
     analyses: Iterable[str] | str | None = None,
@@ -69,6 +86,7 @@ def compute(
     phase_names: Sequence[str] | None = None,
     n_phases: int | None = None,
     hf_cache_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
     **params: dict,
 ) -> xr.Dataset:
     """Compute the analyses of a model that the cache lacks, and return them all as one Dataset.
@@ -85,11 +103,18 @@ def compute(
     device : str
         ``"auto"`` uses CUDA when present; resolved once for every analysis.
     progress : bool
-        Progress bars with ETA.
+        Progress bars with ETA; before any analysis runs, one line on stderr with the thread
+        count, and one with the estimated duration when it exceeds
+        :data:`geomlib.analyses.cost.THRESHOLD_S` seconds.
     force : bool
         Recompute even when a valid cache entry exists.
     phases, phase_names, n_phases : optional
         Phase labels (never recomputes); see :func:`~geomlib.analyses.phases.apply_phases`.
+    threads : int, optional
+        torch/BLAS threads to compute with; default: :func:`geomlib.threads.choose_threads`
+        (``GEOMLIB_THREADS`` or ``OMP_NUM_THREADS`` when set, else the cores not already busy).
+        Applied for the duration of the call, recorded as each dataset's ``threads``
+        attribute; not part of the cache key (it does not change the numbers' meaning).
     **params : dict
         One dict per analysis, named after it: ``weights={"null_draws": 0}``,
         ``heads={"forward_pass": False, "k": 8}``.  Each analysis' parameters
@@ -110,6 +135,7 @@ def compute(
     per = {a: registry.get(a).make_params(given[a]) for a in names}
     if not isinstance(force, bool):
         raise InvalidArgumentError(f"force={force!r} must be True or False")
+    choice = thread_policy(threads)  # a bad count fails before any work
     root = cache.cache_root(cache_dir)
     ctx = RunContext.create(device, progress)
 
@@ -134,15 +160,20 @@ def compute(
                     p = q
                     key, ds = hit(ckpt, a, p)
             plans.append((a, an, p, actx, key, ds))
-        for a, an, p, actx, key, ds in plans:
-            if ds is None:
-                ds = an.run(ckpt, p, actx)
-                for v in ds.data_vars.values():
-                    if "layer_b" in v.dims:  # a cross-layer comparison: say how it paired units
-                        v.attrs.setdefault("pairing", PAIRING.get(an.pairing, an.pairing))
-                ds.attrs["cache_key"] = key
-                cache.write_atomic(ds, cache.entry_path(root, ckpt.source, ckpt.identity, a, key))
-            parts.append(ds)
+        todo = {a: p for a, _, p, _, _, ds in plans if ds is None}
+        with using_threads(choice.threads):
+            if todo and ctx.progress:
+                print(choice.describe(), file=sys.stderr, flush=True)
+                _announce_cost(ckpt, todo, ctx.device, choice.threads)
+            for a, an, p, actx, key, ds in plans:
+                if ds is None:
+                    ds = an.run(ckpt, p, actx)
+                    for v in ds.data_vars.values():
+                        if "layer_b" in v.dims:  # a cross-layer comparison: say how it paired units
+                            v.attrs.setdefault("pairing", PAIRING.get(an.pairing, an.pairing))
+                    ds.attrs["cache_key"] = key
+                    cache.write_atomic(ds, cache.entry_path(root, ckpt.source, ckpt.identity, a, key))
+                parts.append(ds)
     return apply_phases(_merge(parts), phases, phase_names, n_phases)
 
 

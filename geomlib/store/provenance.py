@@ -18,8 +18,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def provenance(ckpt: "Checkpoint", analysis: str, params: "Params", ctx: "RunContext") -> dict:
-    """Checkpoint facts and identity, versions, parameters, time, device and the warnings recorded in ``ctx``."""
+    """Checkpoint facts and identity, versions, parameters, time, device, threads and the warnings in ``ctx``.
+
+    ``threads`` is torch's thread count while the analysis ran (see :mod:`geomlib.threads`); it says how the
+    numbers were computed, not what they are, so it is not part of the cache key.
+    """
     from ..analyses import registry
+    from ..threads import current_threads
 
     attrs = dict(ckpt.summary())
     attrs.update({
@@ -30,6 +35,7 @@ def provenance(ckpt: "Checkpoint", analysis: str, params: "Params", ctx: "RunCon
         "params": json.dumps(params.key_dict(), sort_keys=True),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": str(ctx.device),
+        "threads": current_threads(),
         "warnings": "\n".join(ctx.warnings),
         "families_present": ",".join(ckpt.families),
         "not_computed": "\n".join(f"{part}: {why}" for part, why in ctx.skipped.items()),

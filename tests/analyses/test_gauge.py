@@ -77,7 +77,9 @@ def gauge_edit(layer, gen: torch.Generator, parts=EDITS) -> None:
 
 def _compute(model, path, **gauge):
     save_model(model, path, torch.float64)
-    return geomlib.compute(str(path), "gauge", path.parent / "cache", progress=False, gauge={"null_draws": 3, **gauge})
+    # float64: the invariances are checked at 1e-9 (float32's tolerances are tests/analyses/test_precision.py's)
+    return geomlib.compute(str(path), "gauge", path.parent / "cache", progress=False,
+                           gauge={"null_draws": 3, "precision": "float64", **gauge})
 
 
 @pytest.mark.parametrize("pairs", ["adjacent", "all"])
@@ -239,7 +241,8 @@ def test_nan_weights_give_nan_and_a_warning_and_the_run_finishes(tmp_path):
         model.layers[2].mlp.up_proj.weight[0, 0] = float("nan")
     save_model(model, tmp_path / "n", torch.float64)
     with pytest.warns(GeomlibWarning, match="layer 2 has NaN or Inf"):
-        ds = geomlib.compute(str(tmp_path / "n"), "gauge", tmp_path / "c", progress=False, gauge={"null_draws": 2})
+        ds = geomlib.compute(str(tmp_path / "n"), "gauge", tmp_path / "c", progress=False,
+                             gauge={"null_draws": 2, "precision": "float64"})
     assert np.isnan(ds.mlp_matched_cos.sel(layer=1, layer_b=2)).all()
     assert np.isfinite(ds.mlp_matched_cos.sel(layer=0, layer_b=1)).all()
     assert "layer 2 has NaN" in ds.attrs["warnings"]
@@ -274,7 +277,8 @@ def test_matched_heads_variant_of_the_seed_tables_is_invariant_to_head_order(tmp
     def run(model, path):
         save_model(model, path, torch.float64)
         return geomlib.compute(str(path), ["heads", "gauge"], path.parent / f"c{path.name}", progress=False,
-                               heads={"forward_pass": False, "null_draws": 2}, gauge={"null_draws": 2, "pairs": "all"})
+                               heads={"forward_pass": False, "null_draws": 2},
+                               gauge={"null_draws": 2, "pairs": "all", "precision": "float64"})
 
     model = _model(n_layers=3)
     before = run(model, tmp_path / "a")
@@ -313,7 +317,8 @@ def test_real_minilm_weights_neuron_and_head_relabelling_is_invisible_to_gauge(t
     with torch.no_grad():
         ref = model(ids).last_hidden_state
     model.save_pretrained(tmp_path / "a")
-    before = geomlib.compute(str(tmp_path / "a"), "gauge", tmp_path / "c", progress=False, gauge={"null_draws": 2})
+    before = geomlib.compute(str(tmp_path / "a"), "gauge", tmp_path / "c", progress=False,
+                             gauge={"null_draws": 2, "precision": "float64"})
     layer, gen = model.encoder.layer[3], torch.Generator().manual_seed(7)
     Hh, d = model.config.num_attention_heads, model.config.hidden_size // model.config.num_attention_heads
     with torch.no_grad():
@@ -337,7 +342,8 @@ def test_real_minilm_weights_neuron_and_head_relabelling_is_invisible_to_gauge(t
             o.weight[:, r] = o.weight[:, r] @ torch.linalg.inv(B)
         torch.testing.assert_close(model(ids).last_hidden_state, ref, rtol=1e-9, atol=1e-9)
     model.save_pretrained(tmp_path / "b")
-    after = geomlib.compute(str(tmp_path / "b"), "gauge", tmp_path / "c", progress=False, gauge={"null_draws": 2})
+    after = geomlib.compute(str(tmp_path / "b"), "gauge", tmp_path / "c", progress=False,
+                            gauge={"null_draws": 2, "precision": "float64"})
     for v in VARS:
         np.testing.assert_allclose(after[v].values, before[v].values, rtol=1e-9, atol=1e-12, err_msg=v)
     pair = dict(layer=2, layer_b=3)

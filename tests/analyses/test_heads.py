@@ -33,7 +33,7 @@ def planted(tmp_path_factory):
     path, layers = synthetic.build(tmp_path_factory.mktemp("h") / "m", 4, plant, hidden=24, heads=4, kv=2,
                                    head_dim=8)
     ds = geomlib.compute(path, analyses=["heads"], cache_dir=tmp_path_factory.mktemp("c"), progress=False,
-                         heads={"forward_pass": False, "null_draws": 16})
+                         heads={"forward_pass": False, "null_draws": 16, "precision": "float64"})
     return ds, layers
 
 

@@ -86,10 +86,11 @@ def test_params_are_immutable_and_replace_validates():
 
 def test_each_analysis_has_its_own_namespace():
     w, h = registry.get("weights"), registry.get("heads")
-    assert w.make_params().null_draws == 8 and h.make_params().null_draws == 32
+    assert w.make_params().null_draws == 1 and h.make_params().null_draws == 32
     assert w.make_params({"null_draws": 0}).null_draws == 0
-    with pytest.raises(InvalidArgumentError, match="weights parameter null_draws=1"):
-        w.make_params({"null_draws": 1})
+    # one draw per pair is allowed where the band's std is pooled over pairs (weights, gauge), not for heads
+    with pytest.raises(InvalidArgumentError, match="heads parameter null_draws=1"):
+        h.make_params({"null_draws": 1})
     with pytest.raises(InvalidArgumentError, match="for the weights analysis"):
         w.make_params({"forward_pass": False})
     with pytest.raises(InvalidArgumentError, match="must be a dict"):

@@ -126,7 +126,10 @@ def test_missing_tokenizer_computes_the_rest_and_warns_once(model, tmp_path, run
     # nothing else failed: every weights and per-head variable is there and finite where it should be
     for fam in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "input_ln"):
         assert np.isfinite(ds.cos.sel(family=fam)).all(), fam
-    assert np.isfinite(ds.aligned_null_mean.sel(family="q_proj", layer=range(4))).all()
+    # the scrambled null is opt-in (scrambled_null=True): NaN by default
+    drawn = ds.aligned_null_mean.sel(null=["gaussian", "permutation"], family="q_proj", layer=range(4))
+    assert np.isfinite(drawn).all()
+    assert np.isnan(ds.aligned_null_mean.sel(null="scrambled")).all()
     for v in ("head_cos", "head_gram", "head_T", "head_singvals", "head_sym_eigs", "head_shape_cos",
               "head_rescale_resid", "head_null_mean"):
         assert np.isfinite(ds[v]).all(), v
@@ -138,7 +141,7 @@ def test_missing_tokenizer_computes_the_rest_and_warns_once(model, tmp_path, run
     "args, words",
     [
         (["compute", "/no/such/model"], "not an existing file"),
-        (["compute", "{model}", "--weights.null-draws", "1"], "weights parameter null_draws=1 is not allowed"),
+        (["compute", "{model}", "--weights.precision", "float16"], "argument --weights.precision: invalid choice"),
         (["compute", "{model}", "--heads.null-draws", "1"], "heads parameter null_draws=1 is not allowed"),
         (["compute", "{model}", "--phases", "9"], "phase boundaries"),
         (["compute", "{model}", "--phases", "x,y"], "--phases"),
@@ -297,9 +300,10 @@ def test_committed_demo_dataset_reproduces(tmp_path, source, analysis):
     for v in old.data_vars:
         assert new[v].dims == old[v].dims and new[v].dtype == old[v].dtype, v
         if new[v].dtype.kind == "f":
-            # NaN where NaN; otherwise equal up to rounding, which BLAS threading reorders (eigenvector-based
-            # quantities such as head_pa_min amplify a last-bit change to ~1e-11 relative near 0)
-            np.testing.assert_allclose(new[v].values, old[v].values, rtol=1e-9, atol=1e-12, err_msg=v)
+            # NaN where NaN; otherwise equal up to rounding, which BLAS threading reorders: the float32 paths
+            # (precision="float32", the default) move by ~1e-7 of the values' scale, within their documented 1e-5;
+            # a band's pooled std (differences of near-equal draws) moves by as much in absolute terms
+            np.testing.assert_allclose(new[v].values, old[v].values, rtol=1e-5, atol=1e-6, err_msg=v)
         else:
             np.testing.assert_array_equal(new[v].values, old[v].values, err_msg=v)
         assert new[v].attrs == old[v].attrs, v

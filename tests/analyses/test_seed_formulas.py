@@ -43,7 +43,7 @@ def spec_entropy(singvals, eps=1e-12):  # seed 003's function
 def qwen3(tmp_path_factory):
     path, model = make_checkpoint(tmp_path_factory.mktemp("q3"), "qwen3", n_layers=5)
     ds = geomlib.compute(path, cache_dir=tmp_path_factory.mktemp("c"), progress=False, analyses=["weights"],
-                         weights={"null_draws": 0})
+                         weights={"null_draws": 0, "precision": "float64"})
     return ds, seed_layers(model)
 
 

@@ -71,7 +71,8 @@ def planted(tmp_path_factory):
     path, layers = synthetic.build(tmp_path_factory.mktemp("planted") / "m", 6, plant, dtype=torch.float64)
     with pytest.warns(GeomlibWarning, match="identical up to scale"):
         ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path_factory.mktemp("cache"), progress=False,
-                             weights={"null_draws": 16, "aligned_pairs": "all"})
+                             weights={"null_draws": 16, "aligned_pairs": "all", "precision": "float64",
+                                      "scrambled_null": True})
     return ds, layers
 
 
@@ -162,7 +163,7 @@ def test_dataset_schema(planted):
         assert ds[v].dims == dims and ds[v].dtype == np.float64, v
         assert ds[v].attrs["description"], v
     assert "permutation" in ds.aligned_null_mean.attrs["description"]
-    assert int(ds.attrs["weights_schema_version"]) == 2
+    assert int(ds.attrs["weights_schema_version"]) == 3
 
 
 def _write_degenerate(tmp_path, kind):
@@ -185,7 +186,7 @@ def test_degenerate_layers_give_nan_and_a_recorded_warning(tmp_path, kind, said)
     path = _write_degenerate(tmp_path, kind)
     with pytest.warns(GeomlibWarning, match=said):
         ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / "c", progress=False,
-                             weights={"null_draws": 0})
+                             weights={"null_draws": 0, "precision": "float64"})
     assert said in ds.attrs["warnings"]
     up = ds.cos.sel(family="up_proj")
     assert np.isnan(up.sel(layer=2)).all() and np.isnan(up.sel(layer_b=2)).all()
@@ -202,7 +203,7 @@ def test_null_draws_zero_skips_baselines(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", GeomlibWarning)
         ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / "c", progress=False,
-                             weights={"null_draws": 0})
+                             weights={"null_draws": 0, "precision": "float64"})
     assert np.isnan(ds.aligned_null_mean).all()
     assert np.isfinite(adjacent(ds.aligned_cos).sel(family="q_proj")).all()
 
@@ -210,7 +211,7 @@ def test_null_draws_zero_skips_baselines(tmp_path):
 def test_bf16_checkpoint_is_computed_in_float64(tmp_path):
     path, layers = synthetic.build(tmp_path / "bf", 3, dtype=torch.bfloat16)
     ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / "c", progress=False,
-                         weights={"null_draws": 0})
+                         weights={"null_draws": 0, "precision": "float64"})
     w = [layers[L]["k_proj"].to(torch.bfloat16).double() for L in range(3)]
     want = float((w[0] * w[1]).sum() / (w[0].norm() * w[1].norm()))
     assert float(ds.cos.sel(family="k_proj", layer=0, layer_b=1)) == pytest.approx(want, abs=1e-13)
@@ -253,7 +254,7 @@ def relabelled(tmp_path_factory):
 
     path, layers = synthetic.build(tmp_path_factory.mktemp("relabelled") / "m", 4, plant, dtype=torch.float64)
     ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path_factory.mktemp("cache"), progress=False,
-                         weights={"null_draws": 16})
+                         weights={"null_draws": 16, "precision": "float64", "scrambled_null": True})
     return ds, layers
 
 
@@ -282,9 +283,14 @@ def test_relabelled_layer_sits_in_its_permutation_band_not_above_it(relabelled):
 def test_permutation_band_is_the_metric_seeded_with_seed_plus_L(relabelled):
     ds, layers = relabelled
     for fam in ("q_proj", "v_proj", "o_proj", "up_proj", "down_proj"):
-        m, s = permutation_aligned_null(layers[1][fam], layers[2][fam], fam, 16, 0 + 2, n_heads=4, n_kv_heads=2,
-                                        head_dim=8)
-        assert _band(ds, "permutation", fam, 1) == pytest.approx((m, s), rel=1e-12, abs=1e-14), fam
+        bands = [permutation_aligned_null(layers[L][fam], layers[L + 1][fam], fam, 16, 0 + L + 1, n_heads=4,
+                                          n_kv_heads=2, head_dim=8) for L in range(3)]
+        for L, (m, _) in enumerate(bands):
+            assert _band(ds, "permutation", fam, L)[0] == pytest.approx(m, rel=1e-12, abs=1e-14), (fam, L)
+        # the band width is one draw's std pooled over the pairs: the root mean of their variances
+        pooled = float(np.sqrt(np.mean([s**2 for _, s in bands])))
+        for L in range(3):
+            assert _band(ds, "permutation", fam, L)[1] == pytest.approx(pooled, rel=1e-12), (fam, L)
 
 
 def test_norm_gains_have_no_permutation_band(relabelled):
@@ -320,7 +326,7 @@ def test_nan_gain_gives_nan_gamma_nulls_and_a_warning(tmp_path):
     path, _ = synthetic.build(tmp_path / "m", 4, plant, dtype=torch.float32)
     with pytest.warns(GeomlibWarning) as record:
         ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path / "c", progress=False,
-                             weights={"null_draws": 4})
+                             weights={"null_draws": 4, "precision": "float64"})
     said = {str(w.message) for w in record if issubclass(w.category, GeomlibWarning)}
     assert said == {"layer 2 input_ln has NaN or Inf weights: its metrics are NaN",
                     "input_ln has a zero or non-finite gain vector: its γ PCA is NaN"}, said

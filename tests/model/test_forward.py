@@ -297,7 +297,7 @@ def test_heads_analysis_stores_the_windows_and_phases_bootstrap_them(tmp_path, t
     assert list(ds.window_start.values) == list(range(0, 512, 32)) and (ds.window_tokens.values == 32).all()
     np.testing.assert_allclose(win.mean("window").values, ds.attn_entropy.values, rtol=1e-12, atol=1e-12)
     assert "window" in win.attrs["description"]
-    assert ds.attrs["heads_schema_version"] == 3
+    assert ds.attrs["heads_schema_version"] == 4
     # phases are applied at load time: fitted to the sorted entropy profile, bootstrapped over its windows
     assert ds.attrs["phase_method"].startswith("changepoint:entropy")
     assert ds.attrs["phase_bootstrap"].startswith("bootstrap over 16 text windows")

@@ -187,9 +187,11 @@ def test_bad_arguments(model, tmp_path):
         geomlib.compute(model, cache_dir=tmp_path, weights={"null_drawz": 3})
     with pytest.raises(InvalidArgumentError, match="aligned_pairs"):
         geomlib.compute(model, cache_dir=tmp_path, weights={"aligned_pairs": "some"})
-    with pytest.raises(InvalidArgumentError, match="weights parameter null_draws=1 is not allowed: one draw gives no "
+    with pytest.raises(InvalidArgumentError, match="heads parameter null_draws=1 is not allowed: one draw gives no "
                                                    "standard deviation"):
-        geomlib.compute(model, cache_dir=tmp_path, weights={"null_draws": 1})
+        geomlib.compute(model, cache_dir=tmp_path, heads={"null_draws": 1})
+    with pytest.raises(InvalidArgumentError, match="precision"):
+        geomlib.compute(model, cache_dir=tmp_path, gauge={"precision": "half"})
     with pytest.raises(InvalidArgumentError, match="heads parameter k=0 is not allowed; pass a value of at least 1"):
         geomlib.compute(model, cache_dir=tmp_path, heads={"k": 0})
     with pytest.raises(InvalidArgumentError, match="must be a dict"):

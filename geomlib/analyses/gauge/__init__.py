@@ -12,7 +12,7 @@ The computation lives in :mod:`.compute` (torch, scipy).
 from __future__ import annotations
 
 from ..base import Analysis
-from ..params import Param, block_mib, null_draws, seed
+from ..params import Param, block_mib, null_draws, precision, seed
 
 #: weight family -> the ``mlp_view`` coordinates that stand for it, first present wins
 MLP_VIEW_OF = {"gate_proj": ("gate",), "up_proj": ("up", "up_down"), "down_proj": ("down", "up_down")}
@@ -21,16 +21,20 @@ MLP_VIEW_OF = {"gate_proj": ("gate",), "up_proj": ("up", "up_down"), "down_proj"
 class Gauge(Analysis):
     name = "gauge"
     title = "gauge-aware: matched MLP neurons and heads between layers, against a residual-rotation null"
-    schema_version = 2
+    schema_version = 3  # 3: precision (float32 similarities), one null draw per pair with a pooled std
     default = True
     pairing = "matched"
     params = (
-        Param("pairs", "auto", str, "layer pairs that are matched: auto = all pairs when affordable (about "
-              "3 core-minutes of neuron similarities, e.g. SmolLM2-135M), else adjacent", choices=("auto", "adjacent", "all")),
-        null_draws(4, "residual-side rotations of layer_b, adjacent pairs"),
+        Param("pairs", "auto", str, "layer pairs that are matched: auto = all pairs when they cost seconds (1e11 "
+              "multiply-adds of neuron similarities, e.g. MiniLM-L6), else adjacent",
+              choices=("auto", "adjacent", "all")),
+        null_draws(1, "residual-side rotations of layer_b per adjacent pair; the band's std is pooled over pairs",
+                   pooled=True),
         seed(),
         Param("fold_norms", True, bool, "compare W·diag(γ): norm gains folded into the matrices they feed"),
         block_mib("the layers held when every pair is matched"),
+        precision("the neuron and head similarities and the null rotations (cosines are recomputed in float64 "
+                  "for the matching found)"),
     )
 
     def run(self, ckpt, params, ctx):

@@ -31,15 +31,15 @@ from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import PAIRING, RunContext
 from ..heads import OPERATORS, operators_of
-from ..params import Params
+from ..params import Params, pooled_std
 from ..streaming import layers_within, n_pairs, pairs
 
 MLP_FAMILIES = ("gate_proj", "up_proj", "down_proj")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 #: ``pairs="auto"`` matches every pair when the similarity products of all of them stay under this many
-#: multiply-adds (n_pairs · I² · hidden): about 3 min on one core, e.g. SmolLM2-135M (5.9e11); deeper or
-#: wider models get adjacent pairs
-AUTO_ALL_PAIRS_WORK = 1e12
+#: multiply-adds (n_pairs · I² · hidden): a few seconds, e.g. MiniLM-L6 (1.4e10); SmolLM2-135M (5.9e11, about
+#: 2 min) and anything deeper or wider get adjacent pairs, the all-pairs matrices on request (pairs="all")
+AUTO_ALL_PAIRS_WORK = 1e11
 
 
 def mlp_views(families, scale: str) -> list[str]:
@@ -98,11 +98,14 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
         norms += [f for f in ("q_norm", "k_norm") if f in ckpt.families]
     fams = [f for f in ckpt.families if f in MLP_FAMILIES or f in ATTENTION or f in norms]
     compose = all(f in ckpt.families for f in ATTENTION)
-    match_mlp = partial(match_neurons, scale=group.mlp_neuron_scale)
+    cdt = getattr(torch, params.precision)
+    match_mlp = partial(match_neurons, scale=group.mlp_neuron_scale, compute_dtype=cdt)
     match_att = partial(match_heads, n_heads=H, n_kv_heads=ckpt.n_kv_heads, head_dim=ckpt.head_dim,
-                        head_perm=group.head_perm, operators=tuple(ops))
-    compose_heads = partial(composition_scores, n_heads=H, n_kv_heads=ckpt.n_kv_heads, head_dim=ckpt.head_dim)
-    match_mlp, match_att, compose_heads = _recorded(ctx, match_mlp), _recorded(ctx, match_att), _recorded(ctx, compose_heads)
+                        head_perm=group.head_perm, operators=tuple(ops), compute_dtype=cdt)
+    compose_heads = partial(composition_scores, n_heads=H, n_kv_heads=ckpt.n_kv_heads, head_dim=ckpt.head_dim,
+                            compute_dtype=cdt)
+    match_mlp, match_att = _recorded(ctx, match_mlp), _recorded(ctx, match_att)
+    compose_heads = _recorded(ctx, compose_heads)
 
     nan = np.nan
     V, O, C = len(views), len(ops), len(KINDS) if compose else 0
@@ -120,7 +123,8 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
     finite = [True] * n
 
     def load(L: int) -> tuple[dict, dict]:
-        w = ckpt.layer(L, fams, device=ctx.device)
+        # the compute dtype: half the memory of float64 layers; matched cosines are still summed in float64
+        w = ckpt.layer(L, fams, dtype=cdt, device=ctx.device)
         if not all(bool(torch.isfinite(t).all()) for t in w.values()):
             ctx.warn(f"layer {L} has NaN or Inf weights: its matched values are NaN")
             finite[L] = False
@@ -130,7 +134,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
 
     def pair_stream() -> Iterator[tuple[int, tuple, int, tuple]]:
         if which == "all":
-            per_layer = sum(math.prod(ckpt.block_axis(f)) for f in fams) * 8  # float64 elements of one layer
+            per_layer = sum(math.prod(ckpt.block_axis(f)) for f in fams) * cdt.itemsize  # bytes of one layer
             yield from pairs(range(n), layers_within(params.block_mib * 2**20, per_layer, n), load, diagonal=False)
             return
         prev = load(0) if n else None
@@ -172,11 +176,11 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
         if L2 == L1 + 1 and params.null_draws:
             s = params.seed + L1
             if has_mlp:
-                band = residual_rotation_null(a[0], b[0], match_mlp, params.null_draws, s)
+                band = residual_rotation_null(a[0], b[0], match_mlp, params.null_draws, s, cdt)
                 for i, v in enumerate(views):
                     out["mlp_matched_null_mean"][i, L1], out["mlp_matched_null_std"][i, L1] = band.mean[v], band.std[v]
             if ops:
-                band = residual_rotation_null(a[1], b[1], match_att, params.null_draws, s)
+                band = residual_rotation_null(a[1], b[1], match_att, params.null_draws, s, cdt)
                 for i, op in enumerate(ops):
                     out["head_matched_null_mean"][i, L1] = band.mean[op]
                     out["head_matched_null_std"][i, L1] = band.std[op]
@@ -198,6 +202,10 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # pairs that were not streamed: all-NaN, mean NaN
         out["composition_mean"] = np.nanmean(out["composition_score"], axis=(3, 4))
+    for stem in ("mlp_matched_null", "head_matched_null"):
+        last = slice(0, max(n - 1, 0))  # pair (L, L+1) lives at layer L
+        out[f"{stem}_std"][:, last] = pooled_std(out[f"{stem}_std"][:, last], out[f"{stem}_mean"][:, last],
+                                                 params.null_draws)
     return _dataset(ckpt, params, ctx, out, views, ops, group, which, compose)
 
 
@@ -210,7 +218,10 @@ _DESC = {
     "mlp_frac_fixed": "fraction of neurons the matching pairs with their own index",
     "mlp_matched_null_mean": "pair (layer, layer+1): mlp_matched_cos after a Haar rotation of layer+1's residual "
                              "side (keeps each layer's internal structure, destroys the shared residual basis)",
-    "mlp_matched_null_std": "standard deviation over those rotations",
+    "mlp_matched_null_std": "standard deviation of one rotation draw, pooled over the adjacent pairs: with "
+                            "null_draws ≥ 2 the root mean of each pair's sample variance, with one draw von "
+                            "Neumann's successive-difference estimate over pairs (wider when the null drifts with "
+                            "depth); the Monte-Carlo error of a pair's null_mean is this over √null_draws",
     "head_matched_cos": "mean over heads of the operator cosine after matching layer_b's heads to layer's (joint QK "
                         "and OV assignment, GQA-consistent); invariant to each head's GL(d) and to head order",
     "head_same_index_cos": "mean operator cosine pairing head h with head h (index-paired)",
@@ -221,7 +232,8 @@ _DESC = {
     "head_assignment": "head h of layer is matched to head head_assignment[layer, layer_b, h] of layer_b (-1: none)",
     "head_matched_null_mean": "pair (layer, layer+1): head_matched_cos after a Haar rotation of layer+1's residual "
                               "side",
-    "head_matched_null_std": "standard deviation over those rotations",
+    "head_matched_null_std": "standard deviation of one rotation draw, pooled over the adjacent pairs (as "
+                             "mlp_matched_null_std)",
     "head_matched": "operator cosine of head h of layer with the head of layer_b it is matched to (the per-head "
                     "terms of head_matched_cos)",
     "composition_score": "Q-, K-, V-composition score (Elhage et al. 2021) of head h's OV circuit in the earlier layer "
@@ -265,7 +277,8 @@ def _dataset(ckpt, params, ctx, out, views, ops, group, which, compose) -> xr.Da
     })
     if compose:
         hidden = ckpt.hidden
-        m, se = composition_null(hidden, ckpt.head_dim, draws=256, seed=params.seed)
+        m, se = composition_null(hidden, ckpt.head_dim, draws=256, seed=params.seed,
+                                 compute_dtype=getattr(torch, params.precision))
         ds.attrs.update({"composition_baseline": composition_baseline(hidden), "composition_null_mean": m,
                          "composition_null_stderr": se})
     if params.pairs == "auto" and which == "adjacent":

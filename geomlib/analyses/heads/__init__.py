@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ...errors import GeomlibError, UnsupportedArchitectureError
 from ..base import Analysis
-from ..params import Param, block_mib, null_draws, seed
+from ..params import Param, block_mib, null_draws, precision, seed
 
 #: operator -> the families it is made of
 OPERATORS = {"qk": ("q_proj", "k_proj"), "ov": ("o_proj", "v_proj")}
@@ -26,7 +26,8 @@ class Heads(Analysis):
     name = "heads"
     title = "per-head QK/OV operators: gram, eigen-structure, principal angles, spectra; attention entropy"
     # 2: per-head variables head_* with an operator dimension; 3: attn_entropy_windows (window, layer, head)
-    schema_version = 3
+    # 4: precision (the all-pairs operator Gram in float32 by default)
+    schema_version = 4
     params = (
         Param("k", 8, int, "eigenvectors of the symmetric part kept per head for principal angles", min=1),
         null_draws(32, "random-Gaussian heads"),
@@ -39,6 +40,7 @@ class Heads(Analysis):
         Param("max_memory", None, int, "RAM budget in bytes for the forward pass' float32 weights "
               "(default: a quarter of RAM); larger safetensors models are offloaded, larger GGUF refused",
               min=1, in_key=False),
+        precision("the all-pairs operator Gram (the per-head spectra are float64 either way)"),
     )
 
     def preflight(self, ckpt, params, ctx):

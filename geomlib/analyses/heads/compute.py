@@ -84,18 +84,20 @@ def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
             r["vecs"][L] = s["eigvecs"].cpu()
     # pass 2: the all-pairs gram, a chunk of layers held, the rest streamed past
     gram = {kind: np.full((n, n, H), np.nan) for kind in kinds}
-    per_layer = sum(math.prod(ckpt.block_axis(f)) for f in fams) * 8  # float64 elements of one layer
+    cdt = getattr(torch, params.precision)
+    per_layer = sum(math.prod(ckpt.block_axis(f)) for f in fams) * cdt.itemsize  # bytes of one layer
     ok = [L for L in range(n) if present[L]]
     chunk = layers_within(params.block_mib * 2**20, 2 * per_layer, len(ok))
 
     def load(L: int) -> dict:
-        w = ckpt.layer(L, fams, device=dev)
+        # float32: each Gram entry is a length-hidden·d² sum of float32 products, relative 1e-6 of the head norms
+        w = ckpt.layer(L, fams, dtype=cdt, device=dev)
         return {kind: _factors(ckpt, w, kind) for kind in kinds}
 
     bar = ctx.bar(total=n_pairs(len(ok), diagonal=True), desc="operator gram", unit="pair")
     for L1, f1, L2, f2 in pairs(ok, chunk, load, diagonal=True):
         for kind in kinds:
-            g = operator_gram(*f1[kind], *f2[kind]).cpu().numpy()
+            g = operator_gram(*f1[kind], *f2[kind]).double().cpu().numpy()
             gram[kind][L1, L2] = gram[kind][L2, L1] = g
         bar.update(1)
     bar.close()

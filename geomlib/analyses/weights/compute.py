@@ -45,7 +45,7 @@ from ...metrics.pca import centered_gains, direction_pca_shuffle_null
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import RunContext
-from ..params import Params
+from ..params import Params, pooled_std
 from ..streaming import layers_within, n_pairs, pairs
 
 ADJ_KEYS = ("resid_norm", "scalar_fit", "improve_frac", "resid_eff_rank", "resid_spec_entropy")
@@ -85,9 +85,16 @@ def _storage_dtype(ckpt: Checkpoint) -> torch.dtype:
     return torch.float32 if types <= exact32 else torch.float64
 
 
+def compute_dtype(params: Params) -> torch.dtype:
+    """The dtype of the factorizations (``precision``); elementwise statistics stay float64."""
+    return getattr(torch, params.precision)
+
+
 def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
     device = ctx.device
     keep = _storage_dtype(ckpt)
+    cdt = compute_dtype(params)
+    aligned = params.aligned_pairs != "none"
     prev: dict[str, torch.Tensor] = {}
     seen_shapes: set[tuple[str, tuple[int, ...]]] = set()
     offset = ckpt.norm_offset
@@ -107,8 +114,9 @@ def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: Run
             if f in NORM_FAMILIES:
                 W = W + offset  # effective gain (Gemma stores w and applies 1 + w)
                 acc.gamma[f][L] = W.cpu()
-            finite = bool(torch.isfinite(W).all())
-            norm = float(torch.linalg.vector_norm(W)) if finite else math.nan
+            norm = float(torch.linalg.vector_norm(W))
+            finite = math.isfinite(norm)  # a NaN or Inf entry makes the norm NaN or Inf: no separate scan
+            norm = norm if finite else math.nan
             acc.scale[i, L] = norm
             if not finite:
                 acc.warn(f"layer {L} {f} has NaN or Inf weights: its metrics are NaN")
@@ -118,26 +126,31 @@ def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: Run
                 acc.aligned[i, L, L] = 1.0  # max_R <W R, W>/|W|² = 1, attained at R = I
             if f in prev:
                 a = prev[f].to(torch.float64)
-                stats = residual_stats(a, W, spectrum=f in MATRIX_FAMILIES,
-                                       exact_max_dim=params.exact_spectrum_max_dim)
+                stats = residual_stats(a, W, spectrum=f in MATRIX_FAMILIES and params.residual_spectrum,
+                                       exact_max_dim=params.exact_spectrum_max_dim, compute_dtype=cdt)
                 for k in ADJ_KEYS:
                     acc.adj[k][i, L - 1] = stats[k]
                 acc.spectrum_method[i, L - 1] = stats["spectrum_method"]
                 if stats["spectrum_method"] == "zero-residual" and f in MATRIX_FAMILIES:
                     acc.warn(f"layers {L - 1} and {L} {f} are identical up to scale: residual spectrum is NaN")
-                if f in MATRIX_FAMILIES:
+                if f in MATRIX_FAMILIES and aligned:
                     ax = RESIDUAL_AXIS[f]
-                    acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a, W, ax)
+                    # the storage dtype when it is the compute dtype: no float64 copy to cast back down
+                    a_c, w_c = (prev[f], got) if keep == cdt else (a, W)
+                    norms = (_norm64(a), _norm64(W))
+                    acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a_c, w_c, ax, cdt, norms)
                     if params.null_draws:
-                        j = NULL_INDEX["scrambled"]
-                        m, s = scrambled_aligned_null(a, W, ax, params.null_draws, params.seed + L)
-                        acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
-                        _permutation_null(acc, ckpt, f, a, W, L, params)
+                        if params.scrambled_null:
+                            j = NULL_INDEX["scrambled"]
+                            m, s = scrambled_aligned_null(a_c, w_c, ax, params.null_draws, params.seed + L, cdt)
+                            acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
+                        _permutation_null(acc, ckpt, f, a_c, w_c, L, params)
                         key = (f, tuple(W.shape))
                         if key not in seen_shapes:
                             seen_shapes.add(key)
-                            m, s = gaussian_aligned_null(tuple(W.shape), ax, params.null_draws, params.seed,
-                                                         device)
+                            # once per shape: at least two draws, so that the band has a width
+                            m, s = gaussian_aligned_null(tuple(W.shape), ax, max(2, params.null_draws),
+                                                         params.seed, device, cdt)
                             j = NULL_INDEX["gaussian"]
                             acc.null_mean[j, i, : ckpt.n_layers - 1] = m
                             acc.null_std[j, i, : ckpt.n_layers - 1] = s
@@ -158,12 +171,17 @@ def _permutation_null(acc: _Accumulator, ckpt: Checkpoint, f: str, a: torch.Tens
     i, j = acc.fam_index[f], NULL_INDEX["permutation"]
     try:
         m, s = permutation_aligned_null(a, W, f, params.null_draws, params.seed + L, ckpt.n_heads, ckpt.n_kv_heads,
-                                        ckpt.head_dim)
+                                        ckpt.head_dim, compute_dtype=compute_dtype(params))
     except InvalidArgumentError as exc:
         # a head layout the matrices do not follow: no symmetry to draw from, so no band (not a guessed one)
         acc.warn(f"layer {L} {f}: no permutation null ({exc})")
         return
     acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
+
+
+def _norm64(w: torch.Tensor) -> float:
+    """‖w‖ accumulated in float64 (NaN or Inf for non-finite entries, which aligned_cos turns into NaN)."""
+    return float(torch.linalg.vector_norm(w, dtype=torch.float64))
 
 
 def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
@@ -201,7 +219,7 @@ def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunCont
 
 def _aligned_all_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
     """Aligned cosine of every pair (:func:`~geomlib.analyses.streaming.pairs`)."""
-    n, keep = ckpt.n_layers, _storage_dtype(ckpt)
+    n, keep, cdt = ckpt.n_layers, _storage_dtype(ckpt), compute_dtype(params)
     fams = [f for f in ckpt.families if f in MATRIX_FAMILIES]
     bar = ctx.bar(total=len(fams) * n_pairs(n, diagonal=False), desc="all-pairs aligned", unit="pair")
     for f in fams:
@@ -211,8 +229,8 @@ def _aligned_all_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: 
         load = lambda L, f=f: ckpt.layer(L, [f], dtype=keep, device=ctx.device).get(f)  # noqa: E731
         for L1, w1, L2, w2 in pairs(range(n), chunk, load, diagonal=False):
             if w1 is not None and w2 is not None:
-                acc.aligned[i, L1, L2] = acc.aligned[i, L2, L1] = aligned_cos(w1.to(torch.float64),
-                                                                              w2.to(torch.float64), ax)
+                acc.aligned[i, L1, L2] = acc.aligned[i, L2, L1] = aligned_cos(w1, w2, ax, cdt,
+                                                                              (_norm64(w1), _norm64(w2)))
             bar.update(1)
     bar.close()
 
@@ -225,6 +243,11 @@ def compute_weight_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> 
         _gram_pass(ckpt, acc, params, ctx)
         if params.aligned_pairs == "all":
             _aligned_all_pass(ckpt, acc, params, ctx)
+    last = slice(0, max(acc.n_layers - 1, 0))  # pair (L, L+1) lives at layer L
+    for j, kind in enumerate(NULL_KINDS):
+        if kind != "gaussian" and params.null_draws:  # the Gaussian band: one per shape, over all its draws
+            acc.null_std[j][:, last] = pooled_std(acc.null_std[j][:, last], acc.null_mean[j][:, last],
+                                                  params.null_draws)
     out = {
         "scale": acc.scale,
         "cos": acc.cos,
@@ -314,10 +337,10 @@ def _gamma(acc: _Accumulator, n: int, params: Params) -> dict:
         cen = _recorded(acc, f"{f} mean-removed γ PCA", direction_pca, centered_gains(X))
         out["gamma_centered_pca_explained"][i, :k] = cen["explained"].numpy()
         out["gamma_centered_proj_top1"][i] = cen["proj_top1"].numpy()
-        if params.null_draws:
+        if params.gamma_null_draws:
             # one seed for both: the raw and the mean-removed nulls see the same shuffles (a paired comparison)
             for centered, pre in ((False, "gamma_pca_null"), (True, "gamma_centered_pca_null")):
-                nul = _recorded(acc, f"{f} γ shuffle null", direction_pca_shuffle_null, X, params.null_draws,
+                nul = _recorded(acc, f"{f} γ shuffle null", direction_pca_shuffle_null, X, params.gamma_null_draws,
                                 params.seed, centered=centered)
                 out[f"{pre}_mean"][i, :k] = nul["explained_mean"].numpy()
                 out[f"{pre}_std"][i, :k] = nul["explained_std"].numpy()
@@ -335,8 +358,9 @@ _DESCRIPTIONS = {
     "delta": "aligned_cos − cos",
     "aligned_null_mean": "null aligned_cos for pair (layer, layer+1), mean over null_draws seeded draws: "
                          "gaussian = independent Gaussian matrices of the same shape; scrambled = non-residual "
-                         "side of W_{L+1} scrambled by a random signed permutation (spectrum and residual-side "
-                         "Gram kept; the sign flips are not a symmetry of a gated MLP or of heads, so the layer "
+                         "side of W_{L+1} scrambled by a random signed permutation (drawn only with "
+                         "scrambled_null=True, else NaN; spectrum and residual-side Gram kept; the sign flips "
+                         "are not a symmetry of a gated MLP or of heads, so the layer "
                          "becomes another function); permutation = W_{L+1} relabelled by a random TRUE symmetry, "
                          "the same function: MLP families one neuron permutation shared by gate/up rows and down "
                          "columns, attention q/k/v/o a GQA-consistent head permutation (kv groups permuted, "
@@ -345,7 +369,11 @@ _DESCRIPTIONS = {
                          "over the null is read against permutation. Norm gains: NaN for every null (aligned_cos "
                          "is not defined for them, and no per-layer symmetry permutes a gain while keeping the "
                          "residual basis the layers share)",
-    "aligned_null_std": "sample standard deviation over the null draws (NaN with one draw)",
+    "aligned_null_std": "standard deviation of one null draw: gaussian, over its draws; scrambled and permutation, "
+                        "pooled over the adjacent pairs of the family (null_draws ≥ 2: root mean of each pair's "
+                        "sample variance; one draw: von Neumann's successive-difference estimate over pairs, wider "
+                        "when the null drifts with depth). The Monte-Carlo error of a pair's null mean is this over "
+                        "√null_draws",
     "resid_norm": "pair (layer, layer+1): ‖W_{L+1}/‖W_{L+1}‖ − W_L/‖W_L‖‖_F (√2 for orthogonal layers)",
     "scalar_fit": "pair (layer, layer+1): √(1 − cos²), the residual after the best scalar fit",
     "improve_frac": "pair (layer, layer+1): (resid_norm − scalar_fit)/resid_norm (seed 003)",
@@ -360,7 +388,7 @@ _DESCRIPTIONS = {
     "gamma_pca_scores": "coordinate of each centered unit gain vector on each PC (deterministic signs)",
     "gamma_proj_top1": "unit γ_L · PC1 (uncentered, as seed 004)",
     "gamma_resid_top1": "√(1 − gamma_proj_top1²)",
-    "gamma_pca_null_mean": "coordinate-shuffle null of gamma_pca_explained: mean over null_draws draws (seed) "
+    "gamma_pca_null_mean": "coordinate-shuffle null of gamma_pca_explained: mean over gamma_null_draws draws (seed) "
                            "of the explained fraction of each PC after independently shuffling the coordinates of "
                            "each layer's γ (norms and value distributions kept, shared axes destroyed)",
     "gamma_pca_null_std": "sample std of gamma_pca_null_mean's draws",

@@ -70,7 +70,8 @@ def seed000(ds: xr.Dataset) -> list[str]:
             "verdict against the permutation null [seed 000] ===",
             " permutation: W_{L+1} relabelled by a random true symmetry (one neuron order for gate/up/down; GQA-consistent",
             " head order for q/k/v/o): the same function, so only aligned cos-sim above it is shared structure. scrambled:",
-            " signed permutation of W_{L+1}'s non-residual side (not a symmetry: shown, not used); gaussian: random matrices.",
+            " signed permutation of W_{L+1}'s non-residual side (not a symmetry: drawn only with scrambled_null=True, never"
+            " used; — when not drawn); gaussian: random matrices. Band σ: one draw's spread, pooled over the pairs.",
             f" {'family':>10} {'aligned':>9} {'gaussian band':>17} {'scrambled band':>17} {'ex_scr':>8} "
             f"{'permutation band':>17} {'ex_perm':>8} {'pairs > band':>13}  verdict"]
     for f in fams:
