@@ -10,7 +10,7 @@ from .base import Analysis
 _REGISTRY: dict[str, Analysis] = {}
 #: names that would collide with compute()'s own keywords or the CLI's flags
 _RESERVED = {"source", "analyses", "cache_dir", "cache", "device", "phases", "phase_names", "n_phases", "force",
-             "progress", "hf_cache_dir", "hf_cache", "quiet", "params"}
+             "progress", "hf_cache_dir", "hf_cache", "quiet", "params", "threads"}
 
 
 def register(analysis: Analysis) -> Analysis:

@@ -99,7 +99,7 @@ def test_unregistered_analysis_is_unknown(model, tmp_path):
         geomlib.compute(str(path), "weights", tmp_path, progress=False, toy={"factor": 1.0})
 
 
-@pytest.mark.parametrize("name", ["device", "Weights", "2x", ""])
+@pytest.mark.parametrize("name", ["device", "threads", "Weights", "2x", ""])
 def test_bad_names_are_refused(name):
     class Bad(Analysis):
         pass

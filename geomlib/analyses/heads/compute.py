@@ -109,7 +109,9 @@ def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
         with np.errstate(invalid="ignore", divide="ignore"):
             T = G / np.where(diag > 0, diag, np.nan)[None, :, :]  # optimal scalar of g_L onto g_{layer_b}
         vec = r["vecs"]
-        pa = [principal_cosines(vec[L][None], vec) for L in range(n)]  # each (n, H, k)
+        # principal angles of every layer pair: seconds at 8B scale, so with its own bar
+        pa = [principal_cosines(vec[L][None], vec)
+              for L in ctx.bar(range(n), desc=f"{kind} principal angles", unit="layer")]  # each (n, H, k)
         pa = torch.stack(pa).numpy()  # (n, n, H, k)
         top1 = torch.einsum("ahx,bhx->abh", vec[:, :, 0], vec[:, :, 0]).numpy() ** 2
         lam = torch.from_numpy(r["eig"])
