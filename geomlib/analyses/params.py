@@ -149,7 +149,8 @@ class Params:
 
 #: shared declarations (each analysis still owns its own value and default)
 def null_draws(default: int, what: str, pooled: bool = False) -> Param:
-    """``pooled``: the band's std is pooled over pairs (:func:`pooled_std`), so one draw per pair is allowed."""
+    """``pooled``: the band's std is pooled over pairs (:func:`geomlib.metrics.nulls.pooled_std`), so one draw per
+    pair is allowed."""
     forbid = {} if pooled else {1: "one draw gives no standard deviation; use 0 (skip) or at least 2"}
     return Param("null_draws", default, int, f"seeded draws per null baseline ({what}); 0 skips them (NaN)", min=0,
                  forbid=forbid)
@@ -163,7 +164,7 @@ def block_mib(what: str, default: int = 256) -> Param:
     return Param("block_mib", default, int, f"memory budget in MiB for {what}", min=1)
 
 
-__all__ = ["PRECISIONS", "Param", "Params", "block_mib", "null_draws", "pooled_std", "precision", "seed"]
+__all__ = ["PRECISIONS", "Param", "Params", "block_mib", "compute_dtype", "null_draws", "precision", "seed"]
 
 
 #: ``precision`` -> the torch dtype name of the factorizations
@@ -175,39 +176,9 @@ def precision(what: str) -> Param:
                  "float64, see the README; float64 is the reference)", choices=PRECISIONS)
 
 
-def pooled_std(std, mean=None, draws: int = 2):
-    """The band width of per-pair nulls: one draw's standard deviation, pooled along the last (pair) axis.
 
-    With few draws per pair one pair's std is a poor estimate; the draws of every pair estimate the
-    same Monte-Carlo spread (pairs differ in their mean), so:
+def compute_dtype(params: "Params"):
+    """The torch dtype named by an analysis' ``precision`` parameter (imports torch; call from compute code)."""
+    import torch
 
-    * ``draws ≥ 2``: the root mean of the per-pair sample variances (pairs·(draws − 1) degrees of freedom);
-    * ``draws == 1``: von Neumann's successive-difference estimate from the per-pair values ``mean``,
-      ``s² = Σ (x_{i+1} − x_i)² / (2 (n − 1))``: unbiased when the null mean is the same for
-      neighbouring pairs, and wider (conservative for a null band) when it drifts with depth.
-
-    Pairs without a finite value stay NaN; fewer than two finite pairs give NaN.  Torch-free (numpy).
-
-    Parameters
-    ----------
-    std, mean : (..., pairs)
-    """
-    import numpy as np
-
-    if draws >= 2:
-        std = np.asarray(std, dtype=float)
-        with np.errstate(invalid="ignore"):
-            ok = np.isfinite(std)
-            n = ok.sum(axis=-1, keepdims=True)
-            pooled = np.sqrt(np.where(ok, std**2, 0.0).sum(axis=-1, keepdims=True) / np.maximum(n, 1))
-        pooled = np.where(n >= 1, pooled, np.nan)
-        return np.where(ok, np.broadcast_to(pooled, std.shape), np.nan)
-    x = np.asarray(mean, dtype=float)
-    out = np.full(x.shape, np.nan)
-    for idx in np.ndindex(x.shape[:-1]):
-        row = x[idx]
-        d = np.diff(row)
-        d = d[np.isfinite(d)]
-        if d.size >= 1 and np.isfinite(row).sum() >= 2:
-            out[idx] = np.where(np.isfinite(row), np.sqrt(np.sum(d**2) / (2 * d.size)), np.nan)
-    return out
+    return getattr(torch, params.precision)

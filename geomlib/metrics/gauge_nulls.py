@@ -21,7 +21,7 @@ from ..arch.families import RESIDUAL_AXIS
 from ..errors import GeomlibWarning, InvalidArgumentError
 from .head_matching import HeadMatch
 from .matching import D64, NeuronMatch
-from .similarity import aligned_cos, frob_cos
+from .similarity import aligned_cos, frob_cos, norm64
 
 
 # ---------------------------------------------------------------------------------------------- nulls
@@ -261,7 +261,7 @@ def permutation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
     # converted once: a permutation moves entries, it does not change them, their dtype or the norms
     aa = {f: a[f].to(dt) for f in fams}
     bb = {f: b[f].to(dt) for f in fams}
-    norms = {f: (_norm(a[f]), _norm(b[f])) for f in fams}
+    norms = {f: (norm64(a[f]), norm64(b[f])) for f in fams}
     out = []
     for _ in range(draws):
         p = torch.randperm(n_neurons, generator=gen_neuron) if mlp else None
@@ -274,8 +274,3 @@ def permutation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
                         else aligned_cos(x, y, RESIDUAL_AXIS[f], norms=norms[f]))
         out.append(stats)
     return _band(out)
-
-
-def _norm(w: torch.Tensor) -> float:
-    """Frobenius norm accumulated in float64 (NaN/Inf pass through for aligned_cos to reject)."""
-    return float(torch.linalg.vector_norm(w, dtype=D64))

@@ -212,10 +212,11 @@ def neuron_similarity(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tenso
     """
     _check_mlp(a, b, scale)
     va, vb, norms = _usable_views(a, b, scale, compute_dtype)
-    return _fill_similarity(va, vb, norms, a["up_proj"].shape[0], compute_dtype, out, negate)
+    return _fill_similarity(va, vb, norms, a["up_proj"].shape[0], out, negate)
 
 
-def _fill_similarity(va, vb, norms, I, compute_dtype, out, negate) -> np.ndarray:
+def _fill_similarity(va, vb, norms, I, out, negate) -> np.ndarray:
+    """``S`` (or ``-S``) written blockwise into a float64 (I, I) array; products in the views' dtype."""
     if out is not None and (out.shape != (I, I) or out.dtype != np.float64 or not out.flags.c_contiguous):
         raise InvalidArgumentError(f"out must be a C-contiguous float64 array of shape {(I, I)}, got "
                                    f"{out.dtype} {out.shape}")
@@ -223,15 +224,13 @@ def _fill_similarity(va, vb, norms, I, compute_dtype, out, negate) -> np.ndarray
     S_t = torch.from_numpy(S)  # shares memory: blocks are written straight into the ndarray
     step = max(1, BLOCK_ENTRIES // max(I, 1))
     sign = -1.0 if negate else 1.0
-    cast_a = {f: tuple(x.to(compute_dtype) for x in va[f]) for f in norms}
-    cast_b = {f: tuple(x.to(compute_dtype) for x in vb[f]) for f in norms}
     if not norms:
         S_t.zero_()
     for r0 in range(0, I, step):
         acc = None
         for fam, nn in norms.items():
             blk = None
-            for xa, xb in zip(cast_a[fam], cast_b[fam]):
+            for xa, xb in zip(va[fam], vb[fam]):
                 p = xa[r0:r0 + step] @ xb.T
                 blk = p if blk is None else blk.mul_(p)
             blk.mul_(sign / nn)
@@ -276,7 +275,7 @@ def match_neurons(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], 
         nan = {f: math.nan for f in [*fams, "mean"]}
         return NeuronMatch(None, nan, dict(nan), math.nan)
     # -S as a float64 C-contiguous cost: linear_sum_assignment then copies nothing (maximize=True would)
-    cost = _fill_similarity(va, vb, norms, I, compute_dtype, None, negate=True)
+    cost = _fill_similarity(va, vb, norms, I, None, negate=True)
     _, cols = linear_sum_assignment(cost)
     del cost
     perm = torch.from_numpy(cols).to(torch.long)

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .gauge_nulls import permutation_null
-from .similarity import aligned_cos
+from .similarity import aligned_cos, norm64
 
 NULL_KINDS = ("gaussian", "scrambled", "permutation")
 #: families whose permutation null relabels attention heads (the MLP families relabel neurons)
@@ -75,7 +76,7 @@ def gaussian_aligned_null(shape: tuple[int, int], residual_axis: int, draws: int
     for _ in range(draws):
         a = torch.randn(shape, generator=gen, dtype=compute_dtype).to(device)
         b = torch.randn(shape, generator=gen, dtype=compute_dtype).to(device)
-        vals.append(aligned_cos(a, b, residual_axis, norms=(_norm64(a), _norm64(b))))
+        vals.append(aligned_cos(a, b, residual_axis, norms=(norm64(a), norm64(b))))
     return _mean_std(vals)
 
 
@@ -88,15 +89,12 @@ def scrambled_aligned_null(a: torch.Tensor, b: torch.Tensor, residual_axis: int,
     """
     gen = _generator(seed)
     other = 1 - residual_axis
-    norms = (_norm64(a), _norm64(b))  # a signed permutation keeps the norm
+    norms = (norm64(a), norm64(b))  # a signed permutation keeps the norm
     dt = compute_dtype or a.dtype
     a, b = a.to(dt), b.to(dt)
     vals = [aligned_cos(a, signed_permutation(b, other, gen), residual_axis, norms=norms) for _ in range(draws)]
     return _mean_std(vals)
 
-
-def _norm64(w: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(w, dtype=torch.float64))
 
 
 def permutation_aligned_null(a: torch.Tensor, b: torch.Tensor, family: str, draws: int = 8, seed: int = 0,
@@ -125,3 +123,39 @@ def permutation_aligned_null(a: torch.Tensor, b: torch.Tensor, family: str, draw
     heads = dict(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim) if family in HEAD_FAMILIES else {}
     band = permutation_null({family: a}, {family: b}, "aligned", draws, seed, **heads, compute_dtype=compute_dtype)
     return band.mean[family], band.std[family]
+
+
+def pooled_std(std, mean=None, draws: int = 2):
+    """The band width of per-pair nulls: one draw's standard deviation, pooled along the last (pair) axis.
+
+    With few draws per pair one pair's std is a poor estimate; the draws of every pair estimate the
+    same Monte-Carlo spread (pairs differ in their mean), so:
+
+    * ``draws ≥ 2``: the root mean of the per-pair sample variances (pairs·(draws − 1) degrees of freedom);
+    * ``draws == 1``: von Neumann's successive-difference estimate from the per-pair values ``mean``,
+      ``s² = Σ (x_{i+1} − x_i)² / (2 (n − 1))``: unbiased when the null mean is the same for
+      neighbouring pairs, and wider (conservative for a null band) when it drifts with depth.
+
+    Pairs without a finite value stay NaN; fewer than two finite pairs give NaN.
+
+    Parameters
+    ----------
+    std, mean : (..., pairs)
+    """
+    if draws >= 2:
+        std = np.asarray(std, dtype=float)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(std)
+            n = ok.sum(axis=-1, keepdims=True)
+            pooled = np.sqrt(np.where(ok, std**2, 0.0).sum(axis=-1, keepdims=True) / np.maximum(n, 1))
+        pooled = np.where(n >= 1, pooled, np.nan)
+        return np.where(ok, np.broadcast_to(pooled, std.shape), np.nan)
+    x = np.asarray(mean, dtype=float)
+    out = np.full(x.shape, np.nan)
+    for idx in np.ndindex(x.shape[:-1]):
+        row = x[idx]
+        d = np.diff(row)
+        d = d[np.isfinite(d)]
+        if d.size >= 1 and np.isfinite(row).sum() >= 2:
+            out[idx] = np.where(np.isfinite(row), np.sqrt(np.sum(d**2) / (2 * d.size)), np.nan)
+    return out

@@ -92,11 +92,12 @@ def operator_spectrum(P: torch.Tensor, Q: torch.Tensor, k: int = 8) -> dict[str,
     """
     H, hidden, d = P.shape
     X = torch.cat([P, Q], dim=2).to(torch.float64)  # (H, hidden, 2d)
-    U, R = None, None
+    U, R, G = None, None, None
     if hidden >= 2 * d:
         # Cholesky QR: X = U R with Rᵀ R = XᵀX.  A (2d, 2d) Gram and its Cholesky cost a fifth of
         # Householder QR on (hidden, 2d); in float64 it is accurate while cond(X) ≲ 1e6
-        L, info = torch.linalg.cholesky_ex(X.transpose(1, 2) @ X)
+        G = X.transpose(1, 2) @ X
+        L, info = torch.linalg.cholesky_ex(G)
         if not bool(info.any()):
             R = L.transpose(1, 2)
             piv = torch.diagonal(L, dim1=1, dim2=2)
@@ -105,7 +106,7 @@ def operator_spectrum(P: torch.Tensor, Q: torch.Tensor, k: int = 8) -> dict[str,
     if R is None:
         U, R = torch.linalg.qr(X)  # U (H, hidden, r), r = min(hidden, 2d)
     core = R[:, :, :d] @ R[:, :, d:].transpose(1, 2)  # M = U core Uᵀ
-    sv = _singvals(X, R, d) if U is None else torch.linalg.svdvals(core)[:, :d]
+    sv = _singvals(G[:, d:, d:], R, core, d) if U is None else torch.linalg.svdvals(core)[:, :d]
     lam, V = torch.linalg.eigh((core + core.transpose(1, 2)) / 2)
     order = lam.abs().argsort(dim=1, descending=True)
     lam = torch.gather(lam, 1, order)
@@ -126,16 +127,16 @@ def operator_spectrum(P: torch.Tensor, Q: torch.Tensor, k: int = 8) -> dict[str,
     return {"singvals": sv, "sym_eigs": lam, "eigvecs": vecs, "eigengap": gap, "frac_pos": frac_pos}
 
 
-def _singvals(X: torch.Tensor, R: torch.Tensor, d: int) -> torch.Tensor:
+def _singvals(GQ: torch.Tensor, R: torch.Tensor, core: torch.Tensor, d: int) -> torch.Tensor:
     """σ(P Qᵀ) from a (d, d) core: with P = U_P R_P, Q = U_Q R_Q, σ(P Qᵀ) = σ(R_P R_Qᵀ).
 
     R_P is R's leading block (a Cholesky factor's leading block is the factor of the leading Gram
-    block); R_Q comes from the Cholesky of QᵀQ.  A (d, d) SVD instead of a (2d, 2d) one.
+    block); R_Q comes from the Cholesky of ``GQ = QᵀQ``, the trailing block of the Gram already
+    formed.  A (d, d) SVD instead of one of the (2d, 2d) ``core``, which is the fallback.
     """
-    Q = X[:, :, d:]
-    Lq, info = torch.linalg.cholesky_ex(Q.transpose(1, 2) @ Q)
+    Lq, info = torch.linalg.cholesky_ex(GQ)
     if bool(info.any()):
-        return torch.linalg.svdvals(R[:, :, :d] @ R[:, :, d:].transpose(1, 2))[:, :d]
+        return torch.linalg.svdvals(core)[:, :d]
     return torch.linalg.svdvals(R[:, :d, :d] @ Lq)
 
 

@@ -32,6 +32,11 @@ NAN = math.nan
 ZERO_RESIDUAL = 1e-13
 
 
+def norm64(w: torch.Tensor) -> float:
+    """‖w‖_F accumulated in float64 whatever w's dtype (NaN or Inf for non-finite entries, kept as they are)."""
+    return float(torch.linalg.vector_norm(w, dtype=torch.float64))
+
+
 def _finite_norm(a: torch.Tensor) -> float:
     n = float(torch.linalg.vector_norm(a))
     return n if math.isfinite(n) and n > 0 else NAN

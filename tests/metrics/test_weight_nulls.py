@@ -303,3 +303,20 @@ def test_mean_removed_directions():
 def test_shuffle_null_draws_argument():
     with pytest.raises(InvalidArgumentError):
         direction_pca_shuffle_null(alternating(), draws=0)
+
+
+def test_pooled_std_is_the_root_mean_variance_or_the_successive_difference_estimate():
+    import numpy as np
+
+    from geomlib.metrics.nulls import pooled_std
+
+    std = np.array([[0.1, 0.3, np.nan, 0.2]])
+    got = pooled_std(std, draws=2)
+    want = np.sqrt((0.01 + 0.09 + 0.04) / 3)
+    np.testing.assert_allclose(got, [[want, want, np.nan, want]])
+    # one draw per pair: von Neumann's estimate from the per-pair values, NaN pairs left out and kept NaN
+    mean = np.array([[1.0, 1.2, 0.9, np.nan, 1.1]])
+    d = np.array([0.2, -0.3])
+    np.testing.assert_allclose(pooled_std(None, mean, draws=1),
+                               [[*[np.sqrt(np.sum(d**2) / (2 * d.size))] * 3, np.nan, np.sqrt(np.sum(d**2) / 4)]])
+    assert np.isnan(pooled_std(None, np.array([[0.5, np.nan]]), draws=1)).all()  # one finite pair: no spread

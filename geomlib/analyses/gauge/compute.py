@@ -27,11 +27,12 @@ from ...metrics.composition import KINDS, composition_baseline, composition_null
 from ...metrics.gauge_nulls import residual_rotation_null
 from ...metrics.head_matching import match_heads
 from ...metrics.matching import fold_norms, fold_qk_norms, match_neurons
+from ...metrics.nulls import pooled_std
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import PAIRING, RunContext
 from ..heads import OPERATORS, operators_of
-from ..params import Params, pooled_std
+from ..params import Params, compute_dtype
 from ..streaming import layers_within, n_pairs, pairs
 
 MLP_FAMILIES = ("gate_proj", "up_proj", "down_proj")
@@ -98,7 +99,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
         norms += [f for f in ("q_norm", "k_norm") if f in ckpt.families]
     fams = [f for f in ckpt.families if f in MLP_FAMILIES or f in ATTENTION or f in norms]
     compose = all(f in ckpt.families for f in ATTENTION)
-    cdt = getattr(torch, params.precision)
+    cdt = compute_dtype(params)
     match_mlp = partial(match_neurons, scale=group.mlp_neuron_scale, compute_dtype=cdt)
     match_att = partial(match_heads, n_heads=H, n_kv_heads=ckpt.n_kv_heads, head_dim=ckpt.head_dim,
                         head_perm=group.head_perm, operators=tuple(ops), compute_dtype=cdt)
@@ -278,7 +279,7 @@ def _dataset(ckpt, params, ctx, out, views, ops, group, which, compose) -> xr.Da
     if compose:
         hidden = ckpt.hidden
         m, se = composition_null(hidden, ckpt.head_dim, draws=256, seed=params.seed,
-                                 compute_dtype=getattr(torch, params.precision))
+                                 compute_dtype=compute_dtype(params))
         ds.attrs.update({"composition_baseline": composition_baseline(hidden), "composition_null_mean": m,
                          "composition_null_stderr": se})
     if params.pairs == "auto" and which == "adjacent":

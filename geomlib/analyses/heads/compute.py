@@ -34,7 +34,7 @@ from ...metrics.similarity import cos_from_gram
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import RunContext
-from ..params import Params
+from ..params import Params, compute_dtype
 from ..streaming import layers_within, n_pairs, pairs
 from . import OPERATORS, operators_of
 
@@ -84,7 +84,7 @@ def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
             r["vecs"][L] = s["eigvecs"].cpu()
     # pass 2: the all-pairs gram, a chunk of layers held, the rest streamed past
     gram = {kind: np.full((n, n, H), np.nan) for kind in kinds}
-    cdt = getattr(torch, params.precision)
+    cdt = compute_dtype(params)
     per_layer = sum(math.prod(ckpt.block_axis(f)) for f in fams) * cdt.itemsize  # bytes of one layer
     ok = [L for L in range(n) if present[L]]
     chunk = layers_within(params.block_mib * 2**20, 2 * per_layer, len(ok))

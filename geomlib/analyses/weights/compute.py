@@ -40,12 +40,13 @@ from ...metrics import (
 )
 
 # imported from the modules: the package namespace re-exports an older set
-from ...metrics.nulls import permutation_aligned_null
+from ...metrics.nulls import permutation_aligned_null, pooled_std
 from ...metrics.pca import centered_gains, direction_pca_shuffle_null
+from ...metrics.similarity import norm64
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import RunContext
-from ..params import Params, pooled_std
+from ..params import Params, compute_dtype
 from ..streaming import layers_within, n_pairs, pairs
 
 ADJ_KEYS = ("resid_norm", "scalar_fit", "improve_frac", "resid_eff_rank", "resid_spec_entropy")
@@ -83,11 +84,6 @@ def _storage_dtype(ckpt: Checkpoint) -> torch.dtype:
         # dequantization yields float32; Gemma's stored w+1 is undone in float64
         return torch.float64 if ckpt.norm_offset else torch.float32
     return torch.float32 if types <= exact32 else torch.float64
-
-
-def compute_dtype(params: Params) -> torch.dtype:
-    """The dtype of the factorizations (``precision``); elementwise statistics stay float64."""
-    return getattr(torch, params.precision)
 
 
 def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
@@ -137,7 +133,7 @@ def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: Run
                     ax = RESIDUAL_AXIS[f]
                     # the storage dtype when it is the compute dtype: no float64 copy to cast back down
                     a_c, w_c = (prev[f], got) if keep == cdt else (a, W)
-                    norms = (_norm64(a), _norm64(W))
+                    norms = (norm64(a), norm64(W))
                     acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a_c, w_c, ax, cdt, norms)
                     if params.null_draws:
                         if params.scrambled_null:
@@ -177,11 +173,6 @@ def _permutation_null(acc: _Accumulator, ckpt: Checkpoint, f: str, a: torch.Tens
         acc.warn(f"layer {L} {f}: no permutation null ({exc})")
         return
     acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
-
-
-def _norm64(w: torch.Tensor) -> float:
-    """‖w‖ accumulated in float64 (NaN or Inf for non-finite entries, which aligned_cos turns into NaN)."""
-    return float(torch.linalg.vector_norm(w, dtype=torch.float64))
 
 
 def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
@@ -230,7 +221,7 @@ def _aligned_all_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: 
         for L1, w1, L2, w2 in pairs(range(n), chunk, load, diagonal=False):
             if w1 is not None and w2 is not None:
                 acc.aligned[i, L1, L2] = acc.aligned[i, L2, L1] = aligned_cos(w1, w2, ax, cdt,
-                                                                              (_norm64(w1), _norm64(w2)))
+                                                                              (norm64(w1), norm64(w2)))
             bar.update(1)
     bar.close()
 
