@@ -317,7 +317,7 @@ def io_selfcheck(work: Path, runner: Runner) -> dict:
     code = f"f = open({str(p)!r}, 'rb')\nwhile f.read(1 << 20): pass"
     runner.bytes_ok = True
     cold = runner.run(["-c", code], files=[p])
-    warm = runner.run(["-c", code], files=None)
+    runner.run(["-c", code], files=None)  # its counters are read from the io file below
     io_warm = json.loads((work / f"io-{runner.n}.json").read_text())["io"].get("read_bytes")
     p.unlink()
     size = 32 * 1024**2
@@ -553,6 +553,8 @@ class Bench:
         cache = self.work / f"cache-{shape}-seeds"
         target, dropped = self.geomlib_cmd(str(d), cache, ["--analyses", "weights", "--weights.aligned-pairs", "none",
                                                            "--weights.null-draws", "0",
+                                                           "--weights.gamma-null-draws", "0",
+                                                           "--weights.cos-pairs", "adjacent",
                                                            "--no-weights.residual-spectrum"])
         r = self.runner.run(target, files=files)
         row = {**base, "row": f"{tag} · geomlib, the seeds' outputs", "kind": "geomlib_seeds", **r}

@@ -96,6 +96,9 @@ def _threads(args: argparse.Namespace) -> int | None:
 
 
 def _cmd_compute(args: argparse.Namespace) -> int:
+    from .readahead import start
+
+    start(args.source)  # the disk reads the checkpoint while torch is imported
     from .store import cache, compute
 
     threads = _threads(args)

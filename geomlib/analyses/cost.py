@@ -358,11 +358,14 @@ def _weights_cost(ckpt, params: dict, k: Kernels) -> list[Step]:
     shapes = matrix_shapes(ckpt)
     numel = sum(a * b for a, b in shapes.values())
     slow = _slow_reads(ckpt)
+    gram = params.get("cos_pairs", "all") == "all"
     steps = [
-        # pass 1 reads each layer once; the Gram pass reads it again in float64 blocks
-        Step("weights", "reading layers", n, "layer", 2 * n * k.read(numel) * slow + k.passes(n * numel, 4)),
-        Step("weights", "all-pairs Gram", n, "layer", sum(k.matmul(n, n, a * b) for a, b in shapes.values())),
+        # pass 1 reads each layer once; the Gram pass (cos_pairs="all") reads it again in float64 blocks
+        Step("weights", "reading layers", n, "layer", (1 + gram) * n * k.read(numel) * slow + k.passes(n * numel, 4)),
     ]
+    if gram:
+        steps.append(Step("weights", "all-pairs Gram", n, "layer",
+                          sum(k.matmul(n, n, a * b) for a, b in shapes.values())))
     if params.get("residual_spectrum", True):
         steps.append(Step("weights", "residual spectra", adj, "pair",
                           adj * sum(k.residual_spectrum(s, exact, dt) for s in shapes.values())))

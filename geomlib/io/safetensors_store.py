@@ -160,6 +160,17 @@ class _File:
         # safetensors data is little-endian, as is every platform torch supports
         return torch.frombuffer(buf, dtype=dtype).reshape(shape)
 
+    def advise(self, name: str) -> None:
+        """Start the kernel's read of tensor ``name`` into the page cache (``POSIX_FADV_WILLNEED``)."""
+        if not hasattr(os, "posix_fadvise"):  # pragma: no cover - not on macOS / Windows
+            return
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            os.posix_fadvise(self._fd, self.offsets[name], self.infos[name].nbytes, os.POSIX_FADV_WILLNEED)
+        except OSError:  # advisory: a filesystem without readahead reads on demand
+            pass
+
     def payload(self, name: str, start: int, length: int) -> bytes:
         return bytes(self._pread(self.offsets[name] + start, length, f"tensor {name!r}"))
 
@@ -270,6 +281,15 @@ class SafetensorsStore(TensorStore):
 
     def _payload_bytes(self, name: str, start: int, length: int) -> bytes:
         return self._file_of(name).payload(name, start, length)
+
+    def prefetch(self, names) -> None:
+        for name in names:
+            # a shard not fetched yet (hub, lazy) is not downloaded for a hint
+            if self._weight_map is not None and self._weight_map.get(name) not in self._files:
+                continue
+            f = self._file_of(name)
+            if name in f.infos:
+                f.advise(name)
 
     @property
     def lazy(self) -> bool:

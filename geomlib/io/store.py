@@ -157,5 +157,13 @@ class TensorStore(abc.ABC):
         """Sorted distinct storage types among ``names``."""
         return sorted({self.info(n).dtype for n in names})
 
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Ask the OS to start reading ``names`` now, in the background (advisory; a no-op where unsupported).
+
+        A streaming pass calls it for layer L + 1 before it computes on layer L,
+        so that the disk reads overlap the compute.  Nothing is read into this
+        process: only the page cache is filled.
+        """
+
     def close(self) -> None:
         """Release file handles (a no-op for stores that hold none)."""

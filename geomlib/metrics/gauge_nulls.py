@@ -85,7 +85,7 @@ def rotate_residual(weights: Mapping[str, torch.Tensor], R: torch.Tensor,
 
 def residual_rotation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
                            match: Callable[[Mapping, Mapping], NeuronMatch | HeadMatch], draws: int = 8,
-                           seed: int = 0, dtype: torch.dtype = D64) -> NullBand:
+                           seed: int = 0, dtype: torch.dtype = D64, quiet: bool = True) -> NullBand:
     """``match(a, rotate_residual(b, R)).matched_cos`` over seeded Haar rotations R.
 
     The right null for matched cosines: it keeps each layer's internal
@@ -101,13 +101,22 @@ def residual_rotation_null(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.
         :func:`functools.partial` of :func:`match_heads`.
     dtype : torch dtype
         Of the rotated layer handed to ``match``.
+    quiet : bool
+        Silence the GeomlibWarnings of the draws (the unrotated comparison
+        already warned).  ``catch_warnings`` is process-wide state, so a caller
+        that runs draws in several threads passes False and filters them itself.
     """
     hidden = next(w.shape[RESIDUAL_AXIS[f]] for f, w in b.items() if f in RESIDUAL_AXIS)
     gen = torch.Generator().manual_seed(seed)
+
+    def draw() -> dict:
+        return match(a, rotate_residual(b, random_orthogonal(hidden, gen, dtype), dtype)).matched_cos
+
+    if not quiet:
+        return _band([draw() for _ in range(draws)])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", GeomlibWarning)  # the unrotated comparison already warned
-        return _band([match(a, rotate_residual(b, random_orthogonal(hidden, gen, dtype), dtype)).matched_cos
-                      for _ in range(draws)])
+        warnings.simplefilter("ignore", GeomlibWarning)
+        return _band([draw() for _ in range(draws)])
 
 
 #: families a neuron permutation acts on, and on which axis (gate/up rows, down columns)

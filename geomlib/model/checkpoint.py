@@ -256,6 +256,17 @@ class Checkpoint:
         out.update({f"{k}.bias": v for k, v in self._biases[L].items()})
         return out
 
+    def prefetch(self, L: int, families: Iterable[str] | str | None = None) -> None:
+        """Hint that layer ``L`` (these families) is read next: the OS starts reading it in the background.
+
+        Out-of-range layers are ignored, so a pass can call ``prefetch(L + 1)`` unconditionally.
+        """
+        if not -self.n_layers <= L < self.n_layers:
+            return
+        fams = self._check_families(families)
+        table = self._weights[L % self.n_layers]
+        self._store.prefetch(sorted({table[f] for f in fams if f in table}))
+
     def layer_nbytes(self, L: int) -> int:
         """Bytes layer ``L``'s weights and biases occupy in the file (fused tensors once)."""
         return sum(self._store.info(n).nbytes for n in set(self.tensor_names(L).values()))

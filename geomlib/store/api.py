@@ -15,6 +15,7 @@ import xarray as xr
 
 from ..analyses import registry
 from ..analyses.base import PAIRING
+from ..analyses.concurrent import trim_heap
 from ..analyses.phases import apply_phases, check_phase_spec
 from ..errors import InvalidArgumentError, SourceNotFoundError
 from ..threads import thread_policy, using_threads
@@ -168,6 +169,7 @@ def compute(
             for a, an, p, actx, key, ds in plans:
                 if ds is None:
                     ds = an.run(ckpt, p, actx)
+                    trim_heap()  # the analysis' freed temporaries go back to the OS before the next one
                     for v in ds.data_vars.values():
                         if "layer_b" in v.dims:  # a cross-layer comparison: say how it paired units
                             v.attrs.setdefault("pairing", PAIRING.get(an.pairing, an.pairing))

@@ -1,7 +1,8 @@
 """The default ``precision="float32"`` of weights, heads and gauge against the float64 reference.
 
 Documented tolerances (README, "Precision"): cosines, aligned cosines, matched cosines, composition
-scores and the per-head Gram-derived values within 1e-5 (relative for norms and Grams); residual
+scores and the per-head Gram-derived values within 1e-5 (relative for norms and Grams); the scale track
+(Frobenius norms) within 1e-6 relative; residual
 spectral entropies within 1e-5 nats; the same neuron and head matchings; null bands within their
 Monte-Carlo spread (the permutation and scrambled draws are the same seeded draws up to rounding; the
 Gaussian band and the gauge's Haar rotations are drawn in float32, another sample of the same law).
@@ -41,7 +42,7 @@ def _compare(f32, f64):
     for v in WEIGHTS_TIGHT + HEADS_TIGHT + GAUGE_TIGHT:
         _close(f32, f64, v)
     _close(f32, f64, "resid_eff_rank", atol=0, rtol=ABS)
-    _close(f32, f64, "scale", atol=0, rtol=1e-12)  # norms are float64 accumulations either way
+    _close(f32, f64, "scale", atol=0, rtol=1e-6)  # float32 partial sums of 65536 entries, added in float64
     for v in ("head_gram", "head_T", "head_rescale_T"):  # relative to the largest entry (a near-0 Gram cancels)
         _close(f32, f64, v, atol=ABS * float(np.nanmax(np.abs(f64[v].values))), rtol=ABS)
     np.testing.assert_array_equal(f32.head_assignment.values, f64.head_assignment.values)

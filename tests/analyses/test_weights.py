@@ -364,3 +364,26 @@ def test_gamma_view_draws_the_shuffle_null_beside_the_bars(relabelled):
     bare = build_panel(spec, ds.drop_vars(["gamma_pca_null_mean", "gamma_pca_null_std"]), sel)
     assert [t.type for t in bare.traces] == ["bar", "scatter"] and len(bare.traces[1].x) == 0
     assert not bare.note
+
+
+def test_cos_pairs_adjacent_is_one_pass_with_the_same_adjacent_numbers(planted, tmp_path):
+    """cos_pairs="adjacent" skips the Gram pass: adjacent cosines equal the all-pairs run's, the rest is NaN."""
+    ds_all, _ = planted
+    path = ds_all.attrs["source"]
+    with pytest.warns(GeomlibWarning, match="identical up to scale"):
+        ds = geomlib.compute(path, analyses=["weights"], cache_dir=tmp_path, progress=False,
+                             weights={"cos_pairs": "adjacent", "aligned_pairs": "none", "null_draws": 0,
+                                      "precision": "float64"})
+    for fam in MAT:
+        c = ds.cos.sel(family=fam).values
+        ref = ds_all.cos.sel(family=fam).values
+        n = c.shape[0]
+        band = np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= 1
+        np.testing.assert_allclose(c[band], ref[band], atol=1e-12)
+        assert np.isnan(c[~band]).all(), fam
+        for var in ("resid_norm", "scalar_fit", "scale"):
+            np.testing.assert_allclose(ds[var].sel(family=fam).values, ds_all[var].sel(family=fam).values,
+                                       atol=1e-12, equal_nan=True)
+    # the norm gains are in memory after the one pass: their all-pairs cos is kept
+    np.testing.assert_allclose(ds.cos.sel(family="input_ln").values, ds_all.cos.sel(family="input_ln").values,
+                               atol=1e-12)

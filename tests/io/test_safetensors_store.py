@@ -321,3 +321,57 @@ def test_unreadable_file_refused_with_its_path(tmp_path):
     with pytest.raises(CorruptCheckpointError, match="cannot be read") as ei:
         _store(d)
     assert str(d) in str(ei.value)
+
+
+
+def _resident(path: Path, offset: int, nbytes: int) -> float:
+    """Fraction of the pages of ``path[offset:offset + nbytes]`` in the page cache (mincore; faults nothing in)."""
+    import ctypes
+    import mmap
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    page = mmap.PAGESIZE
+    start = offset // page * page
+    length = offset + nbytes - start
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
+        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            vec = (ctypes.c_ubyte * ((length + page - 1) // page))()
+            assert libc.mincore(ctypes.c_void_p(addr), length, vec) == 0, os.strerror(ctypes.get_errno())
+            return sum(b & 1 for b in bytes(vec)) / len(vec)
+        finally:
+            libc.munmap(ctypes.c_void_p(addr), length)
+    finally:
+        os.close(fd)
+
+
+def test_prefetch_fills_the_page_cache_without_reading_into_the_process(tmp_path):
+    """prefetch is a readahead hint: after it the tensor's pages are cached, and geomlib has read nothing."""
+    import os
+    import time
+
+    path = tmp_path / "m.safetensors"
+    save_file({"a": torch.randn(1024, 1024), "b": torch.randn(1024, 1024)}, path)
+    os.sync()
+    store = SafetensorsStore([path.name], lambda f: tmp_path / f, "test")
+    f = store._files[path.name]
+    off, nb = f.offsets["b"], f.infos["b"].nbytes
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages (synced): dropped from the cache
+    os.close(fd)
+    assert _resident(path, off, nb) < 0.5  # the precondition: eviction worked on this filesystem
+    store.prefetch(["b"])
+    deadline = time.monotonic() + 10
+    while _resident(path, off, nb) < 0.99 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _resident(path, off, nb) >= 0.99
+    assert store.bytes_read == 0
+    assert _same(store.read("b"), load_file(path)["b"])
+    store.close()

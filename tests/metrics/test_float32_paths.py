@@ -38,7 +38,7 @@ def spread(n, m, cond, seed):
     return u @ torch.diag(s) @ v.T
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(m=st.integers(8, 160), n=st.integers(8, 96), seed=st.integers(0, 2**16), kind=st.sampled_from(
     ["gauss", "same", "rotated", "lowrank", "illcond"]))
 def test_float32_nuclear_cross_is_within_1e5_of_float64(m, n, seed, kind):
@@ -177,3 +177,28 @@ def test_float32_neuron_similarity_finds_the_float64_matching():
 def test_float32_is_what_the_default_similarity_module_documents():
     assert similarity.NUCLEAR_RTOL_32 == 1e-5
     assert np.finfo(np.float32).eps < similarity.NUCLEAR_RTOL_32
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 400), n=st.integers(1, 300), seed=st.integers(0, 2**16),
+       mix=st.sampled_from([0.0, 0.3, 0.9, 0.99, 0.999999, 1.0]), scale=st.floats(1e-3, 1e3))
+def test_float32_residual_stats_without_spectrum_are_within_1e6_of_float64(m, n, seed, mix, scale):
+    """The fast path (float32 partial dots, ‖Δ‖ from the cosine while it is not small) against float64."""
+    g = gen(seed)
+    a = torch.randn(m, n, generator=g).float()
+    b = (mix * a + (1 - mix) * torch.randn(m, n, generator=g)).float() * scale
+    fast = similarity.residual_stats(a, b, spectrum=False, compute_dtype=F32)
+    ref = similarity.residual_stats(a.double(), b.double(), spectrum=False)
+    for k in ("cos", "resid_norm", "scalar_fit"):
+        assert fast[k] == pytest.approx(ref[k], abs=1e-6), k
+    if ref["resid_norm"] > 1e-3:
+        assert fast["improve_frac"] == pytest.approx(ref["improve_frac"], abs=1e-5)
+    assert similarity.frob_norm(b, F32) == pytest.approx(float(b.double().norm()), rel=1e-6)
+
+
+def test_float32_fast_path_keeps_the_planted_rescale_at_zero():
+    """b = 2.5 a: ‖Δ‖ is below FAST_RESID_MIN, so Δ is formed in float64 and the residual is rounding-level."""
+    a = torch.randn(500, 300, generator=gen(4)).bfloat16().float()  # bf16 values: 2.5 a is exact in float32
+    s = similarity.residual_stats(a, 2.5 * a, spectrum=False, compute_dtype=F32)
+    assert s["resid_norm"] < 1e-12 and s["scalar_fit"] < 1e-12 and s["cos"] == pytest.approx(1.0, abs=1e-12)
+    assert s["spectrum_method"] == "zero-residual"

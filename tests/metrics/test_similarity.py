@@ -177,3 +177,35 @@ def test_cos_from_gram_batched_equals_one_gram_at_a_time():
     for h in range(3):
         torch.testing.assert_close(batched[h], cos_from_gram(G[h]), rtol=0, atol=0, equal_nan=True)
     assert torch.isnan(batched[1, 2]).all() and torch.isfinite(batched[0]).all()
+
+
+@pytest.mark.parametrize("shape", [(3000, 700), (700, 3000), (5000,)])
+def test_chunked_float64_reductions_match_whole_float64(shape):
+    """norm64 and residual_stats stream float32 rows through float64 chunks: equal to the whole-layer float64 math."""
+    from geomlib.metrics.similarity import CHUNK_ENTRIES, norm64, row_chunks
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(*shape, generator=g).float()
+    b = (0.7 * a + 0.3 * torch.randn(*shape, generator=g)).float()
+    if len(shape) == 2:
+        assert len(row_chunks(a)) == -(-a.numel() // (CHUNK_ENTRIES // shape[1] * shape[1]))
+    a64, b64 = a.double(), b.double()
+    na, nb = float(a64.norm()), float(b64.norm())
+    assert norm64(a) == pytest.approx(na, rel=1e-13)
+    s = residual_stats(a, b, spectrum=False)
+    assert s["cos"] == pytest.approx(float((a64 * b64).sum()) / (na * nb), rel=1e-12)
+    assert s["resid_norm"] == pytest.approx(float((b64 / nb - a64 / na).norm()), rel=1e-12)
+    if len(shape) == 2:
+        full = residual_stats(a, b, spectrum=True, compute_dtype=torch.float64)
+        ref = residual_stats(a64, b64, spectrum=True)
+        assert full["resid_eff_rank"] == pytest.approx(ref["resid_eff_rank"], rel=1e-10)
+
+
+def test_norm64_keeps_nan_and_inf():
+    from geomlib.metrics.similarity import norm64
+
+    x = torch.randn(2000, 1000)
+    x[1500, 3] = float("inf")
+    assert norm64(x) == math.inf
+    x[10, 3] = float("nan")
+    assert math.isnan(norm64(x))

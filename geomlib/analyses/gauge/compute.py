@@ -13,6 +13,7 @@ L's heads into L''s (:func:`~geomlib.metrics.composition.composition_scores`).
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from functools import partial
 from typing import Iterator
@@ -22,7 +23,6 @@ import torch
 import xarray as xr
 
 from ...arch.symmetry import symmetry_group
-from ...errors import GeomlibWarning
 from ...metrics.composition import KINDS, composition_baseline, composition_null, composition_scores
 from ...metrics.gauge_nulls import residual_rotation_null
 from ...metrics.head_matching import match_heads
@@ -31,6 +31,7 @@ from ...metrics.nulls import pooled_std
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import PAIRING, RunContext
+from ..concurrent import TaskRunner, one_torch_thread
 from ..heads import OPERATORS, operators_of
 from ..params import Params, compute_dtype
 from ..streaming import layers_within, n_pairs, pairs
@@ -41,6 +42,9 @@ ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 #: multiply-adds (n_pairs · I² · hidden): a few seconds, e.g. MiniLM-L6 (1.4e10); SmolLM2-135M (5.9e11, about
 #: 2 min) and anything deeper or wider get adjacent pairs, the all-pairs matrices on request (pairs="all")
 AUTO_ALL_PAIRS_WORK = 1e11
+#: bytes of the (I, I) float64 neuron costs that concurrent neuron matchings may hold at once (Qwen3-0.6B's
+#: 3072 neurons: 75 MB each, one per thread; Qwen3-4B's 9728: 757 MB, the pair's pieces run in order)
+TASK_COST_BYTES = 512 * 2**20
 
 
 def mlp_views(families, scale: str) -> list[str]:
@@ -55,21 +59,20 @@ def _split(w: dict) -> tuple[dict, dict]:
     return mlp, att
 
 
-def _recorded(ctx: RunContext, fn):
-    """``fn`` whose GeomlibWarnings (a zero family...) are recorded in the run's provenance."""
+def task_workers(ckpt: Checkpoint, threads: int) -> tuple[int, int]:
+    """Pair pieces run at once (one per torch thread), and how many of them may be neuron matchings.
 
-    def wrapped(*args, **kwargs):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", GeomlibWarning)
-            res = fn(*args, **kwargs)
-        for w in caught:
-            if issubclass(w.category, GeomlibWarning):
-                ctx.warn(str(w.message))
-            else:
-                warnings.warn(w.message, w.category, stacklevel=2)
-        return res
-
-    return wrapped
+    A neuron matching holds a float64 (I, I) cost for ``linear_sum_assignment``.  When one per thread
+    fits in :data:`TASK_COST_BYTES`, every thread runs pieces at one torch thread each; otherwise the
+    matchings, the bulk of the work, would run one at a time at a fraction of the machine, so the
+    pieces run in order on all threads instead (``(1, 1)``).
+    """
+    if threads <= 1:
+        return 1, 1
+    per = 8 * float(ckpt.intermediate or 0) ** 2
+    if per and TASK_COST_BYTES // per < threads:
+        return 1, 1
+    return threads, threads
 
 
 def all_pairs_work(ckpt: Checkpoint) -> float:
@@ -105,8 +108,6 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
                         head_perm=group.head_perm, operators=tuple(ops), compute_dtype=cdt)
     compose_heads = partial(composition_scores, n_heads=H, n_kv_heads=ckpt.n_kv_heads, head_dim=ckpt.head_dim,
                             compute_dtype=cdt)
-    match_mlp, match_att = _recorded(ctx, match_mlp), _recorded(ctx, match_att)
-    compose_heads = _recorded(ctx, compose_heads)
 
     nan = np.nan
     V, O, C = len(views), len(ops), len(KINDS) if compose else 0
@@ -144,54 +145,77 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
             yield L - 1, prev, L, cur
             prev = cur
 
-    def record(L1: int, L2: int, a: tuple, b: tuple) -> None:
-        if not (finite[L1] and finite[L2]):
-            return  # NaN in, NaN out: the matchings would only warn
-        if has_mlp:
+    def mlp_task(L1: int, L2: int, a: tuple, b: tuple) -> None:
+        with mlp_slots:
             m = match_mlp(a[0], b[0])
-            for i, v in enumerate(views):
-                out["mlp_matched_cos"][i, L1, L2] = out["mlp_matched_cos"][i, L2, L1] = m.matched_cos[v]
-                out["mlp_same_index_cos"][i, L1, L2] = out["mlp_same_index_cos"][i, L2, L1] = m.same_index_cos[v]
-            out["mlp_frac_fixed"][L1, L2] = out["mlp_frac_fixed"][L2, L1] = m.frac_fixed
+        for i, v in enumerate(views):
+            out["mlp_matched_cos"][i, L1, L2] = out["mlp_matched_cos"][i, L2, L1] = m.matched_cos[v]
+            out["mlp_same_index_cos"][i, L1, L2] = out["mlp_same_index_cos"][i, L2, L1] = m.same_index_cos[v]
+        out["mlp_frac_fixed"][L1, L2] = out["mlp_frac_fixed"][L2, L1] = m.frac_fixed
+
+    def heads_task(L1: int, L2: int, a: tuple, b: tuple) -> None:
+        h = match_att(a[1], b[1])
+        for i, op in enumerate(ops):
+            out["head_matched_cos"][i, L1, L2] = out["head_matched_cos"][i, L2, L1] = h.matched_cos[op]
+            out["head_same_index_cos"][i, L1, L2] = out["head_same_index_cos"][i, L2, L1] = h.same_index_cos[op]
+            diff = float(h.different_index[op].mean()) if h.different_index[op].numel() else nan
+            out["head_different_index_cos"][i, L1, L2] = out["head_different_index_cos"][i, L2, L1] = diff
+            off = torch.ones(H, H, dtype=torch.bool)
+            off[torch.arange(H), h.perm] = False
+            bg = float(h.cos[op][off].mean()) if H > 1 else nan
+            out["head_unmatched_cos"][i, L1, L2] = out["head_unmatched_cos"][i, L2, L1] = bg
+        inv = torch.argsort(h.perm)  # the inverse matching: head j of L2 is matched to head inv[j] of L1
+        out["head_assignment"][L1, L2] = h.perm.numpy()
+        out["head_assignment"][L2, L1] = inv.numpy()
+        for i, op in enumerate(ops):
+            out["head_matched"][i, L1, L2] = h.matched[op].cpu().numpy()
+            out["head_matched"][i, L2, L1] = h.matched[op][inv].cpu().numpy()
+
+    def compose_task(L1: int, L2: int, a: tuple, b: tuple) -> None:
+        comp = compose_heads(a[1], b[1])
+        for i, k in enumerate(KINDS):
+            out["composition_score"][i, L1, L2] = comp[k].cpu().numpy()
+
+    def mlp_null_task(L1: int, a: tuple, b: tuple) -> None:
+        with mlp_slots:
+            band = residual_rotation_null(a[0], b[0], match_mlp, params.null_draws, params.seed + L1, cdt,
+                                          quiet=False)
+        for i, v in enumerate(views):
+            out["mlp_matched_null_mean"][i, L1], out["mlp_matched_null_std"][i, L1] = band.mean[v], band.std[v]
+
+    def heads_null_task(L1: int, a: tuple, b: tuple) -> None:
+        band = residual_rotation_null(a[1], b[1], match_att, params.null_draws, params.seed + L1, cdt, quiet=False)
+        for i, op in enumerate(ops):
+            out["head_matched_null_mean"][i, L1] = band.mean[op]
+            out["head_matched_null_std"][i, L1] = band.std[op]
+
+    def tasks(L1: int, L2: int, a: tuple, b: tuple) -> list:
+        """The pair's independent pieces, ``(fn, quiet)``: the nulls' warnings repeat the matchings'."""
+        if not (finite[L1] and finite[L2]):
+            return []  # NaN in, NaN out: the matchings would only warn
+        todo = []
+        null = L2 == L1 + 1 and params.null_draws
+        # the neuron matchings first and last: a worker that waits for the matching slot finds the head work done
+        if has_mlp:
+            todo.append((partial(mlp_task, L1, L2, a, b), False))
         if ops:
-            h = match_att(a[1], b[1])
-            for i, op in enumerate(ops):
-                out["head_matched_cos"][i, L1, L2] = out["head_matched_cos"][i, L2, L1] = h.matched_cos[op]
-                out["head_same_index_cos"][i, L1, L2] = out["head_same_index_cos"][i, L2, L1] = h.same_index_cos[op]
-                diff = float(h.different_index[op].mean()) if h.different_index[op].numel() else nan
-                out["head_different_index_cos"][i, L1, L2] = out["head_different_index_cos"][i, L2, L1] = diff
-                off = torch.ones(H, H, dtype=torch.bool)
-                off[torch.arange(H), h.perm] = False
-                bg = float(h.cos[op][off].mean()) if H > 1 else nan
-                out["head_unmatched_cos"][i, L1, L2] = out["head_unmatched_cos"][i, L2, L1] = bg
-            inv = torch.argsort(h.perm)  # the inverse matching: head j of L2 is matched to head inv[j] of L1
-            out["head_assignment"][L1, L2] = h.perm.numpy()
-            out["head_assignment"][L2, L1] = inv.numpy()
-            for i, op in enumerate(ops):
-                out["head_matched"][i, L1, L2] = h.matched[op].cpu().numpy()
-                out["head_matched"][i, L2, L1] = h.matched[op][inv].cpu().numpy()
+            todo.append((partial(heads_task, L1, L2, a, b), False))
         if compose:
-            comp = compose_heads(a[1], b[1])
-            for i, k in enumerate(KINDS):
-                out["composition_score"][i, L1, L2] = comp[k].cpu().numpy()
-        if L2 == L1 + 1 and params.null_draws:
-            s = params.seed + L1
-            if has_mlp:
-                band = residual_rotation_null(a[0], b[0], match_mlp, params.null_draws, s, cdt)
-                for i, v in enumerate(views):
-                    out["mlp_matched_null_mean"][i, L1], out["mlp_matched_null_std"][i, L1] = band.mean[v], band.std[v]
-            if ops:
-                band = residual_rotation_null(a[1], b[1], match_att, params.null_draws, s, cdt)
-                for i, op in enumerate(ops):
-                    out["head_matched_null_mean"][i, L1] = band.mean[op]
-                    out["head_matched_null_std"][i, L1] = band.std[op]
+            todo.append((partial(compose_task, L1, L2, a, b), False))
+        if ops and null:
+            todo.append((partial(heads_null_task, L1, a, b), True))
+        if has_mlp and null:
+            todo.append((partial(mlp_null_task, L1, a, b), True))
+        return todo
 
     total = n_pairs(n, diagonal=False) if which == "all" else max(n - 1, 0)
     bar = ctx.bar(total=total, desc="gauge matching", unit="pair")
-    with torch.no_grad():
+    workers, matchings = task_workers(ckpt, torch.get_num_threads())
+    mlp_slots = threading.BoundedSemaphore(matchings)
+    with torch.no_grad(), one_torch_thread(workers > 1), \
+            TaskRunner(workers, ctx.warn, on_group_done=lambda: bar.update(1)) as runner:
         for L1, a, L2, b in pair_stream():
-            record(L1, L2, a, b)
-            bar.update(1)
+            runner.submit(tasks(L1, L2, a, b))
     bar.close()
     for L in range(n):  # a layer against itself: the identity matching, cos 1
         if finite[L]:

@@ -14,6 +14,7 @@ O(L² H d² hidden) work.  Everything else is derived from the reduced spectra.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,17 @@ from ...metrics.similarity import cos_from_gram
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import RunContext
+from ..concurrent import TaskRunner, one_torch_thread
 from ..params import Params, compute_dtype
 from ..streaming import layers_within, n_pairs, pairs
 from . import OPERATORS, operators_of
 
 NULL_METRICS = ("cos", "shape_cos", "rescale_resid", "pa_mean", "pa_min", "top1_overlap", "sign_agree")
+
+
+#: per-head work runs a layer per thread while one layer's attention in float64 is at most this many bytes
+#: (Qwen3-0.6B: 50 MB; Qwen3-4B: 210 MB, computed a layer at a time on all threads)
+CONCURRENT_LAYER_BYTES = 128 * 2**20
 
 
 def topk_grid(two_d: int) -> list[int]:
@@ -70,18 +77,30 @@ def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
                   "vecs": torch.full((n, H, min(k, 2 * d), ckpt.hidden), math.nan, dtype=torch.float64)}
            for kind in kinds}
     present = [True] * n
-    for L in ctx.bar(range(n), desc="per-head spectra", unit="layer"):
-        w = ckpt.layer(L, fams, device=dev)
-        if set(fams) - set(w) or not all(bool(torch.isfinite(t).all()) for t in w.values()):
-            ctx.warn(f"layer {L} lacks finite {'/'.join(fams)} weights: its per-head values are NaN")
-            present[L] = False
-            continue
+
+    def spectra(L: int, w: dict) -> None:
         for kind in kinds:
             s = operator_spectrum(*_factors(ckpt, w, kind), k=k)
             r = red[kind]
             r["sv"][L], r["eig"][L] = s["singvals"].cpu().numpy(), s["sym_eigs"].cpu().numpy()
             r["gap"][L], r["frac"][L] = s["eigengap"].cpu().numpy(), s["frac_pos"].cpu().numpy()
             r["vecs"][L] = s["eigvecs"].cpu()
+
+    # layers' spectra are independent: one layer per worker, torch at one thread each (analyses.concurrent),
+    # while the float64 layers the workers and the reading thread hold stay small
+    layer64 = sum(math.prod(ckpt.block_axis(f)) for f in fams) * 8
+    workers = max(1, torch.get_num_threads()) if layer64 <= CONCURRENT_LAYER_BYTES else 1
+    bar = ctx.bar(total=n, desc="per-head spectra", unit="layer")
+    with one_torch_thread(workers > 1), TaskRunner(workers, ctx.warn, on_group_done=lambda: bar.update(1)) as run:
+        for L in range(n):
+            w = ckpt.layer(L, fams, device=dev)
+            if set(fams) - set(w) or not all(bool(torch.isfinite(t).all()) for t in w.values()):
+                ctx.warn(f"layer {L} lacks finite {'/'.join(fams)} weights: its per-head values are NaN")
+                present[L] = False
+                bar.update(1)
+                continue
+            run.submit([(partial(spectra, L, w), False)])
+    bar.close()
     # pass 2: the all-pairs gram, a chunk of layers held, the rest streamed past
     gram = {kind: np.full((n, n, H), np.nan) for kind in kinds}
     cdt = compute_dtype(params)
@@ -94,12 +113,16 @@ def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
         w = ckpt.layer(L, fams, dtype=cdt, device=dev)
         return {kind: _factors(ckpt, w, kind) for kind in kinds}
 
-    bar = ctx.bar(total=n_pairs(len(ok), diagonal=True), desc="operator gram", unit="pair")
-    for L1, f1, L2, f2 in pairs(ok, chunk, load, diagonal=True):
+    def pair_gram(L1: int, f1: dict, L2: int, f2: dict) -> None:
         for kind in kinds:
             g = operator_gram(*f1[kind], *f2[kind]).double().cpu().numpy()
             gram[kind][L1, L2] = gram[kind][L2, L1] = g
-        bar.update(1)
+
+    bar = ctx.bar(total=n_pairs(len(ok), diagonal=True), desc="operator gram", unit="pair")
+    with one_torch_thread(workers > 1), TaskRunner(workers, ctx.warn, in_flight=2 * workers,
+                                                   on_group_done=lambda: bar.update(1)) as run:
+        for L1, f1, L2, f2 in pairs(ok, chunk, load, diagonal=True):
+            run.submit([(partial(pair_gram, L1, f1, L2, f2), False)])
     bar.close()
     out = {}
     for kind in kinds:

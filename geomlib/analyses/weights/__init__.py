@@ -21,6 +21,8 @@ class Weights(Analysis):
     params = (
         Param("aligned_pairs", "adjacent", str, "pairs whose Procrustes-aligned cos-sim is computed (none: only "
               "the seeds' raw metrics)", choices=("adjacent", "all", "none")),
+        Param("cos_pairs", "all", str, "pairs whose raw cos-sim is computed: all (a second, Gram pass over the "
+              "file) or adjacent (one pass, as the seeds)", choices=("all", "adjacent")),
         null_draws(1, "aligned cos-sim, per adjacent pair (permutation, and scrambled when asked; the band's std "
                    "is pooled over pairs) or per shape (Gaussian, at least 2)", pooled=True),
         Param("scrambled_null", False, bool, "also draw the scrambled null of aligned cos-sim (signed permutations; "

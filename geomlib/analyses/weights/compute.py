@@ -9,7 +9,8 @@ Two passes over the file, each holding O(1) layers (or O(layers x block)):
 2. **Gram pass** (:func:`_gram_pass`): the all-pairs Frobenius cosine of each
    family from an L x L Gram accumulated over row blocks read from every layer.
 
-Optionally (``aligned_pairs="all"``) a third pass computes the aligned cosine
+With ``cos_pairs="adjacent"`` the Gram pass is skipped (one read of the file;
+the cosine of non-adjacent pairs is NaN).  Optionally (``aligned_pairs="all"``) a third pass computes the aligned cosine
 of every pair, holding as many layers as the memory budget allows.
 
 The result is a dict of plain arrays; :func:`build_dataset` attaches names and
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -42,16 +44,20 @@ from ...metrics import (
 # imported from the modules: the package namespace re-exports an older set
 from ...metrics.nulls import permutation_aligned_null, pooled_std
 from ...metrics.pca import centered_gains, direction_pca_shuffle_null
-from ...metrics.similarity import norm64
+from ...metrics.similarity import frob_norm, norm64
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import RunContext
+from ..concurrent import TaskRunner, one_torch_thread
 from ..params import Params, compute_dtype
 from ..streaming import layers_within, n_pairs, pairs
 
 ADJ_KEYS = ("resid_norm", "scalar_fit", "improve_frac", "resid_eff_rank", "resid_spec_entropy")
 #: index of each null along the ``null`` dimension
 NULL_INDEX = {k: j for j, k in enumerate(NULL_KINDS)}
+#: the per-layer pass computes families concurrently while one layer (float32) is at most this many bytes
+#: (Qwen3-0.6B: 60 MB; Qwen3-4B: 400 MB, computed one family at a time on all threads)
+PASS_LAYER_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -71,9 +77,11 @@ class _Accumulator:
         self.null_mean = np.full((len(NULL_KINDS), F, n), nan)
         self.null_std = np.full((len(NULL_KINDS), F, n), nan)
         self.gamma: dict[str, list[torch.Tensor | None]] = {}
+        self.runner: TaskRunner | None = None
 
     def warn(self, message: str) -> None:
-        self.ctx.warn(message)
+        # inside the per-layer pass, through its task runner: a task's warning keeps its task's place
+        (self.runner.warn if self.runner is not None else self.ctx.warn)(message)
 
 
 def _storage_dtype(ckpt: Checkpoint) -> torch.dtype:
@@ -86,19 +94,83 @@ def _storage_dtype(ckpt: Checkpoint) -> torch.dtype:
     return torch.float32 if types <= exact32 else torch.float64
 
 
+def pass_workers(ckpt: Checkpoint, threads: int, params: Params | None = None) -> int:
+    """Families of one layer computed at once in the per-layer pass: one per torch thread while a layer is small.
+
+    Each worker holds its family's pair (two matrices) and their temporaries; the main thread reads the
+    next layer meanwhile, so about three layers are alive: allowed while one layer (float32) fits in
+    :data:`PASS_LAYER_BYTES`.  Without factorizations (no residual spectrum, no aligned cos-sim) a pair
+    is a few dot products and the pass is reading: it keeps every thread for the reads instead.
+    """
+    if threads <= 1:
+        return 1
+    if params is not None and not params.residual_spectrum and params.aligned_pairs == "none":
+        return 1
+    layer = sum(math.prod(ckpt.block_axis(f)) for f in ckpt.families if f in MATRIX_FAMILIES) * 4
+    return threads if layer <= PASS_LAYER_BYTES else 1
+
+
 def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
     device = ctx.device
     keep = _storage_dtype(ckpt)
     cdt = compute_dtype(params)
     aligned = params.aligned_pairs != "none"
-    prev: dict[str, torch.Tensor] = {}
+    prev: dict[str, tuple[torch.Tensor, float]] = {}  # family -> (the previous layer's matrix, its norm)
     seen_shapes: set[tuple[str, tuple[int, ...]]] = set()
-    offset = ckpt.norm_offset
     for f in ckpt.families:
         if f in NORM_FAMILIES:
             acc.gamma[f] = [None] * ckpt.n_layers
+
+    def pair_task(f: str, L: int, a: torch.Tensor, a_norm: float, W: torch.Tensor, norm: float,
+                  gaussian: bool) -> None:
+        """Everything of the pair (L − 1, L) in family f: residual statistics, aligned cos-sim, its nulls."""
+        i = acc.fam_index[f]
+        stats = residual_stats(a, W, spectrum=f in MATRIX_FAMILIES and params.residual_spectrum,
+                               exact_max_dim=params.exact_spectrum_max_dim, compute_dtype=cdt,
+                               norms=(a_norm, norm) if cdt == torch.float64 else None)
+        if params.cos_pairs == "adjacent" and f in MATRIX_FAMILIES:  # no Gram pass: the only ones
+            acc.cos[i, L - 1, L] = acc.cos[i, L, L - 1] = stats["cos"]
+        for k in ADJ_KEYS:
+            acc.adj[k][i, L - 1] = stats[k]
+        acc.spectrum_method[i, L - 1] = stats["spectrum_method"]
+        if stats["spectrum_method"] == "zero-residual" and f in MATRIX_FAMILIES:
+            acc.warn(f"layers {L - 1} and {L} {f} are identical up to scale: residual spectrum is NaN")
+        if f in MATRIX_FAMILIES and aligned:
+            ax = RESIDUAL_AXIS[f]
+            a_c, w_c = a.to(cdt), W.to(cdt)  # no copy when the storage dtype is the compute dtype
+            norms = (a_norm, norm)
+            acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a_c, w_c, ax, cdt, norms)
+            if params.null_draws:
+                if params.scrambled_null:
+                    j = NULL_INDEX["scrambled"]
+                    m, s = scrambled_aligned_null(a_c, w_c, ax, params.null_draws, params.seed + L, cdt)
+                    acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
+                _permutation_null(acc, ckpt, f, a_c, w_c, L, params)
+                if gaussian:
+                    # once per shape: at least two draws, so that the band has a width
+                    m, s = gaussian_aligned_null(tuple(W.shape), ax, max(2, params.null_draws), params.seed,
+                                                 device, cdt)
+                    j = NULL_INDEX["gaussian"]
+                    acc.null_mean[j, i, : ckpt.n_layers - 1] = m
+                    acc.null_std[j, i, : ckpt.n_layers - 1] = s
+
+    workers = pass_workers(ckpt, torch.get_num_threads(), params)
     bar = ctx.bar(range(ckpt.n_layers), desc="per-layer pass", unit="layer")
+    ckpt.prefetch(0)
+    with one_torch_thread(workers > 1), TaskRunner(workers, ctx.warn) as runner:
+        acc.runner = runner
+        try:
+            _stream_layers(ckpt, acc, params, bar, runner, prev, seen_shapes, pair_task, keep, cdt, aligned)
+        finally:
+            acc.runner = None
+
+
+def _stream_layers(ckpt, acc, params, bar, runner, prev, seen_shapes, pair_task, keep, cdt, aligned) -> None:
+    """Read each layer (main thread), record its norms, and hand each family's pair to the runner."""
+    device, offset = acc.ctx.device, ckpt.norm_offset
     for L in bar:
+        ckpt.prefetch(L + 1)  # the disk reads the next layer while this one is computed
+        tasks = []
         for f in ckpt.families:
             i = acc.fam_index[f]
             got = ckpt.layer(L, [f], dtype=keep, device=device).get(f)
@@ -106,11 +178,11 @@ def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: Run
                 acc.warn(f"layer {L} has no {f} although other layers do: its {f} values are NaN")
                 prev.pop(f, None)
                 continue
-            W = got.to(torch.float64)
+            W = got
             if f in NORM_FAMILIES:
-                W = W + offset  # effective gain (Gemma stores w and applies 1 + w)
+                W = got.to(torch.float64) + offset  # effective gain (Gemma stores w and applies 1 + w)
                 acc.gamma[f][L] = W.cpu()
-            norm = float(torch.linalg.vector_norm(W))
+            norm = frob_norm(W, cdt)  # float64 sums of chunks or float32 partials: the layer is not cast whole
             finite = math.isfinite(norm)  # a NaN or Inf entry makes the norm NaN or Inf: no separate scan
             norm = norm if finite else math.nan
             acc.scale[i, L] = norm
@@ -121,38 +193,14 @@ def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: Run
             elif f in MATRIX_FAMILIES:
                 acc.aligned[i, L, L] = 1.0  # max_R <W R, W>/|W|² = 1, attained at R = I
             if f in prev:
-                a = prev[f].to(torch.float64)
-                stats = residual_stats(a, W, spectrum=f in MATRIX_FAMILIES and params.residual_spectrum,
-                                       exact_max_dim=params.exact_spectrum_max_dim, compute_dtype=cdt)
-                for k in ADJ_KEYS:
-                    acc.adj[k][i, L - 1] = stats[k]
-                acc.spectrum_method[i, L - 1] = stats["spectrum_method"]
-                if stats["spectrum_method"] == "zero-residual" and f in MATRIX_FAMILIES:
-                    acc.warn(f"layers {L - 1} and {L} {f} are identical up to scale: residual spectrum is NaN")
-                if f in MATRIX_FAMILIES and aligned:
-                    ax = RESIDUAL_AXIS[f]
-                    # the storage dtype when it is the compute dtype: no float64 copy to cast back down
-                    a_c, w_c = (prev[f], got) if keep == cdt else (a, W)
-                    norms = (norm64(a), norm64(W))
-                    acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a_c, w_c, ax, cdt, norms)
-                    if params.null_draws:
-                        if params.scrambled_null:
-                            j = NULL_INDEX["scrambled"]
-                            m, s = scrambled_aligned_null(a_c, w_c, ax, params.null_draws, params.seed + L, cdt)
-                            acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
-                        _permutation_null(acc, ckpt, f, a_c, w_c, L, params)
-                        key = (f, tuple(W.shape))
-                        if key not in seen_shapes:
-                            seen_shapes.add(key)
-                            # once per shape: at least two draws, so that the band has a width
-                            m, s = gaussian_aligned_null(tuple(W.shape), ax, max(2, params.null_draws),
-                                                         params.seed, device, cdt)
-                            j = NULL_INDEX["gaussian"]
-                            acc.null_mean[j, i, : ckpt.n_layers - 1] = m
-                            acc.null_std[j, i, : ckpt.n_layers - 1] = s
-                del a
-            prev[f] = got  # a NaN layer still pairs, to NaN, with the next one
-            del W
+                key = (f, tuple(W.shape))
+                gaussian = f in MATRIX_FAMILIES and aligned and bool(params.null_draws) and key not in seen_shapes
+                if gaussian:
+                    seen_shapes.add(key)
+                tasks.append((partial(pair_task, f, L, *prev[f], W, norm, gaussian), False))
+            prev[f] = (W, norm)  # a NaN layer still pairs, to NaN, with the next one
+            del W, got
+        runner.submit(tasks)
 
 
 def _permutation_null(acc: _Accumulator, ckpt: Checkpoint, f: str, a: torch.Tensor, W: torch.Tensor, L: int,
@@ -175,19 +223,32 @@ def _permutation_null(acc: _Accumulator, ckpt: Checkpoint, f: str, a: torch.Tens
     acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
 
 
-def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
-    device = ctx.device
-    n = ckpt.n_layers
-    budget = params.block_mib * 2**20
-    fams = [f for f in ckpt.families if f in MATRIX_FAMILIES]
+def _gain_cos(ckpt: Checkpoint, acc: _Accumulator) -> None:
+    """All-pairs cos of the norm gains, from the vectors kept by the per-layer pass (offset included)."""
     for f in ckpt.families:
         if f in NORM_FAMILIES:
-            # gains are tiny: their Gram comes from the vectors kept in pass 1 (offset included)
             vecs = acc.gamma[f]
             dim = next(v.numel() for v in vecs if v is not None)
             X = torch.stack([v if v is not None else torch.full((dim,), math.nan, dtype=torch.float64)
                              for v in vecs])
             acc.cos[acc.fam_index[f]] = cos_from_gram(X @ X.T).numpy()
+
+
+def _matrix_cos_diagonal(ckpt: Checkpoint, acc: _Accumulator) -> None:
+    """``cos_pairs="adjacent"``: each matrix family's cos of a layer with itself (1 where the layer is usable)."""
+    idx = np.arange(acc.n_layers)
+    for f in ckpt.families:
+        if f in MATRIX_FAMILIES:
+            i = acc.fam_index[f]
+            ok = np.isfinite(acc.scale[i]) & (acc.scale[i] > 0)
+            acc.cos[i, idx, idx] = np.where(ok, 1.0, np.nan)
+
+
+def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
+    device = ctx.device
+    n = ckpt.n_layers
+    budget = params.block_mib * 2**20
+    fams = [f for f in ckpt.families if f in MATRIX_FAMILIES]
     plan = []
     for f in fams:
         axis, elems = ckpt.block_axis(f)
@@ -231,7 +292,11 @@ def compute_weight_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> 
     acc = _Accumulator(ckpt.n_layers, {f: i for i, f in enumerate(FAMILIES)}, ctx)
     with torch.no_grad():
         _adjacent_pass(ckpt, acc, params, ctx)
-        _gram_pass(ckpt, acc, params, ctx)
+        _gain_cos(ckpt, acc)
+        if params.cos_pairs == "all":
+            _gram_pass(ckpt, acc, params, ctx)
+        else:
+            _matrix_cos_diagonal(ckpt, acc)
         if params.aligned_pairs == "all":
             _aligned_all_pass(ckpt, acc, params, ctx)
     last = slice(0, max(acc.n_layers - 1, 0))  # pair (L, L+1) lives at layer L
@@ -343,7 +408,8 @@ def _gamma(acc: _Accumulator, n: int, params: Params) -> dict:
 
 _DESCRIPTIONS = {
     "scale": "Frobenius norm ‖W_L‖ (norm families: effective gain, Gemma's +1 applied)",
-    "cos": "Frobenius cosine ⟨W_L, W_L'⟩/(‖W_L‖‖W_L'‖), every pair",
+    "cos": "Frobenius cosine ⟨W_L, W_L'⟩/(‖W_L‖‖W_L'‖), every pair (matrix families with cos_pairs='adjacent': "
+           "adjacent pairs only, NaN elsewhere)",
     "aligned_cos": "max over orthogonal R on the residual-stream side of ⟨W_L R, W_L'⟩/(‖W_L‖‖W_L'‖) "
                    "= ‖W_Lᵀ W_L'‖_* / (‖W_L‖‖W_L'‖); NaN where not computed and for norm gains",
     "delta": "aligned_cos − cos",
