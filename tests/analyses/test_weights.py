@@ -387,3 +387,19 @@ def test_cos_pairs_adjacent_is_one_pass_with_the_same_adjacent_numbers(planted, 
     # the norm gains are in memory after the one pass: their all-pairs cos is kept
     np.testing.assert_allclose(ds.cos.sel(family="input_ln").values, ds_all.cos.sel(family="input_ln").values,
                                atol=1e-12)
+
+
+def test_gemma_gain_residuals_compare_effective_gains(tmp_path):
+    """Gemma stores w and applies 1 + w: the adjacent residual of a gain is that of the effective gains 1 + w."""
+    from tests.factories.hf import make_checkpoint
+
+    path, model = make_checkpoint(tmp_path, "gemma", n_layers=3)
+    ds = geomlib.compute(str(path), "weights", tmp_path / "c", progress=False,
+                         weights={"null_draws": 0, "precision": "float64"})
+    for L in range(2):
+        a = 1 + model.layers[L].input_layernorm.weight.detach().double()
+        b = 1 + model.layers[L + 1].input_layernorm.weight.detach().double()
+        want = float((b / b.norm() - a / a.norm()).norm())
+        assert adj(ds, "resid_norm", "input_ln", L) == pytest.approx(want, rel=1e-12)
+        cos = float((a * b).sum() / (a.norm() * b.norm()))
+        assert adj(ds, "cos", "input_ln", L) == pytest.approx(cos, rel=1e-12)
