@@ -93,15 +93,12 @@ class TaskRunner:
         forward = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            tag = getattr(self._local, "tag", None)
-            if tag is None or not issubclass(category, GeomlibWarning):
+            if getattr(self._local, "tag", None) is None or not issubclass(category, GeomlibWarning):
                 # not a task's (the submitting thread's own, already recorded where it was raised) or not
                 # geomlib's: shown as without the runner
                 forward(message, category, filename, lineno, file, line)
                 return
-            tag, quiet = tag
-            if not quiet:
-                self._caught.append((tag, next(self._seq), str(message)))
+            self.warn(str(message))
 
         warnings.showwarning = show
         if self.workers > 1:

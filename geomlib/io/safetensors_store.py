@@ -130,14 +130,19 @@ class _File:
     def _truncated(self, why: str) -> CorruptCheckpointError:
         return CorruptCheckpointError(f"safetensors file {self.path} is truncated: {why}; re-download it")
 
-    def _pread(self, offset: int, nbytes: int, what: str) -> bytearray:
+    def _handle(self) -> int:
+        """The file's descriptor, opened on first use."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def _pread(self, offset: int, nbytes: int, what: str) -> bytearray:
+        fd = self._handle()
         buf = bytearray(nbytes)
         view = memoryview(buf)
         pos = 0
         while pos < nbytes:
-            got = os.preadv(self._fd, [view[pos : pos + _CHUNK]], offset + pos)
+            got = os.preadv(fd, [view[pos : pos + _CHUNK]], offset + pos)
             if got == 0:
                 raise self._truncated(f"{what} ends past the end of the file")
             pos += got
@@ -165,9 +170,7 @@ class _File:
         if not hasattr(os, "posix_fadvise"):  # pragma: no cover - not on macOS / Windows
             return
         try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDONLY)
-            os.posix_fadvise(self._fd, self.offsets[name], self.infos[name].nbytes, os.POSIX_FADV_WILLNEED)
+            os.posix_fadvise(self._handle(), self.offsets[name], self.infos[name].nbytes, os.POSIX_FADV_WILLNEED)
         except OSError:  # advisory: a filesystem without readahead reads on demand
             pass
 

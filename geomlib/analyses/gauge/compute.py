@@ -13,7 +13,6 @@ L's heads into L''s (:func:`~geomlib.metrics.composition.composition_scores`).
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 from functools import partial
 from typing import Iterator
@@ -59,20 +58,17 @@ def _split(w: dict) -> tuple[dict, dict]:
     return mlp, att
 
 
-def task_workers(ckpt: Checkpoint, threads: int) -> tuple[int, int]:
-    """Pair pieces run at once (one per torch thread), and how many of them may be neuron matchings.
+def task_workers(ckpt: Checkpoint, threads: int) -> int:
+    """Pair pieces run at once: one per torch thread, while each may hold a neuron matching's cost.
 
     A neuron matching holds a float64 (I, I) cost for ``linear_sum_assignment``.  When one per thread
     fits in :data:`TASK_COST_BYTES`, every thread runs pieces at one torch thread each; otherwise the
-    matchings, the bulk of the work, would run one at a time at a fraction of the machine, so the
-    pieces run in order on all threads instead (``(1, 1)``).
+    matchings, the bulk of the work, run in order on all threads (1).
     """
     if threads <= 1:
-        return 1, 1
+        return 1
     per = 8 * float(ckpt.intermediate or 0) ** 2
-    if per and TASK_COST_BYTES // per < threads:
-        return 1, 1
-    return threads, threads
+    return 1 if per and TASK_COST_BYTES // per < threads else threads
 
 
 def all_pairs_work(ckpt: Checkpoint) -> float:
@@ -146,8 +142,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
             prev = cur
 
     def mlp_task(L1: int, L2: int, a: tuple, b: tuple) -> None:
-        with mlp_slots:
-            m = match_mlp(a[0], b[0])
+        m = match_mlp(a[0], b[0])
         for i, v in enumerate(views):
             out["mlp_matched_cos"][i, L1, L2] = out["mlp_matched_cos"][i, L2, L1] = m.matched_cos[v]
             out["mlp_same_index_cos"][i, L1, L2] = out["mlp_same_index_cos"][i, L2, L1] = m.same_index_cos[v]
@@ -177,9 +172,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
             out["composition_score"][i, L1, L2] = comp[k].cpu().numpy()
 
     def mlp_null_task(L1: int, a: tuple, b: tuple) -> None:
-        with mlp_slots:
-            band = residual_rotation_null(a[0], b[0], match_mlp, params.null_draws, params.seed + L1, cdt,
-                                          quiet=False)
+        band = residual_rotation_null(a[0], b[0], match_mlp, params.null_draws, params.seed + L1, cdt, quiet=False)
         for i, v in enumerate(views):
             out["mlp_matched_null_mean"][i, L1], out["mlp_matched_null_std"][i, L1] = band.mean[v], band.std[v]
 
@@ -195,7 +188,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
             return []  # NaN in, NaN out: the matchings would only warn
         todo = []
         null = L2 == L1 + 1 and params.null_draws
-        # the neuron matchings first and last: a worker that waits for the matching slot finds the head work done
+        # this order is the order in which the pieces' warnings are recorded
         if has_mlp:
             todo.append((partial(mlp_task, L1, L2, a, b), False))
         if ops:
@@ -210,8 +203,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
 
     total = n_pairs(n, diagonal=False) if which == "all" else max(n - 1, 0)
     bar = ctx.bar(total=total, desc="gauge matching", unit="pair")
-    workers, matchings = task_workers(ckpt, torch.get_num_threads())
-    mlp_slots = threading.BoundedSemaphore(matchings)
+    workers = task_workers(ckpt, torch.get_num_threads())
     with torch.no_grad(), one_torch_thread(workers > 1), \
             TaskRunner(workers, ctx.warn, on_group_done=lambda: bar.update(1)) as runner:
         for L1, a, L2, b in pair_stream():

@@ -111,63 +111,27 @@ def pass_workers(ckpt: Checkpoint, threads: int, params: Params | None = None) -
 
 
 def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
-    device = ctx.device
-    keep = _storage_dtype(ckpt)
-    cdt = compute_dtype(params)
-    aligned = params.aligned_pairs != "none"
-    prev: dict[str, tuple[torch.Tensor, float]] = {}  # family -> (the previous layer's matrix, its norm)
-    seen_shapes: set[tuple[str, tuple[int, ...]]] = set()
     for f in ckpt.families:
         if f in NORM_FAMILIES:
             acc.gamma[f] = [None] * ckpt.n_layers
-
-    def pair_task(f: str, L: int, a: torch.Tensor, a_norm: float, W: torch.Tensor, norm: float,
-                  gaussian: bool) -> None:
-        """Everything of the pair (L − 1, L) in family f: residual statistics, aligned cos-sim, its nulls."""
-        i = acc.fam_index[f]
-        stats = residual_stats(a, W, spectrum=f in MATRIX_FAMILIES and params.residual_spectrum,
-                               exact_max_dim=params.exact_spectrum_max_dim, compute_dtype=cdt,
-                               norms=(a_norm, norm) if cdt == torch.float64 else None)
-        if params.cos_pairs == "adjacent" and f in MATRIX_FAMILIES:  # no Gram pass: the only ones
-            acc.cos[i, L - 1, L] = acc.cos[i, L, L - 1] = stats["cos"]
-        for k in ADJ_KEYS:
-            acc.adj[k][i, L - 1] = stats[k]
-        acc.spectrum_method[i, L - 1] = stats["spectrum_method"]
-        if stats["spectrum_method"] == "zero-residual" and f in MATRIX_FAMILIES:
-            acc.warn(f"layers {L - 1} and {L} {f} are identical up to scale: residual spectrum is NaN")
-        if f in MATRIX_FAMILIES and aligned:
-            ax = RESIDUAL_AXIS[f]
-            a_c, w_c = a.to(cdt), W.to(cdt)  # no copy when the storage dtype is the compute dtype
-            norms = (a_norm, norm)
-            acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a_c, w_c, ax, cdt, norms)
-            if params.null_draws:
-                if params.scrambled_null:
-                    j = NULL_INDEX["scrambled"]
-                    m, s = scrambled_aligned_null(a_c, w_c, ax, params.null_draws, params.seed + L, cdt)
-                    acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
-                _permutation_null(acc, ckpt, f, a_c, w_c, L, params)
-                if gaussian:
-                    # once per shape: at least two draws, so that the band has a width
-                    m, s = gaussian_aligned_null(tuple(W.shape), ax, max(2, params.null_draws), params.seed,
-                                                 device, cdt)
-                    j = NULL_INDEX["gaussian"]
-                    acc.null_mean[j, i, : ckpt.n_layers - 1] = m
-                    acc.null_std[j, i, : ckpt.n_layers - 1] = s
-
     workers = pass_workers(ckpt, torch.get_num_threads(), params)
     bar = ctx.bar(range(ckpt.n_layers), desc="per-layer pass", unit="layer")
     ckpt.prefetch(0)
     with one_torch_thread(workers > 1), TaskRunner(workers, ctx.warn) as runner:
         acc.runner = runner
         try:
-            _stream_layers(ckpt, acc, params, bar, runner, prev, seen_shapes, pair_task, keep, cdt, aligned)
+            _stream_layers(ckpt, acc, params, bar, runner)
         finally:
             acc.runner = None
 
 
-def _stream_layers(ckpt, acc, params, bar, runner, prev, seen_shapes, pair_task, keep, cdt, aligned) -> None:
-    """Read each layer (main thread), record its norms, and hand each family's pair to the runner."""
+def _stream_layers(ckpt: Checkpoint, acc: _Accumulator, params: Params, bar, runner: TaskRunner) -> None:
+    """Read each layer (this thread), record its norms, and hand each family's pair to the runner."""
     device, offset = acc.ctx.device, ckpt.norm_offset
+    keep, cdt = _storage_dtype(ckpt), compute_dtype(params)
+    nulls = params.aligned_pairs != "none" and bool(params.null_draws)
+    prev: dict[str, tuple[torch.Tensor, float]] = {}  # family -> (the previous layer's matrix, its norm)
+    seen_shapes: set[tuple[str, tuple[int, ...]]] = set()
     for L in bar:
         ckpt.prefetch(L + 1)  # the disk reads the next layer while this one is computed
         tasks = []
@@ -194,13 +158,51 @@ def _stream_layers(ckpt, acc, params, bar, runner, prev, seen_shapes, pair_task,
                 acc.aligned[i, L, L] = 1.0  # max_R <W R, W>/|W|² = 1, attained at R = I
             if f in prev:
                 key = (f, tuple(W.shape))
-                gaussian = f in MATRIX_FAMILIES and aligned and bool(params.null_draws) and key not in seen_shapes
+                gaussian = f in MATRIX_FAMILIES and nulls and key not in seen_shapes
                 if gaussian:
                     seen_shapes.add(key)
-                tasks.append((partial(pair_task, f, L, *prev[f], W, norm, gaussian), False))
+                tasks.append((partial(_pair_task, acc, ckpt, params, f, L, *prev[f], W, norm, gaussian), False))
             prev[f] = (W, norm)  # a NaN layer still pairs, to NaN, with the next one
             del W, got
         runner.submit(tasks)
+
+
+def _pair_task(acc: _Accumulator, ckpt: Checkpoint, params: Params, f: str, L: int, a: torch.Tensor,
+               a_norm: float, W: torch.Tensor, norm: float, gaussian: bool) -> None:
+    """Everything of the pair (L − 1, L) in family f: residual statistics, aligned cos-sim, its nulls.
+
+    ``gaussian``: this pair draws the Gaussian band of its family's shape (the first pair of that shape).
+    """
+    i, cdt = acc.fam_index[f], compute_dtype(params)
+    stats = residual_stats(a, W, spectrum=f in MATRIX_FAMILIES and params.residual_spectrum,
+                           exact_max_dim=params.exact_spectrum_max_dim, compute_dtype=cdt,
+                           norms=(a_norm, norm) if cdt == torch.float64 else None)
+    if params.cos_pairs == "adjacent" and f in MATRIX_FAMILIES:  # no Gram pass: the only ones
+        acc.cos[i, L - 1, L] = acc.cos[i, L, L - 1] = stats["cos"]
+    for k in ADJ_KEYS:
+        acc.adj[k][i, L - 1] = stats[k]
+    acc.spectrum_method[i, L - 1] = stats["spectrum_method"]
+    if stats["spectrum_method"] == "zero-residual" and f in MATRIX_FAMILIES:
+        acc.warn(f"layers {L - 1} and {L} {f} are identical up to scale: residual spectrum is NaN")
+    if f not in MATRIX_FAMILIES or params.aligned_pairs == "none":
+        return
+    ax = RESIDUAL_AXIS[f]
+    a_c, w_c = a.to(cdt), W.to(cdt)  # no copy when the storage dtype is the compute dtype
+    acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a_c, w_c, ax, cdt, (a_norm, norm))
+    if not params.null_draws:
+        return
+    if params.scrambled_null:
+        j = NULL_INDEX["scrambled"]
+        m, s = scrambled_aligned_null(a_c, w_c, ax, params.null_draws, params.seed + L, cdt)
+        acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
+    _permutation_null(acc, ckpt, f, a_c, w_c, L, params)
+    if gaussian:
+        # once per shape: at least two draws, so that the band has a width
+        m, s = gaussian_aligned_null(tuple(W.shape), ax, max(2, params.null_draws), params.seed, acc.ctx.device,
+                                     cdt)
+        j = NULL_INDEX["gaussian"]
+        acc.null_mean[j, i, : ckpt.n_layers - 1] = m
+        acc.null_std[j, i, : ckpt.n_layers - 1] = s
 
 
 def _permutation_null(acc: _Accumulator, ckpt: Checkpoint, f: str, a: torch.Tensor, W: torch.Tensor, L: int,
