@@ -118,6 +118,11 @@ class Analysis:
         ``attrs["pairing"]`` unless the analysis set it: ``"index"`` (neuron i
         with neuron i, head h with head h, as the seeds did: gauge-confounded)
         or ``"matched"`` (after the optimal matching under the symmetry group).
+    maps_large_blocks : bool
+        Its concurrent pieces allocate and free layer-sized blocks on several
+        threads: :func:`geomlib.compute` has such blocks mapped and unmapped
+        (:func:`geomlib.heap.map_large_blocks`) from this analysis on, instead of
+        letting every thread's heap keep its own high-water mark.
     """
 
     name: ClassVar[str] = ""
@@ -126,6 +131,7 @@ class Analysis:
     params: ClassVar[tuple[Param, ...]] = ()
     default: ClassVar[bool] = True
     pairing: ClassVar[str] = "index"
+    maps_large_blocks: ClassVar[bool] = False
 
     def make_params(self, given: Params | dict | None = None) -> Params:
         """Validated parameters from a dict (or already made ones)."""

@@ -30,32 +30,6 @@ from contextlib import contextmanager
 from ..errors import GeomlibWarning
 
 
-def _libc_trim():
-    """glibc's ``malloc_trim``, or None off glibc."""
-    import ctypes
-
-    try:
-        # by soname: ctypes.util.find_library runs ldconfig in a subprocess (0.1-0.3 s at every start)
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # pragma: no cover - musl, macOS, Windows
-        return None
-
-
-_TRIM = _libc_trim()
-
-
-def trim_heap() -> None:
-    """Hand the heap's free pages back to the OS (glibc ``malloc_trim(0)``; a no-op elsewhere).
-
-    Every thread allocates from its own glibc arena, and a freed block stays in its arena: after an
-    analysis the pages of its temporaries are free but still resident.  :func:`geomlib.compute` trims
-    between analyses.  Not after every layer: the next layer's allocations then fault every page in
-    again (measured on Qwen3-0.6B's full suite: 1.38 -> 1.18 GB peak, but 119 -> 130 s).
-    """
-    if _TRIM is not None:
-        _TRIM(0)
-
-
 class TaskRunner:
     """Run groups of tasks on ``workers`` threads (inline when 1), at most ``in_flight`` groups at once.
 

@@ -40,8 +40,9 @@ from .operators import head_factors, operator_gram
 
 D64 = torch.float64
 KINDS = ("q", "k", "v")
-#: entries of the (chunk, H2, d, d) cross products held at once
-CHUNK_ENTRIES = 1 << 22
+#: entries of the (chunk, H2, d, d) cross products held at once (1 MB in float32: temporaries this size
+#: are recycled by the allocator, larger ones are mapped and faulted in afresh, see :mod:`geomlib.heap`)
+CHUNK_ENTRIES = 1 << 18
 
 
 def factored_composition(A: torch.Tensor, B: torch.Tensor, P1: torch.Tensor, Q1: torch.Tensor,

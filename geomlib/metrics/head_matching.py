@@ -213,15 +213,40 @@ def assign_heads(score: torch.Tensor, n_kv_heads: int, head_perm: str = "gqa-gro
         cols, _ = _assign(score)
         return torch.from_numpy(cols).long(), None
     g = H // n_kv_heads
-    inner = {}
-    value = torch.empty(n_kv_heads, n_kv_heads, dtype=D64)
-    for k in range(n_kv_heads):
-        for l in range(n_kv_heads):
-            cols, value[k, l] = _assign(score[k * g:(k + 1) * g, l * g:(l + 1) * g])
-            inner[k, l] = cols
+    inner, value = _group_blocks(score.detach().cpu().to(D64), n_kv_heads, g)
     gcols, _ = _assign(value)
-    perm = torch.cat([torch.from_numpy(inner[k, int(l)] + int(l) * g) for k, l in enumerate(gcols)]).long()
+    perm = torch.cat([inner[k, int(l)] + int(l) * g for k, l in enumerate(gcols)]).long()
     return perm, torch.from_numpy(gcols).long()
+
+
+#: group sizes up to this have their within-group assignments enumerated (6! = 720 candidates per block)
+ENUMERATE_MAX_GROUP = 6
+
+
+def _group_blocks(score: torch.Tensor, kv: int, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best within-group assignment of every (group k of a, group l of b) block, and its value.
+
+    Returns ``inner`` (kv, kv, g): the column of each row of block (k, l), and ``value`` (kv, kv).
+    Small groups (GQA's usual 2-8 heads per kv head) are solved by scoring every permutation of
+    the g columns at once, exactly: kv² separate ``linear_sum_assignment`` calls of a 2 x 2 block
+    cost more in call overhead than the whole enumeration.
+    """
+    blocks = score.reshape(kv, g, kv, g).permute(0, 2, 1, 3)  # (k, l, row, column)
+    if g <= ENUMERATE_MAX_GROUP:
+        import itertools
+
+        perms = torch.tensor(list(itertools.permutations(range(g))), dtype=torch.long)  # identity first
+        rows = torch.arange(g)
+        totals = blocks[:, :, rows[None, :], perms].sum(dim=-1)  # (k, l, permutation)
+        value, best = totals.max(dim=-1)  # the first maximum: ties keep the earliest (identity) order
+        return perms[best], value
+    inner = torch.empty(kv, kv, g, dtype=torch.long)
+    value = torch.empty(kv, kv, dtype=D64)
+    for k in range(kv):
+        for l in range(kv):
+            cols, value[k, l] = _assign(blocks[k, l])
+            inner[k, l] = torch.from_numpy(cols)
+    return inner, value
 
 
 def match_heads(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], n_heads: int, n_kv_heads: int,

@@ -50,6 +50,9 @@ D64 = torch.float64
 NEURON_SCALES = ("signed", "positive", "none")
 #: entries of one similarity block (rows x columns); bounds the temporaries of :func:`neuron_similarity`
 BLOCK_ENTRIES = 1 << 21
+#: entries of one row block of the per-row sums (1 MB in float32): small enough to be recycled by the
+#: allocator rather than mapped and faulted in afresh (see :mod:`geomlib.heap`)
+ROW_ENTRIES = 1 << 18
 
 
 # ---------------------------------------------------------------------------------------------- norms
@@ -145,10 +148,18 @@ def _views(w: Mapping[str, torch.Tensor], scale: str, dtype: torch.dtype = D64) 
 
 
 def _row_products(x: tuple[torch.Tensor, ...], y: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Per-row invariant inner product ⟨x_i, y_i⟩ (product over the factors of a rank-1 view), summed in float64."""
-    out = torch.ones(x[0].shape[0], dtype=D64, device=x[0].device)
-    for xf, yf in zip(x, y):
-        out = out * (xf * yf).sum(dim=1, dtype=D64)
+    """Per-row invariant inner product ⟨x_i, y_i⟩ (product over the factors of a rank-1 view), summed in float64.
+
+    Over row blocks of :data:`ROW_ENTRIES` entries: ``sum(dtype=float64)`` upcasts its whole input, and a
+    layer-sized float64 temporary per call is what made these sums the run's most frequent large allocation.
+    """
+    n, h = x[0].shape
+    out = torch.ones(n, dtype=D64, device=x[0].device)
+    step = max(1, ROW_ENTRIES // max(h, 1))
+    for r0 in range(0, n, step):
+        rows = slice(r0, r0 + step)
+        for xf, yf in zip(x, y):
+            out[rows] *= (xf[rows] * yf[rows]).sum(dim=1, dtype=D64)
     return out
 
 
@@ -225,16 +236,31 @@ def _fill_similarity(va, vb, norms, I, out, negate) -> np.ndarray:
     sign = -1.0 if negate else 1.0
     if not norms:
         S_t.zero_()
+        return S
+    first = next(iter(va.values()))[0]
+    dt, dev = first.dtype, first.device
+    # the block products go into buffers made once: a fresh (step, I) tensor per product would be a
+    # large allocation each time, which the allocator either keeps (RSS) or maps anew (page faults)
+    direct = dt == torch.float64 and dev.type == "cpu"
+    rows = min(step, I)
+    acc_buf = None if direct else torch.empty(rows, I, dtype=dt, device=dev)
+    fam_buf = torch.empty(rows, I, dtype=dt, device=dev) if len(norms) > 1 else None
+    prod_buf = torch.empty(rows, I, dtype=dt, device=dev) if any(len(va[f]) > 1 for f in norms) else None
     for r0 in range(0, I, step):
-        acc = None
-        for fam, nn in norms.items():
-            blk = None
-            for xa, xb in zip(va[fam], vb[fam]):
-                p = xa[r0:r0 + step] @ xb.T
-                blk = p if blk is None else blk.mul_(p)
+        n = min(step, I - r0)
+        acc = S_t[r0:r0 + n] if direct else acc_buf[:n]
+        for k, (fam, nn) in enumerate(norms.items()):
+            blk = acc if k == 0 else fam_buf[:n]
+            for j, (xa, xb) in enumerate(zip(va[fam], vb[fam])):
+                if j == 0:
+                    torch.mm(xa[r0:r0 + n], xb.T, out=blk)
+                else:
+                    blk.mul_(torch.mm(xa[r0:r0 + n], xb.T, out=prod_buf[:n]))
             blk.mul_(sign / nn)
-            acc = blk if acc is None else acc.add_(blk)
-        S_t[r0:r0 + step].copy_(acc.cpu())  # one cast per block into the float64 cost matrix
+            if k:
+                acc.add_(blk)
+        if not direct:
+            S_t[r0:r0 + n].copy_(acc)  # one cast per block into the float64 cost matrix
     return S
 
 
@@ -292,7 +318,7 @@ def match_neurons(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], 
                 s += float(_row_products(tuple(x[rows] for x in va[f]), yb).sum())
             return s
 
-        step = max(1, BLOCK_ENTRIES // max(1, a["up_proj"].shape[1]))
+        step = max(1, ROW_ENTRIES // max(1, a["up_proj"].shape[1]))
         c = {f: (total(f) / norms[f] if f in norms else math.nan) for f in fams}
         c = {f: max(-1.0, min(1.0, v)) if math.isfinite(v) else v for f, v in c.items()}
         c["mean"] = sum(c.values()) / len(fams)

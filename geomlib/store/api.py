@@ -15,9 +15,9 @@ import xarray as xr
 
 from ..analyses import registry
 from ..analyses.base import PAIRING
-from ..analyses.concurrent import trim_heap
 from ..analyses.phases import apply_phases, check_phase_spec
 from ..errors import InvalidArgumentError, SourceNotFoundError
+from ..heap import map_large_blocks, threshold_for, trim_heap
 from ..threads import thread_policy, using_threads
 from . import cache
 
@@ -168,6 +168,8 @@ def compute(
                 _announce_cost(ckpt, todo, ctx.device, choice.threads)
             for a, an, p, actx, key, ds in plans:
                 if ds is None:
+                    if an.maps_large_blocks:  # freed layer-sized blocks leave the process (geomlib.heap)
+                        map_large_blocks(threshold_for(ckpt.hidden or 0))
                     ds = an.run(ckpt, p, actx)
                     trim_heap()  # the analysis' freed temporaries go back to the OS before the next one
                     for v in ds.data_vars.values():

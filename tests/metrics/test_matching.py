@@ -8,6 +8,7 @@ import math
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -77,6 +78,33 @@ def test_similarity_matches_dense_per_neuron_reference(scale, gated):
     # negate gives -S in the same buffer layout (the cost handed to linear_sum_assignment)
     torch.testing.assert_close(torch.from_numpy(neuron_similarity(a, b, scale, negate=True)), -ref,
                                rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, D])
+@pytest.mark.parametrize("scale, gated", [("signed", True), ("positive", True), ("none", False)])
+def test_similarity_in_row_blocks_equals_one_block(monkeypatch, scale, gated, dtype):
+    """Blocks written through reused buffers (a ragged last one included) give the one-block matrix.
+
+    Not bit for bit: BLAS sums a block's products in an order that depends on its shape."""
+    import geomlib.metrics.matching as mm
+
+    I, h = 37, 6
+    a, b = mlp(I, h, 2, gated), mlp(I, h, 3, gated)
+    whole = neuron_similarity(a, b, scale, compute_dtype=dtype, negate=True)
+    monkeypatch.setattr(mm, "BLOCK_ENTRIES", 5 * I)  # blocks of 5 rows: 7 full ones and a 2-row tail
+    monkeypatch.setattr(mm, "ROW_ENTRIES", 3 * h)
+    blocked = neuron_similarity(a, b, scale, compute_dtype=dtype, negate=True)
+    tol = dict(rtol=0, atol=1e-12) if dtype == D else dict(rtol=0, atol=1e-6)  # entries are cosine terms, |S| <= 2
+    np.testing.assert_allclose(blocked, whole, **tol)
+    out = np.full((I, I), np.nan)
+    assert neuron_similarity(a, b, scale, compute_dtype=dtype, negate=True, out=out) is out
+    np.testing.assert_array_equal(out, blocked)
+    m_whole = match_neurons(a, b, scale, compute_dtype=dtype)
+    monkeypatch.setattr(mm, "BLOCK_ENTRIES", 1 << 21)
+    m_block = match_neurons(a, b, scale, compute_dtype=dtype)
+    assert torch.equal(m_whole.perm, m_block.perm)
+    for k, v in m_whole.matched_cos.items():
+        assert m_block.matched_cos[k] == pytest.approx(v, rel=1e-12, abs=1e-15)
 
 
 @settings(max_examples=25, deadline=None)
@@ -304,7 +332,11 @@ def test_gqa_permutation_and_gl_d_gauge_copy_has_head_matched_cos_one(seed, shap
     assert m.same_index["qk"].shape == (H,) and m.different_index["ov"].shape == (H * (H - 1),)
 
 
-def test_gqa_assignment_is_the_exact_optimum_over_consistent_permutations():
+@pytest.mark.parametrize("enumerate_max", [6, 1])  # within-group optimum by enumeration, and by linear_sum_assignment
+def test_gqa_assignment_is_the_exact_optimum_over_consistent_permutations(monkeypatch, enumerate_max):
+    import geomlib.metrics.head_matching as hm
+
+    monkeypatch.setattr(hm, "ENUMERATE_MAX_GROUP", enumerate_max)
     H, KV = 6, 2
     grp = H // KV
     score = torch.randn(H, H, generator=gen(0), dtype=D)
@@ -320,6 +352,30 @@ def test_gqa_assignment_is_the_exact_optimum_over_consistent_permutations():
     assert none is None and float(score[torch.arange(H), free].sum()) >= best - 1e-12
     with pytest.raises(InvalidArgumentError):
         assign_heads(score, KV, "any")
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), shape=st.sampled_from([(4, 2), (8, 4), (9, 3), (12, 2), (16, 8), (12, 3)]),
+       ties=st.booleans())
+def test_gqa_assignment_by_enumeration_equals_the_assignment_solver(seed, shape, ties):
+    """Within-group optima enumerated over all g! orders pick what linear_sum_assignment picks (ties too)."""
+    import geomlib.metrics.head_matching as hm
+
+    H, KV = shape
+    score = torch.randn(H, H, generator=gen(seed), dtype=D)
+    if ties:  # identical heads: many optima, the identity order among them
+        score = score.round(decimals=0)
+    fast = assign_heads(score, KV)
+    old = hm.ENUMERATE_MAX_GROUP
+    try:
+        hm.ENUMERATE_MAX_GROUP = 0
+        slow = assign_heads(score, KV)
+    finally:
+        hm.ENUMERATE_MAX_GROUP = old
+    idx = torch.arange(H)
+    assert float(score[idx, fast[0]].sum()) == pytest.approx(float(score[idx, slow[0]].sum()), abs=1e-12)
+    if not ties:  # continuous scores: the optimum is unique
+        assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1])
 
 
 def test_heads_of_independent_layers_sit_in_the_rotation_null_band_and_rotation_breaks_a_copy():
