@@ -11,6 +11,7 @@ for the neurons.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -233,8 +234,6 @@ def _group_blocks(score: torch.Tensor, kv: int, g: int) -> tuple[torch.Tensor, t
     """
     blocks = score.reshape(kv, g, kv, g).permute(0, 2, 1, 3)  # (k, l, row, column)
     if g <= ENUMERATE_MAX_GROUP:
-        import itertools
-
         perms = torch.tensor(list(itertools.permutations(range(g))), dtype=torch.long)  # identity first
         rows = torch.arange(g)
         totals = blocks[:, :, rows[None, :], perms].sum(dim=-1)  # (k, l, permutation)

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from ..errors import GeomlibWarning, InvalidArgumentError
+from .similarity import row_chunks
 
 D64 = torch.float64
 NEURON_SCALES = ("signed", "positive", "none")
@@ -153,11 +154,8 @@ def _row_products(x: tuple[torch.Tensor, ...], y: tuple[torch.Tensor, ...]) -> t
     Over row blocks of :data:`ROW_ENTRIES` entries: ``sum(dtype=float64)`` upcasts its whole input, and a
     layer-sized float64 temporary per call is what made these sums the run's most frequent large allocation.
     """
-    n, h = x[0].shape
-    out = torch.ones(n, dtype=D64, device=x[0].device)
-    step = max(1, ROW_ENTRIES // max(h, 1))
-    for r0 in range(0, n, step):
-        rows = slice(r0, r0 + step)
+    out = torch.ones(x[0].shape[0], dtype=D64, device=x[0].device)
+    for rows in row_chunks(x[0], ROW_ENTRIES):
         for xf, yf in zip(x, y):
             out[rows] *= (xf[rows] * yf[rows]).sum(dim=1, dtype=D64)
     return out
@@ -312,13 +310,11 @@ def match_neurons(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], 
         """Cosines with b's neurons in order ``p`` (None: their own order, no copy), summed in float64."""
         def total(f: str) -> float:
             s = 0.0
-            for r0 in range(0, I, step):  # row blocks: b's permuted rows are gathered a block at a time
-                rows = slice(r0, r0 + step)
+            for rows in row_chunks(va[f][0], ROW_ENTRIES):  # b's permuted rows are gathered a block at a time
                 yb = tuple(x[rows] if p is None else x[p[rows]] for x in vb[f])
                 s += float(_row_products(tuple(x[rows] for x in va[f]), yb).sum())
             return s
 
-        step = max(1, ROW_ENTRIES // max(1, a["up_proj"].shape[1]))
         c = {f: (total(f) / norms[f] if f in norms else math.nan) for f in fams}
         c = {f: max(-1.0, min(1.0, v)) if math.isfinite(v) else v for f, v in c.items()}
         c["mean"] = sum(c.values()) / len(fams)

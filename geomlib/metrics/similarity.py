@@ -36,12 +36,13 @@ ZERO_RESIDUAL = 1e-13
 CHUNK_ENTRIES = 1 << 20
 
 
-def row_chunks(x: torch.Tensor) -> list[slice]:
-    """Slices of ``x``'s first axis of about :data:`CHUNK_ENTRIES` entries each (one slice for a vector)."""
+def row_chunks(x: torch.Tensor, entries: int | None = None) -> list[slice]:
+    """Slices of ``x``'s first axis of about ``entries`` (default :data:`CHUNK_ENTRIES`) entries each
+    (one slice for a vector)."""
     if x.ndim < 2:
         return [slice(None)]
     per_row = max(1, x[0].numel())
-    step = max(1, CHUNK_ENTRIES // per_row)
+    step = max(1, (entries or CHUNK_ENTRIES) // per_row)
     return [slice(r, r + step) for r in range(0, x.shape[0], step)]
 
 
