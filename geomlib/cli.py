@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from . import __version__
 from .errors import GeomlibError, InvalidArgumentError
@@ -113,16 +114,64 @@ def _cmd_compute(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from .store import cache
 
-    rows = cache.entries(args.cache)
-    if not rows:
+    rows, bad = cache.scan(args.cache)
+    if not rows and not bad:
         print(f"no cached datasets under {cache.cache_root(args.cache)}")
         return 0
     for e in rows:
         print(f"{e.label:<60} {e.analysis:<8} {str(e.attrs.get('created', '')):<26} {e.path}")
+    for d in bad:  # the intact entries are still listed above; each damaged one is named on stderr
+        print(f"geomlib: warning: {d.message} (geomlib cache clean removes it)", file=sys.stderr)
     return 0
 
 
-def _load_or_compute(args: argparse.Namespace):
+def _cmd_cache_verify(args: argparse.Namespace) -> int:
+    from .store import cache
+
+    rows, bad = cache.scan(args.cache)
+    root = cache.cache_root(args.cache)
+    for d in bad:
+        print(f"damaged  {d.path}: {d.reason}")
+    print(f"{len(rows)} intact, {len(bad)} damaged entr{'y' if len(bad) == 1 else 'ies'} under {root}"
+          + ("; `geomlib cache clean` removes the damaged ones, `geomlib compute SOURCE --force` recomputes"
+             if bad else ""))
+    return 1 if bad else 0
+
+
+def _cmd_cache_clean(args: argparse.Namespace) -> int:
+    from .store import cache
+
+    _, bad = cache.scan(args.cache)
+    victims = [(d.path, d.reason) for d in bad]
+    victims += [(p, "a leftover temporary file" if p.name.startswith(".tmp-") else "a checksum record without its entry")
+                for p in cache.orphans(args.cache)]
+    verb = "would remove" if args.dry_run else "removed"
+    for path, why in victims:
+        if not args.dry_run:
+            cache.remove(path)
+        print(f"{verb}  {path}: {why}")
+    print(f"{verb} {len(victims)} file{'' if len(victims) == 1 else 's'} under {cache.cache_root(args.cache)}"
+          if victims else f"nothing to clean under {cache.cache_root(args.cache)}")
+    return 0
+
+
+def _check_against_model(args: argparse.Namespace, head: int | None = None,
+                         pair: tuple[int, int] | None = None) -> None:
+    """The layer and head flags against the model's headers: refused before computing what the cache lacks."""
+    from .model import open_model
+
+    with open_model(args.source, hf_cache_dir=args.hf_cache) as ckpt:
+        n, H = ckpt.n_layers, ckpt.n_heads
+    anchor = getattr(args, "anchor", None)
+    if anchor is not None and not -n <= anchor < n:
+        raise InvalidArgumentError(f"--anchor {anchor} is out of range for {n} layers; use 0..{n - 1} or -1")
+    if head is not None and head >= H:
+        raise InvalidArgumentError(f"--head {head} is out of range for {H} heads; use 0..{H - 1} or mean")
+    if pair is not None and not all(0 <= x < n for x in pair):
+        raise InvalidArgumentError(f"--pair {pair[0]},{pair[1]} is out of range for {n} layers; use 0..{n - 1}")
+
+
+def _load_or_compute(args: argparse.Namespace, head: int | None = None, pair: tuple[int, int] | None = None):
     """The cached analyses of the source; the missing ones are computed first (that needs the weights)."""
     from .errors import SourceNotFoundError
     from .store import compute, load
@@ -132,6 +181,7 @@ def _load_or_compute(args: argparse.Namespace):
     try:
         return load(args.source, **kw)
     except SourceNotFoundError:
+        _check_against_model(args, head, pair)
         return compute(args.source, hf_cache_dir=args.hf_cache, device=args.device, progress=not args.quiet,
                        threads=threads, **kw)
 
@@ -153,7 +203,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.pair:
         a, _, b = args.pair.partition(",")
         pair = (_int(a, "--pair"), _int(b, "--pair"))
-    ds = _load_or_compute(args)
+    ds = _load_or_compute(args, head, pair)
     sel = Selection(anchor=args.anchor, family=args.family, phase=args.phase, operator=args.operator,
                     head=-1 if head is None else head, op_metric=args.metric, pair=pair)
     _check_selection(ds, sel)
@@ -260,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--cache", metavar="DIR", help="cache directory (default: $GEOMLIB_CACHE or ./cache)")
     lst.set_defaults(func=_cmd_list)
 
+    cch = sub.add_parser("cache", help="check or repair the cache (verify checksums, clean damaged entries)",
+                         description="verify: check every entry's checksum and parse it (exit 1 if any is damaged); "
+                                     "clean: remove damaged entries, orphaned checksum records and temporary files "
+                                     "left by dead writers.")
+    cache_sub = cch.add_subparsers(dest="cache_command", required=True, metavar="ACTION", parser_class=_Parser)
+    ver = cache_sub.add_parser("verify", help="check every entry (exit 1 if any is damaged)")
+    ver.add_argument("--cache", metavar="DIR", help="cache directory (default: $GEOMLIB_CACHE or ./cache)")
+    ver.set_defaults(func=_cmd_cache_verify)
+    cln = cache_sub.add_parser("clean", help="remove damaged entries and leftovers")
+    cln.add_argument("--cache", metavar="DIR", help="cache directory (default: $GEOMLIB_CACHE or ./cache)")
+    cln.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    cln.set_defaults(func=_cmd_cache_clean)
+
     rep = sub.add_parser("report", help="print each analysis' tables and verdicts with null bands",
                          description="Print the tables of SOURCE's analyses from the cache (computing what is "
                                      "missing).")
@@ -293,9 +356,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """geomlib's warnings as one ``geomlib: warning:`` line each (no source file, no code line).
+
+    Only the format is replaced (not ``showwarning``), so recorders such as ``catch_warnings(record=True)``
+    still see every warning.
+    """
+    from .errors import GeomlibWarning
+
+    if not issubclass(category, GeomlibWarning):
+        return _default_formatwarning(message, category, filename, lineno, line)
+    return f"geomlib: warning: {str(message).strip()}\n"
+
+
+_default_formatwarning = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return args.func(args)
     except GeomlibError as exc:
@@ -306,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `geomlib report ... | head`
         return 0
+    finally:
+        warnings.formatwarning = shown
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,6 +45,14 @@ class HubError(GeomlibError, OSError):
     """A Hugging Face hub repository could not be resolved or downloaded."""
 
 
+class CacheError(GeomlibError, OSError):
+    """The result cache cannot be used: not a directory, not writable, or too little free space."""
+
+
+class CorruptCacheEntryError(CacheError, ValueError):
+    """A cached dataset failed its checksum or could not be parsed; recompute it or clean the cache."""
+
+
 class GeomlibWarning(UserWarning):
     """A degenerate input (zero matrix, NaN or Inf weights, a family missing in some layers)
     was turned into NaN; the same text is recorded in the dataset's ``attrs``."""

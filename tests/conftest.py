@@ -13,6 +13,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _digest_memos_in_tmp(tmp_path_factory):
+    """Checkpoint digest memos (:mod:`geomlib.io.digest`) go to a session temp dir, never to ``~/.cache``."""
+    before = os.environ.get("GEOMLIB_DIGEST_CACHE")
+    os.environ["GEOMLIB_DIGEST_CACHE"] = str(tmp_path_factory.mktemp("digest-memos"))
+    yield
+    if before is None:
+        os.environ.pop("GEOMLIB_DIGEST_CACHE", None)
+    else:
+        os.environ["GEOMLIB_DIGEST_CACHE"] = before
+
+
 @dataclass
 class CliResult:
     """What one in-process ``geomlib`` command returned and printed."""

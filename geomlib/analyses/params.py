@@ -37,7 +37,8 @@ class Param:
     forbid : mapping, optional
         ``{value: reason}`` for single values that are not allowed (``{1: "..."}``).
     path : bool
-        The value is a file that must exist; the cache key uses its content hash, not its path.
+        The value is a readable regular file (not a directory, pipe or device); the cache key uses its content
+        hash, not its path.
     in_key : bool
         Whether the value changes the numbers (and so enters the cache key).  A memory budget does not.
     """
@@ -73,6 +74,9 @@ class Param:
             if not ok:
                 what = "a number" if self.type is float else "an integer"
                 raise InvalidArgumentError(f"{where} is not allowed; pass {what}")
+            # a forbidden value may lie below min too: its reason says more than the bound
+            if self.forbid and value in self.forbid:
+                raise InvalidArgumentError(f"{where} is not allowed: {self.forbid[value]}")
             if self.min is not None and value < self.min:
                 raise InvalidArgumentError(f"{where} is not allowed; pass a value of at least {self.min:g}")
         elif self.type is str and not isinstance(value, (str, os.PathLike)):
@@ -83,16 +87,37 @@ class Param:
             raise InvalidArgumentError(f"{where} is not allowed: {self.forbid[value]}")
         if self.path:
             value = os.fspath(value)
-            if not os.path.isfile(value):
-                raise InvalidArgumentError(f"{where}: no such file; pass a readable file or omit it")
+            _check_file(where, value)
         return value
 
     def key_value(self, value: Any) -> Any:
         """What enters the cache key: a file by its content, not where it lives."""
         if self.path and value is not None:
-            with open(value, "rb") as fh:
-                return "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+            try:
+                digest = hashlib.sha256()
+                with open(value, "rb") as fh:  # in blocks: a file passed by mistake may be gigabytes
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+                return "sha256:" + digest.hexdigest()
+            except OSError as exc:  # it changed since it was checked (removed, permissions)
+                raise InvalidArgumentError(
+                    f"file {value!r} cannot be read ({exc.strerror or exc.__class__.__name__}); pass a readable "
+                    "file or omit it"
+                ) from None
         return value
+
+
+def _check_file(where: str, path: str) -> None:
+    """One sentence for each way ``path`` can fail to be a readable regular file."""
+    if not path or not os.path.exists(path):
+        raise InvalidArgumentError(f"{where}: no such file; pass a readable file or omit it")
+    if os.path.isdir(path):
+        raise InvalidArgumentError(f"{where} is a directory, not a file; pass a readable file in it or omit it")
+    if not os.path.isfile(path):
+        raise InvalidArgumentError(
+            f"{where} is not a regular file (a device, pipe or socket); pass a readable file or omit it")
+    if not os.access(path, os.R_OK):
+        raise InvalidArgumentError(f"{where} cannot be read (permission denied); pass a readable file or omit it")
 
 
 class Params:

@@ -20,11 +20,13 @@ Torch-free.
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import numpy as np
 import xarray as xr
 
+from ..arch.families import NORM_FAMILIES
 from ..errors import InvalidArgumentError
 from ..validate import positive_int
 from .segment import Segmentation, informative, segment
@@ -39,8 +41,52 @@ PRESETS: dict[int, tuple[str, tuple[tuple[str, int], ...]]] = {
 FRACTIONAL: tuple[tuple[str, float], ...] = (("A", 0.11), ("B", 0.15), ("C", 0.5), ("D", 0.75), ("E", 0.92))
 
 
+def _require(obj, caller: str, *, dataset: bool = False, dims: Sequence[str] = (), coords: Sequence[str] = (),
+             variables: Sequence[str] = (), fix: str = "") -> None:
+    """One sentence if ``obj`` is not an xarray object with the dims, coordinates and variables ``caller`` reads.
+
+    Without it a wrong dataset reaches xarray, whose KeyError names one missing key and not the function.
+    ``dataset``: only a Dataset will do (implied by ``variables``).
+    """
+    dataset = dataset or bool(variables)
+    kind = "Dataset" if dataset else "Dataset or DataArray"
+    if not isinstance(obj, (xr.Dataset, xr.DataArray)) or (dataset and not isinstance(obj, xr.Dataset)):
+        raise InvalidArgumentError(f"{caller} takes an xarray {kind} (from geomlib.compute or geomlib.load), "
+                                   f"not {type(obj).__name__}")
+    have_vars = set(map(str, obj.data_vars)) if isinstance(obj, xr.Dataset) else set()
+    missing = ([f"dimension {d}" for d in dims if d not in obj.dims]
+               + [f"coordinate {c}" for c in coords if c not in obj.coords]
+               + [f"variable {v}" for v in variables if v not in have_vars])
+    if missing:
+        raise InvalidArgumentError(
+            f"{caller} needs {', '.join(missing)}, which this {type(obj).__name__} lacks; "
+            + (fix or "pass a dataset from geomlib.compute or geomlib.load")
+        )
+
+
+#: what to do about a dataset without phase labels
+_APPLY = "label the layers first with apply_phases(ds) (geomlib.compute and geomlib.load do it)"
+
+
+def _int(name: str, value, lo: int, hi: int | None = None) -> int:
+    """``value`` as an int in ``lo..hi``, else one sentence (bools and floats refused)."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or value < lo or (hi is not None and value > hi):
+        span = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+        raise InvalidArgumentError(f"{name}={value!r} is not allowed; pass an integer in {span}")
+    return int(value)
+
+
 def seed_phase(L: int, n_layers: int) -> str:
-    """Phase of layer ``L`` exactly as seed 000's ``phase_of`` assigns it."""
+    """Phase of layer ``L`` exactly as seed 000's ``phase_of`` assigns it.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``n_layers`` below 1, or ``L`` outside ``0..n_layers - 1``.
+    """
+    n_layers = positive_int("n_layers", n_layers)
+    L = _int("L", L, 0, n_layers - 1)
     if n_layers in PRESETS:
         for name, last in PRESETS[n_layers][1]:
             if L <= last:
@@ -82,20 +128,20 @@ def phase_labels(
     starts : list of int
         First layer of each phase, 0 included.
     """
+    n_layers = positive_int("n_layers", n_layers)
     if boundaries is None:
         labels = [seed_phase(L, n_layers) for L in range(n_layers)]
         method = f"preset:{PRESETS[n_layers][0]}" if n_layers in PRESETS else "fractional"
         starts = [L for L in range(n_layers) if L == 0 or labels[L] != labels[L - 1]]
         return labels, method, starts
-    b = sorted({int(x) for x in boundaries} - {0})
+    b = sorted(set(_boundaries(boundaries)) - {0})
     if any(not 0 < x < n_layers for x in b):
         raise InvalidArgumentError(
             f"phase boundaries {list(boundaries)} must lie in 1..{n_layers - 1} (first layer of each later phase) "
             f"for a {n_layers}-layer model; drop or fix the out-of-range ones"
         )
     starts = [0] + b
-    if names is None:
-        names = _names(len(starts))
+    names = _names(len(starts)) if names is None else _phase_names(names)
     if len(names) != len(starts) or len(set(names)) != len(names):
         raise InvalidArgumentError(
             f"{len(starts)} phases need {len(starts)} distinct names, got {list(names)}; pass one name per phase"
@@ -105,6 +151,31 @@ def phase_labels(
         k = max(i for i, s in enumerate(starts) if s <= L)
         labels.append(str(names[k]))
     return labels, "user", starts
+
+
+def _boundaries(boundaries) -> list[int]:
+    """User boundaries as ints; anything else (a float, a string, a single number) in one sentence."""
+    bad = InvalidArgumentError(
+        f"phase boundaries {boundaries!r} are not a list of layer indices; pass the first layer of each later "
+        "phase as integers, e.g. [7, 10, 32]"
+    )
+    if isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__"):
+        raise bad
+    out = []
+    for x in boundaries:
+        if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+            raise bad
+        out.append(int(x))
+    return out
+
+
+def _phase_names(names) -> list[str]:
+    """Phase names as a list of str; a lone string (whose letters would become names) is refused."""
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise InvalidArgumentError(
+            f"phase names {names!r} are not a list; pass one name per phase, e.g. ['early', 'late']"
+        )
+    return [str(x) for x in names]
 
 
 #: defaults of the automatic phases: at most this many phases ...
@@ -143,6 +214,8 @@ def check_phase_spec(
     :func:`geomlib.compute` calls this first, so that a bad spec fails before
     the checkpoint is streamed.  Parameters as in :func:`apply_phases`.
     """
+    n_layers = positive_int("n_layers", n_layers)
+    min_size = positive_int("min_size", min_size)
     kind = _kind(boundaries)
     most = max(1, n_layers // min_size)
     if n_phases is not None:
@@ -165,7 +238,7 @@ def check_phase_spec(
     elif kind == "user":
         phase_labels(n_layers, boundaries, names)
     elif names is not None:
-        names = [str(x) for x in names]
+        names = _phase_names(names)
         if not names or len(set(names)) != len(names) or (n_phases is not None and len(names) != n_phases) \
                 or len(names) > most:
             raise InvalidArgumentError(
@@ -204,7 +277,17 @@ def head_invariant(X) -> np.ndarray:
     permutations that respect the kv groups are symmetries; sorting is
     invariant to every permutation, so to those as well.
     """
-    return np.sort(np.asarray(X, dtype=np.float64), axis=-1)  # np.sort puts NaN last, whatever the order
+    try:
+        A = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"head_invariant takes numbers with the head axis last, not {type(X).__name__}; pass an array of "
+            "per-head values"
+        ) from None
+    if A.ndim == 0:
+        raise InvalidArgumentError("head_invariant takes an array with a head axis, not a scalar; pass an array "
+                                   "of shape (..., head)")
+    return np.sort(A, axis=-1)  # np.sort puts NaN last, whatever the order
 
 
 def entropy_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, str]:
@@ -221,6 +304,7 @@ def entropy_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, str]:
     text : str
         What the profile is, or why there is none.
     """
+    _require(ds, "entropy_profile", dataset=True)
     if "attn_entropy" not in ds.data_vars:
         return None, "no attn_entropy in the dataset"
     da = ds["attn_entropy"]
@@ -257,6 +341,7 @@ def weight_profile(ds: xr.Dataset) -> tuple[np.ndarray | None, list[str]]:
     model does not describe.  The columns are in different units, so
     :func:`segment` z-scores them.
     """
+    _require(ds, "weight_profile", dataset=True, dims=("layer",))
     cols, names = [], []
     n = ds.sizes["layer"]
     if "scale" in ds.data_vars and set(ds["scale"].dims) == {"family", "layer"}:
@@ -306,6 +391,7 @@ def auto_phases(
         What was segmented (or why nothing was).
     segmentation : Segmentation or None
     """
+    _require(ds, "auto_phases", dataset=True, dims=("layer",))
     n = ds.sizes["layer"]
     X, why_not = entropy_profile(ds)
     if X is not None:
@@ -402,6 +488,7 @@ def apply_phases(
         replicates in which a phase starts at each layer (1 at layer 0), NaN
         everywhere when there was no bootstrap.
     """
+    _require(ds, "apply_phases", dataset=True, dims=("layer",))
     n = ds.sizes["layer"]
     kind = check_phase_spec(n, boundaries, names, n_phases, min_size=min_size)
     if not isinstance(replicates, (int, np.integer)) or isinstance(replicates, bool) or replicates < 0:
@@ -461,6 +548,7 @@ def apply_phases(
 
 def adjacent(da: xr.DataArray) -> xr.DataArray:
     """The (layer, layer+1) diagonal of a (..., layer, layer_b) variable, indexed by the first layer."""
+    _require(da, "adjacent", dims=("layer", "layer_b"), fix="pass a layer-pair variable such as ds['cos']")
     n = da.sizes["layer"]
     first = xr.DataArray(np.arange(n - 1), dims="layer")
     second = xr.DataArray(np.arange(1, n), dims="layer")
@@ -470,6 +558,7 @@ def adjacent(da: xr.DataArray) -> xr.DataArray:
 
 def phase_order(ds: xr.Dataset | xr.DataArray) -> list[str]:
     """The phase names in depth order (each once)."""
+    _require(ds, "phase_order", coords=("phase",), fix=_APPLY)
     return [str(p) for p in dict.fromkeys(ds["phase"].values.tolist())]
 
 
@@ -479,6 +568,7 @@ def phase_mean(da: xr.DataArray, order: Sequence[str] | None = None) -> xr.DataA
     ``order`` lists the phases to return (NaN for one with no layer here, e.g.
     a last phase holding only the last layer has no adjacent pair).
     """
+    _require(da, "phase_mean", dims=("layer",), coords=("phase",), fix=_APPLY)
     order = list(order) if order is not None else phase_order(da)
     return da.groupby("phase").mean("layer").reindex(phase=order)
 
@@ -491,7 +581,24 @@ def phase_direction_stats(ds: xr.Dataset, family: str) -> xr.Dataset:
     Dataset over ``phase`` with ``n`` (layers), ``norm_mean``, ``norm_std``,
     ``intra_cos`` (mean cosine between distinct layers of the phase, NaN for a
     one-layer phase) and ``vs_other_cos`` (mean cosine to layers of other phases).
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``ds`` lacks the weights analysis' ``cos`` and ``gamma_norm`` or the
+        phase labels, or ``family`` is not a norm family with gains in ``ds``
+        (the message lists those that are).
     """
+    _require(ds, "phase_direction_stats", dims=("family", "layer", "layer_b"), coords=("phase", "phase_b"),
+             variables=("cos", "gamma_norm"),
+             fix="pass the dataset geomlib.compute or geomlib.load returns for the weights analysis, which holds "
+                 "both variables and the phase labels")
+    valid = norm_families(ds)
+    if family not in valid:
+        raise InvalidArgumentError(
+            f"family {family!r} has no norm gains in this dataset; phase_direction_stats takes a norm family, "
+            + (f"one of {', '.join(valid)}" if valid else "and this model has none with data")
+        )
     c = ds["cos"].sel(family=family)
     g = ds["gamma_norm"].sel(family=family)
     same = c["phase"] == c["phase_b"]
@@ -509,3 +616,14 @@ def phase_direction_stats(ds: xr.Dataset, family: str) -> xr.Dataset:
             "vs_other_cos": other,
         }
     )
+
+
+def norm_families(ds: xr.Dataset) -> list[str]:
+    """The norm families whose gains ``ds`` holds (finite ``gamma_norm`` in some layer), in dataset order."""
+    if not isinstance(ds, xr.Dataset) or "gamma_norm" not in ds.data_vars or "family" not in ds["gamma_norm"].dims:
+        return []
+    g = ds["gamma_norm"]
+    cos_fams = set(map(str, ds["cos"]["family"].values)) if "cos" in ds.data_vars else set()
+    finite = np.isfinite(g.transpose("family", ...).values).reshape(g.sizes["family"], -1).any(axis=1)
+    return [str(f) for f, ok in zip(g["family"].values, finite)
+            if ok and str(f) in NORM_FAMILIES and (not cos_fams or str(f) in cos_fams)]

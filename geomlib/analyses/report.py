@@ -8,12 +8,13 @@ The header is here; each registered analysis contributes its own sections
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import xarray as xr
 
 from ..errors import InvalidArgumentError
-from .phases import phase_order
+from .phases import _require, phase_order
 
 ROOT2 = math.sqrt(2.0)
 
@@ -51,6 +52,33 @@ def _header(ds: xr.Dataset) -> list[str]:
     return lines
 
 
+def check_anchor(ds: xr.Dataset, anchor: int) -> int:
+    """``anchor`` as a layer index ``0..n-1`` (negative counts from the end), or one sentence.
+
+    Every report section that compares layers to an anchor calls it, so a bad
+    anchor is refused with the range instead of surfacing as xarray's KeyError
+    (or, with a modulo, silently wrapping onto another layer).
+    """
+    _require(ds, "the report", dataset=True, dims=("layer",))
+    n = ds.sizes["layer"]
+    if isinstance(anchor, bool) or not isinstance(anchor, numbers.Integral):
+        raise InvalidArgumentError(f"anchor layer {anchor!r} is not an integer; use 0..{n - 1} or -1")
+    if not -n <= anchor < n:
+        raise InvalidArgumentError(f"anchor layer {anchor} is out of range for {n} layers; use 0..{n - 1} or -1")
+    return int(anchor) % n
+
+
+def check_operator(ds: xr.Dataset, kind: str, var: str = "head_cos") -> str:
+    """``kind`` if ``ds[var]`` has that operator (``"qk"``, ``"ov"``), else one sentence naming those it has."""
+    _require(ds, "the heads report", variables=(var,), fix="compute the heads analysis (analyses=['heads'])")
+    have = [str(o) for o in ds[var]["operator"].values] if "operator" in ds[var].dims else []
+    if kind not in have:
+        raise InvalidArgumentError(
+            f"operator {kind!r} is not in this dataset's {var}; use one of {', '.join(have) or 'none (no operators)'}"
+        )
+    return kind
+
+
 def band_verdict(value: float, m: float, s: float, above: str, below: str, inside: str) -> str:
     """Where ``value`` falls against a null band mean ± 2σ, in the caller's words ("no null band" if undefined)."""
     if not (np.isfinite(value) and np.isfinite(m) and np.isfinite(s)):
@@ -74,10 +102,9 @@ def render(ds: xr.Dataset, anchor: int = -1) -> str:
     """The full text report: the header, then each registered analysis' sections, where computed."""
     from . import registry
 
-    n = ds.sizes["layer"]
-    if not -n <= anchor < n:
-        raise InvalidArgumentError(f"anchor layer {anchor} is out of range for {n} layers; use 0..{n - 1} or -1")
-    anchor %= n
+    anchor = check_anchor(ds, anchor)
+    _require(ds, "the report", coords=("phase",), fix="label the layers first with apply_phases(ds) "
+             "(geomlib.compute and geomlib.load do it)")
     lines = _header(ds)
     present = str(ds.attrs.get("analyses", "")).split(",")
     # the headline first: analyses that compare matched units, then the index-paired (seed-faithful) ones

@@ -108,7 +108,13 @@ class Segmentation:
 
 
 def _as_profile(X) -> np.ndarray:
-    A = np.asarray(X, dtype=np.float64)
+    try:
+        A = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):  # strings, ragged rows, objects
+        raise InvalidArgumentError(
+            f"a profile must be numbers, and this {type(X).__name__} cannot be read as a float array; pass an "
+            "array of shape (layers, features)"
+        ) from None
     if A.ndim == 1:
         A = A[:, None]
     if A.ndim != 2 or A.shape[0] == 0:
@@ -192,6 +198,13 @@ def optimal_costs(C: np.ndarray, k_max: int) -> tuple[np.ndarray, np.ndarray]:
         Start of the last segment in that optimum; among exact ties the
         earliest start wins (``argmin`` returns the first minimum).
     """
+    C = np.asarray(C, dtype=np.float64)
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] < 2:
+        raise InvalidArgumentError(
+            f"a segment-cost matrix of shape {C.shape} cannot be optimised; pass a square (n + 1, n + 1) matrix "
+            "for n ≥ 1 rows"
+        )
+    k_max = positive_int("k_max", k_max)
     n = C.shape[0] - 1
     D = np.full((k_max + 1, n + 1), np.inf)
     arg = np.zeros((k_max + 1, n + 1), dtype=np.int64)
@@ -229,6 +242,10 @@ def ebic(sse: np.ndarray, n_values: int, n_features: int, n_observed: int) -> np
     ``SSE_k`` is floored at :data:`SSE_FLOOR` × SSE_1 before the logarithm.
     """
     sse = np.asarray(sse, dtype=np.float64)
+    if sse.ndim != 1 or not len(sse):
+        raise InvalidArgumentError(
+            f"sse of shape {sse.shape} is not one value per k = 1..k_max; pass a 1-D array with at least one entry"
+        )
     N, p, m = float(n_values), float(n_features), int(n_observed)
     floor = SSE_FLOOR * sse[0] if sse[0] > 0 else np.finfo(float).tiny
     k = np.arange(1, len(sse) + 1)

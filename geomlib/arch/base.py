@@ -76,6 +76,17 @@ class Src:
     rows: RowSelector | None = None
 
 
+#: fact -> the config key Llama (and most HF models) store it under
+_LLAMA_KEYS = {
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "n_kv_heads": "num_key_value_heads",
+    "hidden": "hidden_size",
+    "intermediate": "intermediate_size",
+    "head_dim": "head_dim",
+}
+
+
 @dataclass
 class Adapter:
     """Declarative description of one architecture family.
@@ -124,19 +135,15 @@ class Adapter:
             return cfg[self.text_config]
         return cfg
 
+    def config_key(self, fact: str) -> str:
+        """The config key a fact (``"n_layers"``, ``"hidden"``...) is read from (``"n_layer"`` for GPT-2)."""
+        return self.keys.get(fact, _LLAMA_KEYS[fact])
+
     def facts(self, cfg: dict) -> ArchFacts:
         """Read :class:`ArchFacts` from an HF config dict, validating it."""
         cfg = self.text_cfg(cfg)
         mt = cfg.get("model_type", self.name)
-        key = {
-            "n_layers": "num_hidden_layers",
-            "n_heads": "num_attention_heads",
-            "n_kv_heads": "num_key_value_heads",
-            "hidden": "hidden_size",
-            "intermediate": "intermediate_size",
-            "head_dim": "head_dim",
-        }
-        key.update(self.keys)
+        key = {fact: self.config_key(fact) for fact in _LLAMA_KEYS}
 
         def value(fact: str, fallback: int | None = None) -> int:
             v = cfg.get(key[fact])

@@ -19,8 +19,8 @@ import time
 import ipywidgets as W
 import traitlets
 
-from ..analyses.phases import phase_order
 from ..analyses.heads import OPERATORS
+from ..analyses.phases import phase_order
 from ..errors import GeomlibError
 from ..plot import export, views
 from ..plot.layout import build_figure, overlays, point_ranges, title_text
@@ -84,15 +84,24 @@ class Dashboard(W.VBox):
                 "cache/); compute one with: geomlib compute demo:smollm2-135m"
             )
         self._ds = None
+        self._startup_error = ""
         # the views registered now: a view registered later shows in the next dashboard built
         self._specs: dict[str, ViewSpec] = {v: views.get(v) for v in views.names()}
         self._last: dict[tuple[str, int], tuple] = {}
         self._panels: dict = {}
         self._build_controls()
         super().__init__(**kwargs)
-        first = source or next((e.source for e in self._entries if e.source == "demo:smollm2-135m"),
-                               self._entries[0].source)
-        self._load(first)
+        first = source or next((e.source for e in self._entries if e.source == "demo:smollm2-135m"
+                                and e.analyses), next((e.source for e in self._entries if e.analyses),
+                                                      self._entries[0].source))
+        try:
+            self._load(first)
+        except GeomlibError as exc:
+            # a damaged model must not keep the dashboard from starting: open the first one that loads
+            if not self._load_any(exclude=first):
+                raise GeomlibError(f"no cached model could be opened ({str(exc).splitlines()[0]}); run geomlib "
+                                   "cache verify to see the damaged entries") from None
+            self._startup_error = str(exc).splitlines()[0]
         # the traits lead: each widget takes its trait's value, then both stay in step
         for widget, trait in ((self._anchor, "anchor"), (self._family, "family"), (self._phase, "phase"),
                               (self._operator, "operator"), (self._metric, "op_metric"), (self._head, "head")):
@@ -106,6 +115,8 @@ class Dashboard(W.VBox):
         self.children = [self._header, self._controls, self._compute_box, *self.views.values(), self._export_box]
         self.observe(self._on_state, names=list(STATE))
         self.observe(self._on_source, names="source")
+        if self._startup_error:
+            self._set_error(GeomlibError(self._startup_error))
 
     # -- state -----------------------------------------------------------------------------------------
     def selection(self) -> Selection:
@@ -183,10 +194,29 @@ class Dashboard(W.VBox):
     def _on_state(self, change) -> None:
         self.refresh()
 
+    def _load_any(self, exclude: str) -> bool:
+        """Load the first catalogued model other than ``exclude`` that opens; whether one did."""
+        for e in self._entries:
+            if e.source != exclude and e.analyses:
+                try:
+                    self._load(e.source)
+                    return True
+                except GeomlibError:
+                    continue
+        return False
+
     def _on_source(self, change) -> None:
         try:
             self._load(change["new"])
         except GeomlibError as exc:
+            # the previous model stays on screen, and the selectors say so
+            with self.hold_trait_notifications():
+                self.unobserve(self._on_source, names="source")
+                try:
+                    self.source = change["old"]
+                    self._model.value = change["old"]
+                finally:
+                    self.observe(self._on_source, names="source")
             self._set_error(exc)
             return
         self._build_figures()

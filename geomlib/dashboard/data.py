@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from ..analyses import registry
+from ..errors import GeomlibError
 from ..store import cache
 from ..store.api import cached
 
@@ -47,6 +48,7 @@ class CatalogEntry:
     source: str
     label: str
     analyses: tuple[str, ...]
+    damaged: tuple[str, ...] = ()  # analyses whose only cache entries failed their checksum or parse
 
 
 def catalog(roots: list[Path] | None = None) -> list[CatalogEntry]:
@@ -57,16 +59,28 @@ def catalog(roots: list[Path] | None = None) -> list[CatalogEntry]:
     newest entry of the model's first analysis.
     """
     roots = cache_dirs() if roots is None else roots
-    found = [e for root in roots for e in cache.entries(root) if registry.is_current(e.analysis, e.schema_version)]
+    found, bad = [], []
+    for root in roots:
+        try:
+            good, damaged = cache.scan(root)
+        except GeomlibError:  # a root that is not a directory has nothing to show; the others still do
+            continue
+        found += [e for e in good if registry.is_current(e.analysis, e.schema_version)]
+        bad += damaged
     out = []
-    for source in sorted({e.source for e in found}):
+    for source in sorted({e.source for e in found} | {d.source for d in bad if d.source}):
         newest = {a: cache.newest(found, source, a) for a in registry.names()}
         analyses = tuple(a for a, e in newest.items() if e is not None)
+        broken = tuple(sorted({d.analysis for d in bad if d.source == source} - set(analyses)))
+        mark = f" — damaged: {', '.join(broken)} (geomlib cache verify)" if broken else ""
+        if not analyses:  # listed, so that the researcher learns why their model is not shown
+            out.append(CatalogEntry(source, f"{source}{mark}", analyses, broken))
+            continue
         a = newest[analyses[0]].attrs
         q = str(a.get("quantization", "none"))
         label = (f"{source} — {a.get('arch', '?')}, {a.get('n_layers', '?')} layers"
-                 f"{', ' + q + ' quantized' if q != 'none' else ''} [{'+'.join(analyses)}]")
-        out.append(CatalogEntry(source, label, analyses))
+                 f"{', ' + q + ' quantized' if q != 'none' else ''} [{'+'.join(analyses)}]{mark}")
+        out.append(CatalogEntry(source, label, analyses, broken))
     return out
 
 

@@ -16,7 +16,10 @@ rest of geomlib asks for HF names (``model.layers.3.self_attn.q_proj.weight``).
 from __future__ import annotations
 
 import functools
+import mmap
 import numbers
+import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,150 @@ GGUF_ARCHS: dict[str, _GGUFArch] = {
 
 #: storage types that are plain floats (everything else is a quantization)
 FLOAT_TYPES = {"F32", "F16", "BF16", "F64"}
+
+#: HF config key -> the GGUF metadata key (after ``<arch>.``) it is read from, to name it in messages
+GGUF_KEYS = {
+    "num_hidden_layers": "block_count",
+    "hidden_size": "embedding_length",
+    "intermediate_size": "feed_forward_length",
+    "num_attention_heads": "attention.head_count",
+    "num_key_value_heads": "attention.head_count_kv",
+    "head_dim": "attention.key_length",
+}
+
+# Bounds on what a GGUF header may announce.  gguf's reader trusts every count and length: it
+# spends about 10 µs and 0.5 kB per metadata array item and 60 µs and 4 kB per tensor, so a
+# few forged header bytes could cost minutes and gigabytes.  Real files stay far below these
+# (a few thousand tensors, some 50 keys, vocabularies of at most 262k tokens: 0.8M array items).
+_MAX_TENSORS = 1 << 16
+_MAX_KEYS = 1 << 16
+_MAX_ARRAY_ITEMS = 1 << 21  # all metadata arrays together
+_MAX_NAME = 1 << 16  # bytes of one key or tensor name (llama.cpp itself allows 63 for tensors)
+_MAX_DIMS = 8  # llama.cpp allows 4
+_MAX_NESTING = 8  # arrays of arrays
+#: GGUF value type -> bytes of one scalar; 8 is a string, 9 an array
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
+_BLOCK = re.compile(r"blk\.(0|[1-9][0-9]*)\.")
+
+
+class _BadHeader(Exception):
+    """Why a GGUF header cannot be parsed within bounds (a clause for a message)."""
+
+
+def _scan_header(buf, size: int) -> None:
+    """Walk a GGUF header without building anything, checking every count and length.
+
+    Each count and length must fit in the bytes that remain in the file (and
+    under the bounds above), so that gguf's reader, which trusts them, parses
+    at most the file's real header.  Costs one ``struct`` call per key, tensor
+    and string array item; numeric arrays are skipped whole.
+
+    Raises
+    ------
+    _BadHeader
+        With the reason.
+    """
+    order = "<"
+
+    def unpack(fmt: str, pos: int) -> tuple:
+        if pos + struct.calcsize(fmt) > size:
+            raise _BadHeader(f"it ends at byte {size}, inside its header")
+        return struct.unpack_from(order + fmt, buf, pos)
+
+    def count(n: int, what: str, each: int, pos: int, cap: int) -> None:
+        if n * each > size - pos:
+            raise _BadHeader(f"its header announces {n} {what} at byte {pos}, more than the {size - pos} "
+                             "bytes after it can hold")
+        if n > cap:
+            raise _BadHeader(f"its header announces {n} {what} at byte {pos}, more than the {cap} geomlib accepts")
+
+    def name(pos: int, what: str) -> tuple[bytes, int]:
+        (n,) = unpack("Q", pos)
+        count(n, f"bytes of {what}", 1, pos + 8, _MAX_NAME)
+        return bytes(buf[pos + 8 : pos + 8 + n]), pos + 8 + n
+
+    items = 0
+
+    def value(vtype: int, pos: int, depth: int) -> int:
+        nonlocal items
+        if vtype in _SCALAR_BYTES:
+            unpack(f"{_SCALAR_BYTES[vtype]}s", pos)
+            return pos + _SCALAR_BYTES[vtype]
+        if vtype == _STRING:
+            (n,) = unpack("Q", pos)
+            count(n, "bytes of string", 1, pos + 8, size)
+            return pos + 8 + n
+        if vtype != _ARRAY:
+            raise _BadHeader(f"its header has a value of unknown type {vtype} at byte {pos}")
+        if depth >= _MAX_NESTING:
+            raise _BadHeader(f"its header nests arrays more than {_MAX_NESTING} deep at byte {pos}")
+        itype, n = unpack("IQ", pos)
+        pos += 12
+        # the smallest item: a scalar's bytes, a string's or array's length field
+        each = _SCALAR_BYTES.get(itype, 12 if itype == _ARRAY else 8)
+        count(n, "array items", each, pos, _MAX_ARRAY_ITEMS)
+        items += n
+        if items > _MAX_ARRAY_ITEMS:
+            raise _BadHeader(f"its metadata arrays hold more than the {_MAX_ARRAY_ITEMS} items geomlib accepts")
+        if itype in _SCALAR_BYTES:
+            return pos + n * each
+        if itype == _STRING:  # the common bulky case (a vocabulary): no call per item
+            q = struct.Struct(order + "Q")
+            for _ in range(n):
+                if pos + 8 > size:
+                    raise _BadHeader(f"it ends at byte {size}, inside its header")
+                pos += 8 + q.unpack_from(buf, pos)[0]
+            if pos > size:
+                raise _BadHeader(f"it ends at byte {size}, inside its header")
+            return pos
+        for _ in range(n):
+            pos = value(itype, pos, depth + 1)
+        return pos
+
+    (version,) = unpack("I", 4)
+    if version & 0xFFFF == 0:  # written on a machine of the other byte order, as gguf detects it
+        order = ">"
+        (version,) = unpack("I", 4)
+    if version not in (2, 3):
+        raise _BadHeader(f"its version is {version}, where geomlib reads versions 2 and 3")
+    n_tensors, n_keys = unpack("QQ", 8)
+    pos = 24
+    # counts first, against the smallest possible entries: 13 bytes a key, 24 a tensor
+    count(n_keys, "metadata keys", 13, pos, _MAX_KEYS)
+    count(n_tensors, "tensors", 24, pos, _MAX_TENSORS)
+    keys: set[bytes] = set()
+    for _ in range(n_keys):
+        key, pos = name(pos, "key")
+        if key in keys:
+            raise _BadHeader(f"its header has the key {key.decode(errors='replace')!r} twice")
+        keys.add(key)
+        (vtype,) = unpack("I", pos)
+        pos = value(vtype, pos + 4, 0)
+    tensors: set[bytes] = set()
+    for _ in range(n_tensors):
+        tname, pos = name(pos, "tensor name")
+        if tname in tensors:
+            raise _BadHeader(f"its header has the tensor {tname.decode(errors='replace')!r} twice")
+        tensors.add(tname)
+        (n_dims,) = unpack("I", pos)
+        count(n_dims, "dimensions", 8, pos + 4, _MAX_DIMS)
+        pos += 4 + 8 * n_dims
+        unpack("IQ", pos)  # type and offset
+        pos += 12
+
+
+def index_span(indices, limit: int = 4) -> str:
+    """Sorted integers as runs, ``"0..3"`` or ``"0..1, 3, 7..9, ..."`` (at most ``limit`` runs)."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        elif len(runs) == limit:
+            return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in runs) + ", ..."
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in runs) or "none"
 
 
 def _decoder(tensor_type):
@@ -144,10 +291,30 @@ class GGUFStore(TensorStore):
             shape = tuple(int(s) for s in reversed(t.shape.tolist()))
             self._infos[t.name] = TensorInfo(shape, t.tensor_type.name, int(t.n_bytes))
             self._tensors[t.name] = t
+        #: indices of the blocks that have tensors (``blk.N.*``)
+        self.blocks = frozenset(int(m.group(1)) for name in self._infos if (m := _BLOCK.match(name)))
+        self._check_block_count()
         arch_enum = next(
             (k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.gguf_arch), None
         )
+        # the name map costs ~50 kB per block: built only for a count the tensors confirm
         self._name_map = gguf.get_tensor_name_map(arch_enum, int(self.config["num_hidden_layers"]))
+
+    def config_key(self, hf_key: str) -> str:
+        """The GGUF metadata key an HF config key was read from (``llama.block_count``), for messages."""
+        return f"{self.gguf_arch}.{GGUF_KEYS[hf_key]}" if hf_key in GGUF_KEYS else hf_key
+
+    def _check_block_count(self) -> None:
+        """Refuse a ``block_count`` other than the number of ``blk.N`` blocks the tensors form."""
+        n, blocks = self.config["num_hidden_layers"], self.blocks
+        # distinct indices 0 <= i: exactly 0..n-1 iff there are n of them and the largest is n - 1
+        if len(blocks) == n and max(blocks) == n - 1:
+            return
+        held = f"tensors for blocks {index_span(blocks)} ({len(blocks)} blocks)" if blocks else "no blk.N tensors"
+        raise CorruptCheckpointError(
+            f"{self.path.name} has GGUF metadata {self.config_key('num_hidden_layers')} = {n} but holds {held}; "
+            "the file is corrupt or its metadata was edited, re-convert or re-download it"
+        )
 
     def _open_reader(self, gguf):
         """``gguf.GGUFReader`` of the file, or a one-sentence CorruptCheckpointError.
@@ -173,6 +340,17 @@ class GGUFStore(TensorStore):
                 f"{self.path} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); "
                 "pass a .gguf written by llama.cpp, or re-download it"
             )
+        try:
+            with self.path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                _scan_header(buf, size)
+        except _BadHeader as exc:
+            raise CorruptCheckpointError(
+                f"{self.path} is a truncated or corrupt GGUF file ({size} bytes): {exc}; re-download or re-convert it"
+            ) from None
+        except (OSError, ValueError) as exc:  # mmap of an unreadable or special file
+            raise CorruptCheckpointError(
+                f"{self.path} cannot be read ({getattr(exc, 'strerror', None) or exc}); check the file"
+            ) from None
         try:
             return _reader_class(gguf)(self.path, "r")
         except Exception:  # gguf raises ValueError/IndexError/KeyError on bad or missing bytes
@@ -237,7 +415,7 @@ class GGUFStore(TensorStore):
                 cfg[hf] = v
         cfg["_gguf"] = {
             "architecture": a,
-            "file_type": int(_field(r, "general.file_type", -1)),
+            "file_type": int(ft) if isinstance(ft := _field(r, "general.file_type", -1), numbers.Integral) else -1,
             "name": str(_field(r, "general.name", "")),
         }
         return cfg

@@ -80,7 +80,8 @@ class _File:
             raise self._truncated(f"its {n}-byte JSON header is cut off after {len(raw)} bytes")
         try:
             header = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # ValueError also covers integers past Python's 4300-digit limit; RecursionError, deep nesting
+        except (ValueError, RecursionError) as exc:
             raise CorruptCheckpointError(
                 f"{path} has an unreadable safetensors header ({exc.__class__.__name__}); re-download the file"
             ) from None

@@ -30,6 +30,9 @@ from .store import TensorStore
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
+# A config.json is a few kB and an index a few MB; parsing JSON costs several times its size in
+# memory, so a larger file is refused unread (the safetensors header bound is 100 MB likewise).
+_MAX_JSON = 64 << 20
 
 
 @dataclass
@@ -66,11 +69,35 @@ def _only_pickles(label: str, files: list[str]) -> UnsafeFormatError | None:
     return _refuse_pickle(f"{label} has no safetensors weights, only the pickle checkpoint {pickles[0]}")
 
 
-def _read_config(path: Path, label: str) -> dict:
+def _load_json(path: Path, what: str, invalid: str | None = None) -> object:
+    """``json.loads`` of a small JSON file, or a one-sentence CorruptCheckpointError.
+
+    Besides malformed text, refuses what would cost unbounded memory or raise
+    outside ``JSONDecodeError``: a file over :data:`_MAX_JSON`, nesting deep
+    enough for a RecursionError, integers past Python's 4300-digit limit.
+    ``invalid`` replaces the message for malformed JSON.
+    """
     try:
-        cfg = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptCheckpointError(f"{path} is not valid JSON ({exc.__class__.__name__}); fix or re-download it") from None
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # read_bytes below reports it
+    if size > _MAX_JSON:
+        raise CorruptCheckpointError(
+            f"{path} is {size} bytes, more than the {_MAX_JSON} a {what} can plausibly be; replace it with the "
+            "model's real one"
+        )
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as exc:
+        raise CorruptCheckpointError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
+        raise CorruptCheckpointError(
+            invalid or f"{path} is not valid JSON ({exc.__class__.__name__}); fix or re-download it"
+        ) from None
+
+
+def _read_config(path: Path, label: str) -> dict:
+    cfg = _load_json(path, "config.json")
     if not isinstance(cfg, dict):
         raise CorruptCheckpointError(f"{path} does not hold a JSON object; expected a Hugging Face config.json")
     return cfg
@@ -80,13 +107,15 @@ def _weights_store(files: list[str], locate: Callable[[str], Path], label: str, 
     """The safetensors store of an HF layout whose file list is ``files``."""
     if INDEX in files:
         idx_path = locate(INDEX)
+        invalid = f"{idx_path} is not a valid safetensors index (a JSON object with a weight_map); re-download it"
+        index = _load_json(Path(idx_path), "safetensors index", invalid)
         try:
-            index = json.loads(Path(idx_path).read_bytes())
-            weight_map = dict(index["weight_map"])
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            raise CorruptCheckpointError(
-                f"{idx_path} is not a valid safetensors index (a JSON object with a weight_map); re-download it"
-            ) from None
+            weight_map = dict(index["weight_map"])  # type: ignore[index]
+            # shard names are hashed and joined to paths below
+            if not all(isinstance(v, str) for v in weight_map.values()):
+                raise TypeError("a shard name is not a string")
+        except (KeyError, TypeError, ValueError):
+            raise CorruptCheckpointError(invalid) from None
         shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if s not in files]
         if missing:

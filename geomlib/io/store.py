@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import torch
 
 from ..errors import CorruptCheckpointError
+from ..threads import choose_threads
+from .digest import tensor_digests
 
 
 @dataclass(frozen=True)
@@ -89,31 +94,53 @@ class TensorStore(abc.ABC):
     def describe(self) -> str:
         """A short human description (the file or directory) used in messages."""
 
-    #: payload bytes sampled per tensor for the identity: (positions, bytes each)
-    SAMPLES = (5, 64)
-
     def identity_material(self) -> bytes:
-        """Bytes that identify the weights: every tensor's name, type, shape and sampled payload.
+        """Bytes that identify the weights: every tensor's name, type, shape and sha256 of its whole payload.
 
-        Independent of the file layout (one file or shards, offsets), but any
-        re-training or fine-tune changes it: a few 64-byte windows spread over
-        each tensor's payload are hashed.  Cost: ``5 * 64`` bytes per tensor.
+        Independent of the file layout (one file or shards, offsets, which
+        machine), while a change to any stored byte changes it.  Cost: one read
+        of the checkpoint the first time (files are hashed in parallel when
+        there are several), then free while the files are unchanged (see
+        :mod:`geomlib.io.digest`).  A lazy hub store fetches every shard.
         """
+        names = self.names()
+        by_file: dict[Path | None, dict[str, int]] = {}
+        for name in names:  # on this thread: a lazy (hub) store fetches each shard here, once
+            by_file.setdefault(self._payload_path(name), {})[name] = self.info(name).nbytes
+        workers = min(len(by_file), choose_threads()) if len(by_file) > 1 else 1
+        jobs = [(path, sizes, self._payload_bytes) for path, sizes in by_file.items()]
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="geomlib-digest") as pool:
+                parts = list(pool.map(lambda job: tensor_digests(*job), jobs))
+        else:
+            parts = [tensor_digests(*job) for job in jobs]
+        digests = {name: d for part in parts for name, d in part.items()}
         h = hashlib.sha256()
-        for name in self.names():
+        for name in names:
             info = self.info(name)
             h.update(f"{name}|{info.dtype}|{list(info.shape)}|".encode())
-            n, width = self.SAMPLES
-            if info.nbytes:
-                starts = sorted({min(max(info.nbytes - width, 0), (info.nbytes - width) * i // max(n - 1, 1))
-                                 for i in range(n)})
-                for start in starts:
-                    h.update(self._payload_bytes(name, max(start, 0), min(width, info.nbytes)))
+            h.update(digests[name])
         return h.digest()
 
     @abc.abstractmethod
     def _payload_bytes(self, name: str, start: int, length: int) -> bytes:
-        """``length`` raw bytes of tensor ``name``'s stored payload from byte ``start``."""
+        """``length`` raw bytes of tensor ``name``'s stored payload from byte ``start``.
+
+        :meth:`identity_material` calls it from several threads at once, but
+        for tensors of different files only (:meth:`_payload_path`).
+        """
+
+    def _payload_path(self, name: str) -> Path | None:
+        """The local file that holds tensor ``name``'s payload, or None (its digest is then not memoised).
+
+        Formats may override it.  The default knows the built-in stores: a
+        sharded store's ``_file_of(name).path`` (safetensors; this fetches a
+        lazy hub shard) and a one-file store's ``path`` (GGUF).
+        """
+        file_of = getattr(self, "_file_of", None)
+        holder = file_of(name) if callable(file_of) else self
+        path = getattr(holder, "path", None)
+        return Path(path) if isinstance(path, (str, os.PathLike)) else None
 
     # -- payload --------------------------------------------------------------
     def read(self, name: str) -> torch.Tensor:

@@ -89,6 +89,9 @@ def operator_spectrum(P: torch.Tensor, Q: torch.Tensor, k: int = 8) -> dict[str,
         ``eigengap`` (H,): (|λ_k| − |λ_{k+1}|) / |λ_k|, small when the top-k
         subspace cuts through a near-degenerate block;
         ``frac_pos`` (H,): fraction of the 2d eigenvalues that are positive.
+
+    P and Q must be finite (the Cholesky, eigh and SVD raise on NaN or Inf); the heads analysis checks
+    each layer's families once before calling this.
     """
     H, hidden, d = P.shape
     X = torch.cat([P, Q], dim=2).to(torch.float64)  # (H, hidden, 2d)
@@ -151,6 +154,11 @@ def principal_cosines(E1: torch.Tensor, E2: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     (..., k) cosines in [0, 1], descending.
+
+    Notes
+    -----
+    The rows must be finite: LAPACK's SVD raises on NaN or Inf.  Callers leave out the layers without
+    eigenvectors (a non-finite weight) once per layer rather than scanning every batch here.
     """
     return torch.linalg.svdvals(E1 @ E2.transpose(-1, -2)).clamp(0.0, 1.0)
 
@@ -159,7 +167,8 @@ def sign_agreement(lam1: torch.Tensor, lam2: torch.Tensor, topk: int) -> torch.T
     """Fraction of the top-``topk`` eigenvalues (ranked by |λ|) whose signs agree, pairing by rank.
 
     Pairing the i-th largest |λ| of one layer with the i-th of another is
-    seed 001's choice; it is arbitrary (nothing ties the two eigenvectors).
+    seed 001's choice; it is arbitrary (nothing ties the two eigenvectors).  A NaN eigenvalue compares
+    unequal (counted as disagreement): callers set the pairs of a layer without a spectrum to NaN.
     """
     return (torch.sign(lam1[..., :topk]) == torch.sign(lam2[..., :topk])).to(lam1.dtype).mean(dim=-1)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from typing import Iterable, Iterator, Mapping
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from ..arch import FAMILIES, HEAD_AXIS, Adapter, ArchFacts, Src, get_adapter
 from ..device import resolve_device
 from ..errors import CorruptCheckpointError, InvalidArgumentError
-from ..io.gguf_store import FLOAT_TYPES
+from ..io.gguf_store import FLOAT_TYPES, GGUFStore, index_span
 from ..io.source import Opened, open_source
 from ..io.store import TensorStore
 
@@ -51,8 +52,9 @@ class Checkpoint:
     norm_offset : float
         Effective norm gain is ``norm_offset + stored`` (1.0 for Gemma).
     identity : str
-        sha256 of the config and the tensor index: stable across machines,
-        changes when the weights file changes.
+        sha256 of the config and of every tensor's name, type, shape and whole
+        payload: stable across machines and file layouts, changes when any
+        stored byte changes.
     source, format : str
         What was opened, and ``"safetensors"`` or ``"gguf"``.
     config : dict
@@ -67,6 +69,8 @@ class Checkpoint:
         self.facts: ArchFacts = adapter.facts(self.config)
         self._plan: dict[str, Src] = adapter.family_plan(self.facts)
         self._prefix = self._find_prefix()
+        # before anything loops over or is sized by the config's counts: they must be the file's
+        self._check_layer_count()
         self._weights = [self._names(L, "weight") for L in range(self.n_layers)]
         self._biases = [self._names(L, "bias") for L in range(self.n_layers)]
         present = {f for names in self._weights for f in names}
@@ -198,25 +202,85 @@ class Checkpoint:
         return tuple(shape)
 
     def _validate_layer(self, L: int) -> None:
+        """Refuse layer ``L`` if a stored shape is not the one the config implies (headers only)."""
         if L in self._validated:
             return
+        fused: dict[str, list[str]] = {}
+        for fam, stored in self._weights[L].items():
+            fused.setdefault(stored, []).append(fam)
+        for stored, fams in fused.items():
+            # The whole stored tensor first: its rows are the sum of its families' (q, k, v of a fused
+            # qkv partition it).  Only once the file confirms the config's sizes are the row selectors
+            # built, since they allocate index tensors sized by those (possibly absurd) config values.
+            shape = self._store.info(stored).shape
+            got = tuple(reversed(shape)) if self._plan[fams[0]].transpose else tuple(shape)
+            wants = [self._expected_shape(f) for f in fams]
+            want = (sum(w[0] for w in wants),) + wants[0][1:] if len(fams) > 1 else wants[0]
+            if got != want:
+                what = fams[0] if len(fams) == 1 else f"{'+'.join(fams)} (stored together as {stored})"
+                raise self._shape_mismatch(L, what, got, want)
         for fam, stored in self._weights[L].items():
             got, want = self._planned_shape(fam, stored), self._expected_shape(fam)
             if got != want:
-                raise CorruptCheckpointError(
-                    f"layer {L} {fam} of {self.source} has shape {list(got)} but the config "
-                    f"(hidden={self.hidden}, heads={self.n_heads}/{self.n_kv_heads}, head_dim={self.head_dim}, "
-                    f"intermediate={self.intermediate}) implies {list(want)}; the weights do not match config.json"
-                )
+                raise self._shape_mismatch(L, fam, got, want)
         self._validated.add(L)
+
+    def _shape_mismatch(self, L: int, what: str, got: tuple, want: tuple) -> CorruptCheckpointError:
+        if isinstance(self._store, GGUFStore):
+            said, fix = "the GGUF metadata", "the metadata does not describe the tensors, re-convert or re-download the file"
+        else:
+            said = "the config"
+            fix = "the weights do not match config.json, correct it or use the config.json that came with them"
+        return CorruptCheckpointError(
+            f"layer {L} {what} of {self.source} has shape {list(got)} but {said} "
+            f"(hidden={self.hidden}, heads={self.n_heads}/{self.n_kv_heads}, head_dim={self.head_dim}, "
+            f"intermediate={self.intermediate}) implies {list(want)}; {fix}"
+        )
+
+    def _stored_layers(self) -> frozenset[int]:
+        """Indices of the layers that have at least one tensor, from the tensor names alone."""
+        if isinstance(self._store, GGUFStore):
+            return self._store.blocks
+        head, _, tail = (self._prefix + self.adapter.layer_root).partition("{L}")
+        pattern = re.compile(re.escape(head) + r"(0|[1-9][0-9]*)" + re.escape(tail) + r"\.")
+        return frozenset(int(m.group(1)) for name in self._store.names() if (m := pattern.match(name)))
+
+    def _check_layer_count(self) -> None:
+        """Refuse a config whose layer count is not that of the layer tensors present.
+
+        Too high a count would fail mid-computation (or, at 2**31, loop for
+        ever); too low a one would silently analyse part of the model.
+        """
+        n, present = self.n_layers, self._stored_layers()
+        # distinct indices 0 <= i: exactly 0..n-1 iff there are n of them and the largest is n - 1
+        if len(present) == n and max(present, default=-1) == n - 1:
+            return
+        if isinstance(self._store, GGUFStore):
+            where, key = "the GGUF metadata", self._store.config_key("num_hidden_layers")
+            fix = "re-convert or re-download the file"
+        else:
+            key = self.adapter.config_key("n_layers")
+            if self.adapter.text_cfg(self.config) is not self.config:
+                key = f"{self.adapter.text_config}.{key}"
+            where = "config.json"
+            fix = f"set {key} to {len(present)} in config.json or use the config.json that came with these weights"
+        if present and max(present) + 1 != len(present):
+            fix = "layers are missing from the weights, re-download them"
+        raise CorruptCheckpointError(
+            f"{where} of {self.source} says {key} = {n}, but the weights hold tensors of layers "
+            f"{index_span(present)} ({len(present)} layers); {fix}"
+        )
 
     @property
     def identity(self) -> str:
-        """sha256 of the config and of every tensor's name, type, shape and sampled payload.
+        """sha256 of the config and of every tensor's name, type, shape and whole payload.
 
         The same weights give the same identity whether stored in one file or
-        in shards, on any machine; a fine-tune with the same shapes does not.
-        Computed on first use (for a hub model it needs every shard).
+        in shards, on any machine; any changed byte (a fine-tune, rows edited
+        in place) gives another, so the results cache never serves old numbers.
+        Computed on first use (for a hub model it needs every shard).  Cost:
+        one read of the checkpoint the first time, then free while its files
+        are unchanged (per-file memo, :mod:`geomlib.io.digest`).
         """
         if self._identity is None:
             cfg = {k: v for k, v in self.config.items() if k not in _VOLATILE_CONFIG_KEYS}
@@ -490,7 +554,8 @@ def open_model(source: str | os.PathLike, hf_cache_dir: str | os.PathLike | None
     ------
     GeomlibError
         One sentence on what is wrong: missing path, directory without config,
-        unsupported architecture, truncated file, pickle checkpoint refused...
+        unsupported architecture, truncated file, pickle checkpoint refused,
+        a config whose layer count or sizes disagree with the tensors present...
     """
     opened = open_source(source, hf_cache_dir)
     try:

@@ -31,6 +31,9 @@ The text
     SmolLM2's tokenizer) and read with :mod:`importlib.resources`.  Pass
     ``text=`` (a string, or a path to a UTF-8 file) to measure another one;
     its sha256 is recorded so results from different texts are never mixed.
+    A text that cannot be read (not UTF-8, binary, blank, fewer than
+    :data:`MIN_TOKENS` tokens) is refused by :func:`check_text`, which the
+    ``heads`` analysis runs before any analysis starts.
 
 How the model is run
     * ``AutoModel`` (the base model, no LM head), ``attn_implementation="eager"``
@@ -63,9 +66,13 @@ import gc
 import hashlib
 import importlib.resources
 import inspect
+import logging
 import math
 import os
+import re
 import tempfile
+import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -111,6 +118,14 @@ TOKENIZER_FILES = (
 WINDOW_TOKENS = 32
 #: at most this many windows, however long the text
 MAX_WINDOWS = 16
+#: fewest tokens a forward pass can measure: query 0 sees only itself, so one token gives every head an
+#: entropy of exactly 0 whatever the model; from 2 on, query 1's distribution over two keys carries information
+MIN_TOKENS = 2
+#: a text with more control characters than this share of its characters is taken for a binary file
+MAX_CONTROL_SHARE = 0.01
+#: the control characters (Unicode category Cc) plain text does not hold: all of C0 and C1 but tab, the line
+#: breaks (U+000A-U+000D) and DOS end-of-file (U+001A)
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x19\x1b-\x1f\x7f-\x9f]")
 _SKIP = ("skip the forward pass with heads={'forward_pass': False} "
          "(--no-heads.forward-pass on the command line)")
 
@@ -198,29 +213,89 @@ class EntropyResult:
 
 
 # -- arguments -------------------------------------------------------------------------------
-def _resolve_text(text: str | os.PathLike | None) -> tuple[str, str]:
-    """``(text, source label)``: the built-in text, a string as given, or a file's contents."""
+def _check_content(content: str, label: str) -> None:
+    """Refuse a text that cannot give a meaningful forward pass, before any model is built.
+
+    Blank text tokenizes to (almost) nothing; NUL or many other control characters mean a binary file
+    (or a UTF-16 one) was passed, which decodes as UTF-8 yet reads as noise to the tokenizer.
+    """
+    if not content.strip():
+        what = "0 characters" if not content else "only whitespace"
+        raise InvalidArgumentError(
+            f"the {label} is empty ({what}); attention entropy needs a text of a few hundred tokens, so pass "
+            "a plain-text file with some prose or leave the text out for the built-in one"
+        )
+    if "\x00" in content:
+        raise InvalidArgumentError(
+            f"the {label} looks binary, not text (it contains NUL characters, as binary and UTF-16 files do); "
+            "pass a plain-text file saved as UTF-8"
+        )
+    controls = len(_CONTROLS.findall(content))
+    if controls > MAX_CONTROL_SHARE * len(content):
+        raise InvalidArgumentError(
+            f"the {label} looks binary, not text ({controls} of its {len(content)} characters are control "
+            f"characters); pass a plain-text file saved as UTF-8"
+        )
+
+
+def _read_text_file(path: Path) -> str:
+    """The contents of a UTF-8 text file, or one sentence saying why it is not one."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"text file {path} does not exist; pass an existing UTF-8 text file") from None
+    except IsADirectoryError:
+        raise InvalidArgumentError(
+            f"text file {path} is a directory; pass a UTF-8 text file (e.g. {path}/text.txt) or leave the text "
+            "out for the built-in one"
+        ) from None
+    except OSError as exc:  # permission denied, a device that cannot be read, ...
+        raise InvalidArgumentError(
+            f"text file {path} cannot be read ({exc.strerror or exc.__class__.__name__}); pass a readable UTF-8 "
+            "text file"
+        ) from None
+    label = f"text file {path}"
+    if b"\x00" in raw:  # before decoding: a binary file is described as binary, not by its first bad byte
+        _check_content(raw.decode("latin-1"), label)
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgumentError(
+            f"text file {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start} cannot be "
+            "decoded); save it as UTF-8 or pass another file"
+        ) from None
+    _check_content(content, label)
+    return content
+
+
+def resolve_text(text: str | os.PathLike | None) -> tuple[str, str]:
+    """The text a forward pass reads, checked: ``(text, label for messages and provenance)``.
+
+    Parameters
+    ----------
+    text : str, path-like or None
+        None for the built-in text, a string for itself, a path for a file's contents.
+
+    Raises
+    ------
+    SourceNotFoundError
+        A file that does not exist.
+    InvalidArgumentError
+        A directory, an unreadable file, bytes that are not UTF-8, a binary file (NUL or more than
+        :data:`MAX_CONTROL_SHARE` control characters), a blank text, or an argument of another type.
+    """
     if text is None:
         return builtin_text(), TEXT_SOURCE
     if isinstance(text, os.PathLike):
         path = Path(text)
-        try:
-            content = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SourceNotFoundError(f"text file {path} does not exist; pass an existing UTF-8 text file") from None
-        except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
-            raise InvalidArgumentError(
-                f"text file {path} cannot be read as UTF-8 text ({exc.__class__.__name__}); pass a plain UTF-8 file"
-            ) from None
-        label = f"file {path.name}"
+        content, label = _read_text_file(path), f"file {path.name}"
     elif isinstance(text, str):
         content, label = text, "user text"
+        _check_content(content, label)
     else:
         raise InvalidArgumentError(
             f"text must be a string, a path to a UTF-8 file or None (the built-in text), not {type(text).__name__}"
         )
-    if not content.strip():
-        raise InvalidArgumentError(f"the {label} is empty; attention entropy needs a text of a few hundred tokens")
     return content, label
 
 
@@ -248,14 +323,22 @@ def _gguf_has_tokenizer(ckpt: Checkpoint, path: Path) -> bool:
     return "tokenizer.ggml.model" in reader.fields and "tokenizer.ggml.tokens" in reader.fields
 
 
+#: tokenizers already built, per checkpoint: the heads pre-flight builds one to count the text's tokens and
+#: the forward pass reuses it (rebuilding a GGUF's tokenizer from its metadata takes seconds)
+_TOKENIZERS: "weakref.WeakKeyDictionary[Checkpoint, object]" = weakref.WeakKeyDictionary()
+
+
 def _load_tokenizer(ckpt: Checkpoint, where: Path, gguf_file: str | None):
+    cached = _TOKENIZERS.get(ckpt)
+    if cached is not None:
+        return cached
     from transformers import AutoTokenizer
 
     label = ckpt.source
     check_tokenizer(ckpt)
     kw = {"gguf_file": gguf_file} if gguf_file is not None else {}
     try:
-        return AutoTokenizer.from_pretrained(where, local_files_only=True, trust_remote_code=False, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, trust_remote_code=False, **kw)
     except GeomlibError:
         raise
     except Exception as exc:  # transformers raises ValueError/OSError/KeyError with multi-line texts
@@ -264,6 +347,61 @@ def _load_tokenizer(ckpt: Checkpoint, where: Path, gguf_file: str | None):
             f"the tokenizer of {label} could not be loaded by transformers ({first}); attention entropy needs it: "
             f"fix the tokenizer files, or {_SKIP}"
         ) from None
+    _TOKENIZERS[ckpt] = tokenizer
+    return tokenizer
+
+
+def _encode(tokenizer, content: str, limit: int) -> torch.Tensor:
+    """``(1, n)`` ids of ``content``, truncated to ``limit`` tokens (special tokens the tokenizer adds included)."""
+    enc = tokenizer(content, truncation=True, max_length=limit, return_tensors="pt")
+    return enc["input_ids"][:, :limit]
+
+
+def _too_few_tokens(n_tokens: int, text_label: str, source: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"the {text_label} is {n_tokens} token(s) long for {source}'s tokenizer, and attention entropy needs at "
+        f"least {MIN_TOKENS} (a few hundred is typical); pass a longer text"
+    )
+
+
+def check_text(ckpt: Checkpoint, text: str | os.PathLike | None = None, max_tokens: int = 512,
+               progress: bool = True) -> int:
+    """Fail now, in one sentence, if ``text`` cannot be read by the forward pass of ``ckpt``.
+
+    Checks what :func:`attention_entropy` would refuse only after building the
+    model: a file that is missing, a directory, unreadable, not UTF-8, binary
+    or blank, and a text of fewer than :data:`MIN_TOKENS` tokens for the
+    model's own tokenizer.  Loads the tokenizer (no weights), which the
+    forward pass on the same ``ckpt`` then reuses.
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+    text, max_tokens, progress
+        As for :func:`attention_entropy`.
+
+    Returns
+    -------
+    int
+        Tokens the forward pass will read, before the model's own cap on
+        positions (which only the built model knows).
+
+    Raises
+    ------
+    InvalidArgumentError
+        A text that cannot be read, or is too short.
+    SourceNotFoundError
+        A text file that does not exist, or a checkpoint without a tokenizer.
+    """
+    content, text_label = resolve_text(text)
+    max_tokens = positive_int("max_tokens", max_tokens, MIN_TOKENS)
+    where, gguf_file = _model_location(ckpt)
+    with _transformers_output(progress), _shared_gguf_parse(ckpt):
+        tokenizer = _load_tokenizer(ckpt, where, gguf_file)
+        n_tokens = int(_encode(tokenizer, content, max_tokens).shape[1])
+    if n_tokens < MIN_TOKENS:
+        raise _too_few_tokens(n_tokens, text_label, ckpt.source)
+    return n_tokens
 
 
 def check_tokenizer(ckpt: Checkpoint) -> None:
@@ -287,29 +425,53 @@ def check_tokenizer(ckpt: Checkpoint) -> None:
 
 
 # -- model --------------------------------------------------------------------------------------
+#: where transformers' own Python warnings come from: ignored while progress is off
+_QUIET_MODULES = r"(transformers|tokenizers|accelerate|huggingface_hub)(\.|$)"
+#: plain-logging loggers transformers drives while loading (accelerate says "Some parameters are on the meta
+#: device because they were offloaded to the disk" through Python's last-resort handler when offloading)
+_QUIET_LOGGERS = ("accelerate",)
+
+
 @contextlib.contextmanager
-def _transformers_bars(enabled: bool) -> Iterator[None]:
-    """Silence transformers' own loading bars when the caller asked for no progress."""
+def _transformers_output(enabled: bool) -> Iterator[None]:
+    """With ``enabled`` False (``progress=False``, the CLI's ``-q``), nothing transformers says reaches the terminal.
+
+    Its loading bars, its log records (the model's LOAD REPORT of unexpected or
+    missing keys, tokenizer notices), those of accelerate (offloading) and the
+    Python warnings of both are switched off for the duration of the call, and every switch is restored afterwards, so
+    a caller's own transformers settings survive.  Failures still surface:
+    they are raised, and turned into one-sentence GeomlibErrors by the callers.
+    """
     import functools
 
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
-    before = hf_logging.is_progress_bar_enabled()
+    if enabled:
+        yield
+        return
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    others = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
     # the GGUF loader calls a module-level tqdm that ignores transformers' switch (and tqdm reads
     # TQDM_DISABLE only at import): hand it a disabled tqdm for the duration of the call
     gguf_tqdm = getattr(gguf_utils, "tqdm", None)
-    if not enabled:
-        hf_logging.disable_progress_bar()
-        if gguf_tqdm is not None:
-            gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
+    hf_logging.disable_progress_bar()
+    # above CRITICAL: the LOAD REPORT is a warning, and -q means no transformers line at all
+    hf_logging.set_verbosity(hf_logging.CRITICAL + 1)
+    for name in others:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=_QUIET_MODULES)
+            yield
     finally:
-        if before:
+        if bars:
             hf_logging.enable_progress_bar()
-        else:
-            hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity(verbosity)
+        for name, level in others.items():
+            logging.getLogger(name).setLevel(level)
         if gguf_tqdm is not None:
             gguf_utils.tqdm = gguf_tqdm
 
@@ -624,8 +786,8 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
         raise InvalidArgumentError(
             f"attention_entropy needs a Checkpoint from geomlib.open_model, not {type(ckpt).__name__}"
         )
-    content, text_label = _resolve_text(text)
-    max_tokens = positive_int("max_tokens", max_tokens, 2)
+    content, text_label = resolve_text(text)
+    max_tokens = positive_int("max_tokens", max_tokens, MIN_TOKENS)
     if max_memory is not None:
         max_memory = positive_int("max_memory", max_memory, 1)
     if collect not in ("auto", "hooks", "outputs"):
@@ -638,8 +800,13 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
                disable=not progress, leave=False)
     model = None
     try:
-        with _transformers_bars(progress), _shared_gguf_parse(ckpt):
+        with _transformers_output(progress), _shared_gguf_parse(ckpt):
             tokenizer = _load_tokenizer(ckpt, where, gguf_file)
+            # a text too short for the tokenizer is refused before the model is built (check_text does it
+            # earlier still, before the other analyses)
+            ids = _encode(tokenizer, content, max_tokens)
+            if ids.shape[1] < MIN_TOKENS:
+                raise _too_few_tokens(int(ids.shape[1]), text_label, ckpt.source)
             bar.update(1)
             bar.set_description(f"attention entropy {ckpt.source}: model")
             with tempfile.TemporaryDirectory(prefix="geomlib-offload-") as offload_dir:
@@ -651,14 +818,11 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
                     v = getattr(cfg, key, None)
                     if isinstance(v, int) and v > 0:
                         limit = min(limit, v)
-                enc = tokenizer(content, truncation=True, max_length=limit, return_tensors="pt")
-                ids = enc["input_ids"][:, :limit]
+                if limit != max_tokens:  # the model's positions cap it: truncate as the tokenizer does
+                    ids = _encode(tokenizer, content, limit)
                 n_tokens = int(ids.shape[1])
-                if n_tokens < 2:
-                    raise InvalidArgumentError(
-                        f"the {text_label} is {n_tokens} token(s) long for {ckpt.source}'s tokenizer; attention "
-                        "entropy needs at least 2 (a few hundred is typical)"
-                    )
+                if n_tokens < MIN_TOKENS:  # a model with fewer positions than that: nothing to measure
+                    raise _too_few_tokens(n_tokens, text_label, ckpt.source)
                 ids = ids.to(in_dev)
                 bar.set_description(f"attention entropy {ckpt.source}: forward")
                 use_hooks = collect == "hooks" or (collect == "auto" and _attention_specs(model))
@@ -704,5 +868,5 @@ def _attention_entropy(ckpt, text, device, max_tokens, progress, max_memory, *, 
     )
 
 
-__all__ = ["EntropyResult", "TEXT_SOURCE", "attention_entropy", "builtin_text", "check_memory_budget",
-           "check_tokenizer", "text_windows", "WINDOW_TOKENS", "MAX_WINDOWS"]
+__all__ = ["EntropyResult", "TEXT_SOURCE", "attention_entropy", "builtin_text", "check_memory_budget", "check_text",
+           "check_tokenizer", "resolve_text", "text_windows", "MIN_TOKENS", "WINDOW_TOKENS", "MAX_WINDOWS"]

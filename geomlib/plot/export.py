@@ -194,10 +194,37 @@ def render_many(ds: xr.Dataset, jobs: list[tuple[str, Selection, str]], *, narro
 def check_path(path: str | os.PathLike, fmt: str | None = None) -> str:
     """The format of an export to ``path``, checked before any work is done.
 
-    Raises :class:`~geomlib.errors.InvalidArgumentError` when the format can be
-    told neither from ``fmt`` nor from the suffix, or the directory does not exist.
+    Everything that would make :func:`write` fail after rendering is refused
+    here, so that a mistyped path costs nothing.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write; replaced if it exists.
+    fmt : str, optional
+        One of :data:`FORMATS`; default: from the suffix of ``path``.
+
+    Returns
+    -------
+    str
+        The format.
+
+    Raises
+    ------
+    InvalidArgumentError
+        An empty path; a path that is a directory; a format that can be told
+        neither from ``fmt`` nor from the suffix; a directory that does not
+        exist, is not a directory, or cannot be written to.
     """
+    if not os.fspath(path):
+        raise InvalidArgumentError(
+            f"the output path is empty; pass a file name with one of the suffixes {', '.join(SUFFIX.values())}"
+        )
     path = Path(path)
+    if path.is_dir():
+        raise InvalidArgumentError(
+            f"cannot write {path}: it is a directory; pass a file path such as {path / ('view' + SUFFIX.get(fmt or '', '.png'))}"
+        )
     if fmt is None:
         fmt = {v: k for k, v in SUFFIX.items()}.get(path.suffix.lower())
         if fmt is None:
@@ -208,11 +235,35 @@ def check_path(path: str | os.PathLike, fmt: str | None = None) -> str:
     elif fmt not in FORMATS:
         raise InvalidArgumentError(f"format {fmt!r} is not one of {', '.join(FORMATS)}; pick one of those")
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
+    if not parent.exists():
         raise InvalidArgumentError(
             f"cannot write {path}: its directory {parent} does not exist; create it first or choose another path"
         )
+    if not parent.is_dir():
+        raise InvalidArgumentError(
+            f"cannot write {path}: {parent} is a file, not a directory; choose a path inside a directory"
+        )
+    _check_writable(path, parent)
     return fmt
+
+
+def _check_writable(path: Path, parent: Path) -> None:
+    """Refuse a directory :func:`write` could not create its temporary file in."""
+    why = None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        why = "permission denied"
+    else:
+        # access() says yes to root even where nobody can write (a read-only mount, sysfs): try it
+        try:
+            with tempfile.TemporaryFile(dir=parent, prefix=".geomlib-probe-"):
+                pass
+        except OSError as exc:
+            why = exc.strerror or exc.__class__.__name__
+    if why is not None:
+        raise InvalidArgumentError(
+            f"cannot write {path}: its directory {parent} is not writable ({why}); choose a directory you can "
+            "write to"
+        )
 
 
 def write(ds: xr.Dataset, view: str, sel: Selection, fmt: str | None, path: str | os.PathLike, *,
@@ -223,9 +274,15 @@ def write(ds: xr.Dataset, view: str, sel: Selection, fmt: str | None, path: str 
     (see :func:`view_data`); figures always show the whole view.
     """
     path = Path(path)
-    fmt = check_path(path, fmt)
+    fmt = check_path(path, fmt)  # before rendering: a figure takes seconds (a browser starts)
     data = render(ds, view, sel, fmt, narrow_head=narrow_head, narrow_pair=narrow_pair)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:  # the path changed since it was checked, or the disk is full
+        tmp.unlink(missing_ok=True)
+        raise InvalidArgumentError(
+            f"cannot write {path} ({exc.strerror or exc.__class__.__name__}); free space or choose another path"
+        ) from None
     return path

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from .. import __version__
 from ..analyses import registry
 from . import views
-from .spec import Panel, Selection, build_panel
+from .spec import Panel, Selection, build_panel, damaged_analyses
 from .traces import ANCHOR_COLOR
 
 COLS = 4
@@ -115,8 +115,10 @@ def title_text(ds: xr.Dataset, sel: Selection | None = None) -> str:
     a = ds.attrs
     q = str(a.get("quantization", "none"))
     qt = f" · <b>{q} quantized</b>: numbers include quantization noise" if q != "none" else ""
-    missing = [x for x in registry.defaults() if x not in str(a.get("analyses", "")).split(",")]
+    damaged = damaged_analyses(ds)
+    missing = [x for x in registry.defaults() if x not in str(a.get("analyses", "")).split(",") and x not in damaged]
     mt = f" · not computed: {', '.join(missing)}" if missing else ""
+    mt += f" · <b>damaged cache entry: {', '.join(damaged)}</b> (geomlib cache verify)" if damaged else ""
     # anchor and phase are not in the title: a title change makes plotly redraw the whole figure,
     # while moving shapes does not (the controls show them)
     return f"{a.get('source')} — {a.get('arch')}, {a.get('n_layers')} layers{qt}{mt}"

@@ -192,12 +192,18 @@ def _not_computed(ds: xr.Dataset) -> dict[str, str]:
     return out
 
 
+def damaged_analyses(ds: xr.Dataset) -> list[str]:
+    """Analyses whose cache entry was found damaged when ``ds`` was loaded (``damaged`` attr, "analysis: why" lines)."""
+    return [line.partition(":")[0].strip() for line in str(ds.attrs.get("damaged", "")).splitlines() if line.strip()]
+
+
 def missing_note(panel: PanelSpec, ds: xr.Dataset, sel: Selection) -> str | None:
     """Why ``panel`` cannot be drawn for ``ds`` and ``sel``, or None when it can."""
     present = [a for a in str(ds.attrs.get("analyses", "")).split(",") if a]
+    damaged = damaged_analyses(ds)
     for a in panel.requires:
         if a not in present:
-            return f"{a} analysis not computed"
+            return f"{a} cache entry damaged (geomlib cache verify)" if a in damaged else f"{a} analysis not computed"
     skipped = _not_computed(ds)
     for v in panel.reads:
         if v in skipped:

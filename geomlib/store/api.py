@@ -16,7 +16,7 @@ import xarray as xr
 from ..analyses import registry
 from ..analyses.base import PAIRING
 from ..analyses.phases import apply_phases, check_phase_spec
-from ..errors import InvalidArgumentError, SourceNotFoundError
+from ..errors import CorruptCacheEntryError, InvalidArgumentError, SourceNotFoundError
 from ..heap import map_large_blocks, threshold_for, trim_heap
 from ..threads import thread_policy, using_threads
 from . import cache
@@ -58,6 +58,13 @@ def _per_analysis(names: tuple[str, ...], params: dict[str, Any]) -> dict[str, A
             "add it to analyses or drop its parameters"
         )
     return {a: params.get(a) for a in names}
+
+
+def _entry_bytes(ckpt, analysis: str) -> int:
+    """A generous bound on one cached entry's size: float64 layer x layer arrays for a few dozen variables and
+    the per-head-pair ones (gauge's composition scores), uncompressed."""
+    n, h = int(ckpt.n_layers or 0), int(ckpt.n_heads or 0)
+    return 8 * n * n * (64 + 4 * h * h) + 2**20
 
 
 def _announce_cost(ckpt, todo: dict, device, threads: int) -> None:
@@ -138,6 +145,7 @@ def compute(
         raise InvalidArgumentError(f"force={force!r} must be True or False")
     choice = thread_policy(threads)  # a bad count fails before any work
     root = cache.cache_root(cache_dir)
+    cache.check_root(root)  # a cache path that is a file fails before the checkpoint is opened
     ctx = RunContext.create(device, progress)
 
     def hit(ckpt, a: str, p) -> tuple[str, xr.Dataset | None]:
@@ -145,7 +153,12 @@ def compute(
         path = cache.entry_path(root, ckpt.source, ckpt.identity, a, key)
         if force or not path.exists():
             return key, None
-        ds = cache.read(path)
+        try:
+            ds = cache.read(path)
+        except CorruptCacheEntryError as exc:  # repaired by recomputing: the write replaces the file
+            if ctx.progress:
+                print(f"geomlib: {exc} (recomputing it now)", file=sys.stderr, flush=True)
+            return key, None
         return key, (ds if ds.attrs.get("cache_key") == key else None)
 
     parts = []
@@ -162,6 +175,8 @@ def compute(
                     key, ds = hit(ckpt, a, p)
             plans.append((a, an, p, actx, key, ds))
         todo = {a: p for a, _, p, _, _, ds in plans if ds is None}
+        if todo:  # an unwritable or full cache fails now, not after the computation (a read-only one still serves hits)
+            cache.check_writable(root, sum(_entry_bytes(ckpt, a) for a in todo))
         with using_threads(choice.threads):
             if todo and ctx.progress:
                 print(choice.describe(), file=sys.stderr, flush=True)
@@ -219,7 +234,9 @@ def load(
     given = _per_analysis(names, params)
     roots = list(cache_dir) if isinstance(cache_dir, (list, tuple)) else [cache_dir]
     label = os.fspath(source)
-    entries = [e for r in roots for e in cache.entries(r)]
+    scans = [cache.scan(r) for r in roots]
+    entries = [e for good, _ in scans for e in good]
+    damaged = [d for _, bad in scans for d in bad if d.source == label]
     parts, missing = [], []
     for a in names:
         want = None
@@ -231,6 +248,11 @@ def load(
             missing.append(a)
         else:
             parts.append(cache.read(e.path))
+    broken = [d for d in damaged if d.analysis in missing]
+    if broken and (named or not parts):
+        raise CorruptCacheEntryError(f"{broken[0].message}, and {label!r} has no other {broken[0].analysis} entry; "
+                                     f"recompute it (geomlib compute {label} --force) or remove it "
+                                     "(geomlib cache clean)")
     if (named and missing) or not parts:
         where = ", ".join(str(cache.cache_root(r)) for r in roots)
         what = ", ".join(missing) if named else "nothing"
@@ -240,7 +262,10 @@ def load(
             + f"; compute it first (geomlib compute {label}"
             + (f" --analyses {','.join(missing)})" if named else ")")
         )
-    return apply_phases(_merge(parts), phases, phase_names, n_phases)
+    ds = apply_phases(_merge(parts), phases, phase_names, n_phases)
+    if broken:  # what a viewer should say instead of "not computed"
+        ds.attrs["damaged"] = "\n".join(f"{d.analysis}: {d.message}" for d in broken)
+    return ds
 
 
 def cached(

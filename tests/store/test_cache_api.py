@@ -175,9 +175,10 @@ def test_corrupt_cache_file_is_reported(tmp_path):
     bad = tmp_path / "m" / "weights-x.nc"
     bad.parent.mkdir()
     bad.write_bytes(b"not netcdf")
-    with pytest.raises(geomlib.GeomlibError, match="delete it and compute again"):
+    with pytest.raises(geomlib.GeomlibError, match="weights-x.nc is damaged: it has no checksum record"):
         cache.read(bad)
     assert entries(tmp_path) == []
+    assert [d.path for d in cache.scan(tmp_path)[1]] == [bad]
 
 
 def test_bad_arguments(model, tmp_path):

@@ -123,8 +123,11 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
     def load(L: int) -> tuple[dict, dict]:
         # the compute dtype: half the memory of float64 layers; matched cosines are still summed in float64
         w = ckpt.layer(L, fams, dtype=cdt, device=ctx.device)
-        if not all(bool(torch.isfinite(t).all()) for t in w.values()):
-            ctx.warn(f"layer {L} has NaN or Inf weights: its matched values are NaN")
+        # one scan per family, before the folds and the matchings: linear_sum_assignment and the SVDs raise on
+        # NaN or Inf, and a matching pairs every unit of the layer, so one bad family touches all its values
+        bad = [f for f, t in w.items() if not bool(torch.isfinite(t).all())]
+        if bad:
+            ctx.warn(f"layer {L} has NaN or Inf weights in {'/'.join(bad)}: its matched values are NaN")
             finite[L] = False
         if params.fold_norms:
             w = fold_qk_norms(fold_norms(w, group.norm_folds, ckpt.norm_offset), ckpt.head_dim, ckpt.norm_offset)

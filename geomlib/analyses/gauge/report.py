@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from ..phases import adjacent, phase_mean, phase_order
-from ..report import band_verdict
+from ..report import band_verdict, check_anchor
 from ..weights.report import reference_null
 from . import MLP_VIEW_OF
 
@@ -64,6 +64,7 @@ def _overall(ds: xr.Dataset, var: str, coord: dict) -> tuple[float, float, float
 
 def matched_seed001(ds: xr.Dataset, anchor: int) -> list[str]:
     """Seed 001's layer -> anchor operator cosines, heads matched instead of paired by index."""
+    anchor = check_anchor(ds, anchor)
     if "head_matched_cos" not in ds or not ds.sizes.get("operator"):
         return []
     to_anchor = ds["head_matched_cos"].sel(layer_b=anchor)
@@ -90,6 +91,7 @@ def matched_rescale(ds: xr.Dataset, anchor: int) -> dict[str, tuple[float, float
     Returns operator -> (index-paired mean residual, matched mean residual),
     or None when either analysis or the anchor's matchings are missing.
     """
+    anchor = check_anchor(ds, anchor)
     if "head_singvals" not in ds or "head_assignment" not in ds:
         return None
     n = ds.sizes["layer"]
@@ -145,6 +147,7 @@ def _beyond(value: float, m: float, s: float) -> bool | None:
 
 def verdict_changes(ds: xr.Dataset, anchor: int) -> list[str]:
     """Each seed verdict as the seed computes it, next to the same question with the symmetries handled."""
+    anchor = check_anchor(ds, anchor)
     rows: list[tuple[str, str, object, str, object]] = []  # question, seed's answer, its flag, gauge's, its flag
     if "aligned_cos" in ds and "mlp_matched_cos" in ds and ds.sizes.get("mlp_view"):
         views = ds["mlp_view"].values.tolist()
@@ -198,7 +201,7 @@ def verdict_changes(ds: xr.Dataset, anchor: int) -> list[str]:
 
 
 def sections(ds: xr.Dataset, anchor: int = -1) -> list[str]:
-    anchor %= ds.sizes["layer"]
+    anchor = check_anchor(ds, anchor)  # not a modulo: 40 on a 30-layer model is an error, not layer 10
     lines = ["", f"Symmetry group used: {ds.attrs.get('symmetry_group', '?')}"]
     if ds.attrs.get("gauge_pairs_note"):
         lines.append(f"Pairs: {ds.attrs['gauge_pairs_note']}")

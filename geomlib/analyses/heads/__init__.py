@@ -36,7 +36,10 @@ class Heads(Analysis):
         Param("forward_pass", True, bool, "run the model on a text to measure attention entropy"),
         Param("text", None, str, "UTF-8 text file for the forward pass (default: built-in public-domain text)",
               path=True),
-        Param("max_tokens", 512, int, "tokens of the text read by the forward pass", min=2),
+        # 2 is geomlib.model.forward.MIN_TOKENS (that module imports torch; this one must not)
+        Param("max_tokens", 512, int, "tokens of the text read by the forward pass", min=2,
+              forbid={1: "one token attends only to itself, so every head's entropy would be 0 whatever the "
+                         "model; pass at least 2 (a few hundred is typical)"}),
         Param("max_memory", None, int, "RAM budget in bytes for the forward pass' float32 weights "
               "(default: a quarter of RAM); larger safetensors models are offloaded, larger GGUF refused",
               min=1, in_key=False),
@@ -52,14 +55,21 @@ class Heads(Analysis):
         if not params.forward_pass:
             ctx.skip("attn_entropy", "forward_pass=False", warn=False)
             return params
-        from ...model.forward import check_memory_budget, check_tokenizer
+        from pathlib import Path
 
+        from ...model.forward import check_memory_budget, check_text, check_tokenizer, resolve_text
+
+        # every input of the forward pass is checked here, before any analysis runs: the pass itself
+        # comes after the weights analysis and this one's operators, minutes into a large model
+        text = Path(params.text) if params.text else None
+        resolve_text(text)  # a binary, non-UTF-8 or blank file is refused even where there is no tokenizer
         try:
             check_tokenizer(ckpt)
         except GeomlibError as exc:  # an optional input is missing: compute the rest, say so once
             ctx.skip("attn_entropy", str(exc))
             return params.replace(forward_pass=False)
         check_memory_budget(ckpt, params.max_memory)  # a GGUF over the RAM budget is refused before any work
+        check_text(ckpt, text, params.max_tokens, ctx.progress)  # too few tokens (loads the tokenizer, kept)
         return params
 
     def run(self, ckpt, params, ctx):

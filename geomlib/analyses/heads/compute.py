@@ -61,6 +61,26 @@ def _factors(ckpt: Checkpoint, w: dict, kind: str):
     return head_factors(w, ckpt.n_heads, ckpt.n_kv_heads, ckpt.head_dim, kind)
 
 
+def _usable_operators(L: int, w: dict, kinds: list[str], warn) -> list[str]:
+    """The operators of layer ``L`` whose families are all in ``w`` and finite; a warning for each other one.
+
+    One finite scan per family (O(layer)): the spectra's Cholesky, eigh and SVD raise on NaN or Inf, and an
+    operator's values depend on nothing but its own two families, so the other operator keeps its values.
+    """
+    finite = {f: bool(torch.isfinite(t).all()) for f, t in w.items()}
+    usable = []
+    for kind in kinds:
+        missing = [f for f in OPERATORS[kind] if f not in w]
+        bad = [f for f in OPERATORS[kind] if not finite.get(f, True)]
+        if missing:
+            warn(f"layer {L} has no {'/'.join(missing)}: its per-head {kind.upper()} values are NaN")
+        elif bad:
+            warn(f"layer {L} {'/'.join(bad)} has NaN or Inf weights: its per-head {kind.upper()} values are NaN")
+        else:
+            usable.append(kind)
+    return usable
+
+
 def _pairwise(n: int, fn) -> np.ndarray:
     """Stack ``fn(L)`` -> (n, ...) over L into (n, n, ...)."""
     return np.stack([fn(L) for L in range(n)])
@@ -76,10 +96,11 @@ def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
                   "gap": np.full((n, H), np.nan), "frac": np.full((n, H), np.nan),
                   "vecs": torch.full((n, H, min(k, 2 * d), ckpt.hidden), math.nan, dtype=torch.float64)}
            for kind in kinds}
-    present = [True] * n
+    # per (operator, layer): False where the layer lacks a family of the operator or holds a NaN or Inf in one
+    present = {kind: [False] * n for kind in kinds}
 
-    def spectra(L: int, w: dict) -> None:
-        for kind in kinds:
+    def spectra(L: int, w: dict, todo: list[str]) -> None:
+        for kind in todo:
             s = operator_spectrum(*_factors(ckpt, w, kind), k=k)
             r = red[kind]
             r["sv"][L], r["eig"][L] = s["singvals"].cpu().numpy(), s["sym_eigs"].cpu().numpy()
@@ -94,29 +115,31 @@ def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
     with one_torch_thread(workers > 1), TaskRunner(workers, ctx.warn, on_group_done=lambda: bar.update(1)) as run:
         for L in range(n):
             w = ckpt.layer(L, fams, device=dev)
-            if set(fams) - set(w) or not all(bool(torch.isfinite(t).all()) for t in w.values()):
-                ctx.warn(f"layer {L} lacks finite {'/'.join(fams)} weights: its per-head values are NaN")
-                present[L] = False
+            todo = _usable_operators(L, w, kinds, ctx.warn)
+            for kind in todo:
+                present[kind][L] = True
+            if not todo:
                 bar.update(1)
                 continue
-            run.submit([(partial(spectra, L, w), False)])
+            run.submit([(partial(spectra, L, w, todo), False)])
     bar.close()
     # pass 2: the all-pairs gram, a chunk of layers held, the rest streamed past
     gram = {kind: np.full((n, n, H), np.nan) for kind in kinds}
     cdt = compute_dtype(params)
     per_layer = sum(math.prod(ckpt.block_axis(f)) for f in fams) * cdt.itemsize  # bytes of one layer
-    ok = [L for L in range(n) if present[L]]
+    ok = [L for L in range(n) if any(present[kind][L] for kind in kinds)]
     chunk = layers_within(params.block_mib * 2**20, 2 * per_layer, len(ok))
 
     def load(L: int) -> dict:
         # float32: each Gram entry is a length-hidden·d² sum of float32 products, relative 1e-6 of the head norms
         w = ckpt.layer(L, fams, dtype=cdt, device=dev)
-        return {kind: _factors(ckpt, w, kind) for kind in kinds}
+        return {kind: _factors(ckpt, w, kind) for kind in kinds if present[kind][L]}
 
     def pair_gram(L1: int, f1: dict, L2: int, f2: dict) -> None:
         for kind in kinds:
-            g = operator_gram(*f1[kind], *f2[kind]).double().cpu().numpy()
-            gram[kind][L1, L2] = gram[kind][L2, L1] = g
+            if kind in f1 and kind in f2:  # an operator with a non-finite factor keeps its NaN (see pass 1)
+                g = operator_gram(*f1[kind], *f2[kind]).double().cpu().numpy()
+                gram[kind][L1, L2] = gram[kind][L2, L1] = g
 
     bar = ctx.bar(total=n_pairs(len(ok), diagonal=True), desc="operator gram", unit="pair")
     with one_torch_thread(workers > 1), TaskRunner(workers, ctx.warn, in_flight=2 * workers,
@@ -132,15 +155,19 @@ def _operator_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) -> dict:
         with np.errstate(invalid="ignore", divide="ignore"):
             T = G / np.where(diag > 0, diag, np.nan)[None, :, :]  # optimal scalar of g_L onto g_{layer_b}
         vec = r["vecs"]
+        good = np.flatnonzero(present[kind])  # layers with eigenvectors: LAPACK's SVD raises on the NaN of others
         # principal angles of every layer pair: seconds at 8B scale, so with its own bar
-        pa = [principal_cosines(vec[L][None], vec)
-              for L in ctx.bar(range(n), desc=f"{kind} principal angles", unit="layer")]  # each (n, H, k)
-        pa = torch.stack(pa).numpy()  # (n, n, H, k)
+        vec_good = vec if len(good) == n else vec[torch.from_numpy(good)]  # one copy, only when a layer is bad
+        pa = np.full((n, n, H, vec.shape[2]), np.nan)
+        for L in ctx.bar(good.tolist(), desc=f"{kind} principal angles", unit="layer"):
+            pa[L, good] = principal_cosines(vec[L][None], vec_good).numpy()  # each (len(good), H, k)
         top1 = torch.einsum("ahx,bhx->abh", vec[:, :, 0], vec[:, :, 0]).numpy() ** 2
         lam = torch.from_numpy(r["eig"])
         grid = topk_grid(2 * d)
         agree = np.stack([_pairwise(n, lambda L, t=t: sign_agreement(lam[L][None], lam, t).numpy()) for t in grid],
                          axis=-1)
+        bad = ~np.asarray(present[kind])
+        agree[bad], agree[:, bad] = np.nan, np.nan  # NaN signs compare unequal: a silent 0 otherwise
         sv = torch.from_numpy(r["sv"])
         shape = spectrum_shape(sv)
         shape_cos = _pairwise(n, lambda L: vector_cos(shape[L][None], shape).numpy())

@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 
 from ..phases import adjacent, phase_mean, phase_order
-from ..report import band_verdict
+from ..report import band_verdict, check_anchor, check_operator
 
 
 def _band(ds: xr.Dataset, kind: str, metric: str) -> tuple[float, float]:
@@ -34,6 +34,7 @@ def qk_scale_meaningless(ds: xr.Dataset, kind: str) -> bool:
 
 
 def seed001(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
+    anchor, kind = check_anchor(ds, anchor), check_operator(ds, kind)
     n = ds.sizes["layer"]
     K = kind.upper()
     cos_mat = ds["head_cos"].sel(operator=kind).mean("head")
@@ -99,6 +100,7 @@ def seed001(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
 
 
 def seed002(ds: xr.Dataset, anchor: int, kind: str = "qk") -> list[str]:
+    anchor, kind = check_anchor(ds, anchor), check_operator(ds, kind)
     n, H = ds.sizes["layer"], ds.sizes["head"]
     K = kind.upper()
     sc = ds["head_shape_cos"].sel(operator=kind)
@@ -163,7 +165,8 @@ def entropy_section(ds: xr.Dataset) -> list[str]:
 
 
 
-def sections(ds: xr.Dataset, anchor: int) -> list[str]:
+def sections(ds: xr.Dataset, anchor: int = -1) -> list[str]:
+    anchor = check_anchor(ds, anchor)  # the sections select layer_b=anchor: -1 must become a label
     lines = entropy_section(ds)
     for op in ds["operator"].values.tolist():
         lines += seed001(ds, anchor, op) + seed002(ds, anchor, op)

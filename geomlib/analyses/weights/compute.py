@@ -187,9 +187,17 @@ def _pair_task(acc: _Accumulator, ckpt: Checkpoint, params: Params, f: str, L: i
     if f not in MATRIX_FAMILIES or params.aligned_pairs == "none":
         return
     ax = RESIDUAL_AXIS[f]
-    a_c, w_c = a.to(cdt), W.to(cdt)  # no copy when the storage dtype is the compute dtype
-    acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a_c, w_c, ax, cdt, (a_norm, norm))
+    # a NaN, Inf or zero layer (already warned, its norm NaN or 0): aligned cos and the pair's nulls stay NaN
+    # without the casts and null draws; the Gaussian band depends on the shape only, so it is still drawn
+    usable = all(math.isfinite(x) and x > 0 for x in (a_norm, norm))
+    if usable:
+        a_c, w_c = a.to(cdt), W.to(cdt)  # no copy when the storage dtype is the compute dtype
+        acc.aligned[i, L - 1, L] = acc.aligned[i, L, L - 1] = aligned_cos(a_c, w_c, ax, cdt, (a_norm, norm))
     if not params.null_draws:
+        return
+    if not usable:
+        if gaussian:
+            _gaussian_null(acc, ckpt, params, i, W, ax)
         return
     if params.scrambled_null:
         j = NULL_INDEX["scrambled"]
@@ -197,12 +205,17 @@ def _pair_task(acc: _Accumulator, ckpt: Checkpoint, params: Params, f: str, L: i
         acc.null_mean[j, i, L - 1], acc.null_std[j, i, L - 1] = m, s
     _permutation_null(acc, ckpt, f, a_c, w_c, L, params)
     if gaussian:
-        # once per shape: at least two draws, so that the band has a width
-        m, s = gaussian_aligned_null(tuple(W.shape), ax, max(2, params.null_draws), params.seed, acc.ctx.device,
-                                     cdt)
-        j = NULL_INDEX["gaussian"]
-        acc.null_mean[j, i, : ckpt.n_layers - 1] = m
-        acc.null_std[j, i, : ckpt.n_layers - 1] = s
+        _gaussian_null(acc, ckpt, params, i, W, ax)
+
+
+def _gaussian_null(acc: _Accumulator, ckpt: Checkpoint, params: Params, i: int, W: torch.Tensor, ax: int) -> None:
+    """The ``gaussian`` null of family index ``i``: one band per shape, stored for every adjacent pair."""
+    # at least two draws, so that the band has a width
+    m, s = gaussian_aligned_null(tuple(W.shape), ax, max(2, params.null_draws), params.seed, acc.ctx.device,
+                                 compute_dtype(params))
+    j = NULL_INDEX["gaussian"]
+    acc.null_mean[j, i, : ckpt.n_layers - 1] = m
+    acc.null_std[j, i, : ckpt.n_layers - 1] = s
 
 
 def _permutation_null(acc: _Accumulator, ckpt: Checkpoint, f: str, a: torch.Tensor, W: torch.Tensor, L: int,
@@ -382,7 +395,8 @@ def _gamma(acc: _Accumulator, n: int, params: Params) -> dict:
             acc.warn(f"{f} is missing in some layers: its γ PCA is NaN")
             continue
         X = torch.stack(vecs)
-        out["gamma_norm"][i] = torch.linalg.vector_norm(X, dim=1).numpy()
+        norm = torch.linalg.vector_norm(X, dim=1).numpy()
+        out["gamma_norm"][i] = np.where(np.isfinite(norm), norm, np.nan)  # an Inf gain: NaN, as its scale
         if not bool(torch.isfinite(X).all()) or bool((out["gamma_norm"][i] == 0).any()):
             acc.warn(f"{f} has a zero or non-finite gain vector: its γ PCA is NaN")
             continue

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from ...arch.families import MATRIX_FAMILIES, NORM_FAMILIES
+from ...errors import InvalidArgumentError
 from ..phases import adjacent, phase_direction_stats, phase_mean, phase_order
 from ..report import _f, _present, _table
 
@@ -123,6 +124,11 @@ def reference_null(ds: xr.Dataset, family: str | None = None) -> str:
     """The null an aligned-cos verdict reads: ``"permutation"`` (a relabelling by true symmetries only) where
     the dataset has it for ``family`` (any family if None), else ``"scrambled"`` (norm gains, older schemas)."""
     nm = ds["aligned_null_mean"]
+    if family is not None and family not in [str(f) for f in nm["family"].values]:
+        raise InvalidArgumentError(
+            f"family {family!r} is not in this dataset's aligned_null_mean; use one of "
+            f"{', '.join(str(f) for f in nm['family'].values)}"
+        )
     if "permutation" not in [str(k) for k in nm["null"].values]:
         return "scrambled"
     perm = nm.sel(null="permutation") if family is None else nm.sel(null="permutation", family=family)
