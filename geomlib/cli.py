@@ -148,7 +148,7 @@ def _cmd_cache_clean(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for path, why in victims:
         if not args.dry_run:
-            cache.remove(path)
+            cache.remove(path, cache.cache_root(args.cache))
         print(f"{verb}  {path}: {why}")
     print(f"{verb} {len(victims)} file{'' if len(victims) == 1 else 's'} under {cache.cache_root(args.cache)}"
           if victims else f"nothing to clean under {cache.cache_root(args.cache)}")

@@ -378,7 +378,8 @@ def orphans(cache_dir: str | os.PathLike | None = None) -> list[Path]:
     out = [r for r in sorted(root.glob(f"*/*.nc{RECORD_SUFFIX}"))
            if not r.name.startswith(_TMP_PREFIX) and not r.with_name(r.name[: -len(RECORD_SUFFIX)]).exists()]
     now = time.time()
-    for t in sorted(root.glob(f"*/{_TMP_PREFIX}*")):
+    # model directories hold writers' temporaries, the root the writability probes of check_writable
+    for t in sorted([*root.glob(f"{_TMP_PREFIX}*"), *root.glob(f"*/{_TMP_PREFIX}*")]):
         alive = _writer_alive(t.name)
         try:
             if alive is False or (alive is None and now - t.stat().st_mtime > _STALE_TMP_SECONDS):
@@ -388,13 +389,16 @@ def orphans(cache_dir: str | os.PathLike | None = None) -> list[Path]:
     return out
 
 
-def remove(path: Path) -> None:
-    """Delete an entry (or an orphan) and its checksum record; an emptied model directory goes too."""
+def remove(path: Path, root: Path | None = None) -> None:
+    """Delete an entry (or an orphan) and its checksum record; an emptied model directory goes too (never
+    ``root``, the cache directory itself)."""
     for p in (path, record_path(path)) if path.suffix == ".nc" and not path.name.startswith(_TMP_PREFIX) else (path,):
         try:
             p.unlink()
         except FileNotFoundError:
             pass
+    if root is not None and path.parent.resolve() == root.resolve():
+        return
     try:
         path.parent.rmdir()  # only succeeds when empty
     except OSError:

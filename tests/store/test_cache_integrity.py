@@ -101,12 +101,13 @@ def test_clean_removes_damaged_entries_and_leftovers_only(two_models):
     orphan = cache.record_path(a_path.with_name("weights-0000000000000000.nc"))
     orphan.write_text("{}")
     dead = _dead_writer_tmp(b_path.parent)
+    probe = _dead_writer_tmp(root)  # a writability probe of a killed run, at the root
     dry = run_cli("cache", "clean", "--dry-run", "--cache", str(root))
-    assert dry.returncode == 0 and "would remove 3 files" in dry.stdout and a_path.exists()
+    assert dry.returncode == 0 and "would remove 4 files" in dry.stdout and a_path.exists()
     r = run_cli("cache", "clean", "--cache", str(root))
     assert r.returncode == 0, r.stderr
     assert not a_path.exists() and not cache.record_path(a_path).exists() and not orphan.exists()
-    assert not dead.exists()
+    assert not dead.exists() and not probe.exists()
     assert [e.path for e in cache.entries(root)] == [b_path] and cache.verify(b_path) is None
     assert not a_path.parent.exists()  # the emptied model directory went too
     assert "nothing to clean" in run_cli("cache", "clean", "--cache", str(root)).stdout
@@ -277,3 +278,12 @@ def test_a_read_only_cache_still_serves_what_it_holds(two_models):
                           ["compute", str(a_model), "--analyses", "weights", "--weights.null-draws", "0",
                            "--cache", str(root), "-q"], root)
     assert r.returncode == 0, r.stderr
+
+
+def test_clean_never_removes_the_cache_directory_itself(tmp_path):
+    root = tmp_path / "cache"
+    root.mkdir()
+    probe = _dead_writer_tmp(root)
+    r = run_cli("cache", "clean", "--cache", str(root))
+    assert r.returncode == 0 and "removed 1 file" in r.stdout
+    assert not probe.exists() and root.is_dir()
