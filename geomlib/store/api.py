@@ -16,7 +16,7 @@ import xarray as xr
 from ..analyses import registry
 from ..analyses.base import PAIRING
 from ..analyses.phases import apply_phases, check_phase_spec
-from ..errors import CorruptCacheEntryError, InvalidArgumentError, SourceNotFoundError
+from ..errors import CacheError, CorruptCacheEntryError, InvalidArgumentError, SourceNotFoundError
 from ..heap import map_large_blocks, threshold_for, trim_heap
 from ..threads import thread_policy, using_threads
 from . import cache
@@ -164,6 +164,15 @@ def compute(
     parts = []
     with open_model(source, hf_cache_dir=hf_cache_dir) as ckpt:
         check_phase_spec(ckpt.n_layers, phases, phase_names, n_phases)  # a bad spec fails before any work
+        # the cache is checked before the identity, which hashes every payload byte the first time; a cache
+        # that cannot be written may still serve hits, so its failure waits unless no hit is possible
+        unwritable = None
+        try:
+            cache.check_writable(root, sum(_entry_bytes(ckpt, a) for a in names))
+        except CacheError as exc:
+            unwritable = exc
+            if force or not any(root.glob(f"{cache.slug(ckpt.source)}-*")):
+                raise
         plans = []
         for a in names:  # every pre-flight check before any analysis runs
             an, p, actx = registry.get(a), per[a], ctx.for_analysis()
@@ -175,7 +184,7 @@ def compute(
                     key, ds = hit(ckpt, a, p)
             plans.append((a, an, p, actx, key, ds))
         todo = {a: p for a, _, p, _, _, ds in plans if ds is None}
-        if todo:  # an unwritable or full cache fails now, not after the computation (a read-only one still serves hits)
+        if todo and unwritable is not None:  # now, not after the computation; the space needed is now known
             cache.check_writable(root, sum(_entry_bytes(ckpt, a) for a in todo))
         with using_threads(choice.threads):
             if todo and ctx.progress:

@@ -287,3 +287,21 @@ def test_clean_never_removes_the_cache_directory_itself(tmp_path):
     r = run_cli("cache", "clean", "--cache", str(root))
     assert r.returncode == 0 and "removed 1 file" in r.stdout
     assert not probe.exists() and root.is_dir()
+
+
+def test_an_unwritable_cache_fails_before_the_checkpoint_is_hashed(model, tmp_path):
+    """The identity reads every payload byte the first time: a cache that cannot take the result is refused
+    before that read when it holds nothing of the model."""
+    from geomlib.io import digest
+
+    root = tmp_path / "frozen"
+    root.mkdir()
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(root)], capture_output=True).returncode:
+        pytest.skip("needs chattr +i (root on ext4 or similar)")
+    try:
+        before = digest.hashed_bytes
+        with pytest.raises(CacheError, match="is not writable"):
+            compute_weights(model, root)
+        assert digest.hashed_bytes == before
+    finally:
+        subprocess.run(["chattr", "-i", str(root)], check=True)
