@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import pytest
+
+from tests.factories.cli import CliResult
 
 # Tests never reach the hub: everything is built locally or shipped in wheels.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,27 +24,6 @@ def _digest_memos_in_tmp(tmp_path_factory):
         os.environ.pop("GEOMLIB_DIGEST_CACHE", None)
     else:
         os.environ["GEOMLIB_DIGEST_CACHE"] = before
-
-
-@dataclass
-class CliResult:
-    """What one in-process ``geomlib`` command returned and printed."""
-
-    code: int
-    out: str
-    err: str
-
-    def one_error_line(self, *words: str) -> str:
-        """Assert exit 2, empty stdout and exactly one ``geomlib: error: ...`` line holding ``words``."""
-        assert self.code == 2, (self.code, self.out, self.err)
-        assert "Traceback" not in self.err and "Traceback" not in self.out
-        assert self.out == "", self.out
-        lines = self.err.splitlines()
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("geomlib: error: "), lines[0]
-        for w in words:
-            assert w in lines[0], (w, lines[0])
-        return lines[0]
 
 
 @pytest.fixture

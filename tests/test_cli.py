@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import geomlib
+from tests.factories.cli import CliResult
 from tests.factories.hf import make_checkpoint
 from tests.io.test_hub import COMMIT, cache_repo
 
@@ -42,15 +43,7 @@ def run(*args: str, tmp_path: Path, module: bool = False, **env: str) -> subproc
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess, *words: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    assert proc.stdout == ""
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("geomlib: error: ")
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
+    return CliResult.of(proc).one_error_line(*words)
 
 
 @pytest.fixture(scope="module")

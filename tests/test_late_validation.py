@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories.cli import CliResult
 from tests.factories.tokenizers import make_checkpoint_with_tokenizer
 
 
@@ -31,15 +32,7 @@ def geomlib_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
 
 def refused(r: subprocess.CompletedProcess, *words: str) -> str:
     """Exit 2, nothing on stdout, exactly one stderr line (the error, so no analysis started), no traceback."""
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr + r.stdout
-    assert r.stdout == "", r.stdout
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("geomlib: error: "), lines[0]
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
+    return CliResult.of(r).one_error_line(*words)
 
 
 def nothing_cached(cache: Path) -> bool:

@@ -74,17 +74,15 @@ class Param:
             if not ok:
                 what = "a number" if self.type is float else "an integer"
                 raise InvalidArgumentError(f"{where} is not allowed; pass {what}")
-            # a forbidden value may lie below min too: its reason says more than the bound
-            if self.forbid and value in self.forbid:
-                raise InvalidArgumentError(f"{where} is not allowed: {self.forbid[value]}")
-            if self.min is not None and value < self.min:
-                raise InvalidArgumentError(f"{where} is not allowed; pass a value of at least {self.min:g}")
         elif self.type is str and not isinstance(value, (str, os.PathLike)):
             raise InvalidArgumentError(f"{where} is not allowed; pass a string")
-        if self.choices is not None and value not in self.choices:
-            raise InvalidArgumentError(f"{where} is not a choice; use one of {', '.join(map(repr, self.choices))}")
+        # a forbidden value may lie below min too: its reason says more than the bound
         if self.forbid and value in self.forbid:
             raise InvalidArgumentError(f"{where} is not allowed: {self.forbid[value]}")
+        if self.min is not None and self.type in (int, float) and value < self.min:
+            raise InvalidArgumentError(f"{where} is not allowed; pass a value of at least {self.min:g}")
+        if self.choices is not None and value not in self.choices:
+            raise InvalidArgumentError(f"{where} is not a choice; use one of {', '.join(map(repr, self.choices))}")
         if self.path:
             value = os.fspath(value)
             _check_file(where, value)

@@ -68,15 +68,6 @@ def _require(obj, caller: str, *, dataset: bool = False, dims: Sequence[str] = (
 _APPLY = "label the layers first with apply_phases(ds) (geomlib.compute and geomlib.load do it)"
 
 
-def _int(name: str, value, lo: int, hi: int | None = None) -> int:
-    """``value`` as an int in ``lo..hi``, else one sentence (bools and floats refused)."""
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok or value < lo or (hi is not None and value > hi):
-        span = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
-        raise InvalidArgumentError(f"{name}={value!r} is not allowed; pass an integer in {span}")
-    return int(value)
-
-
 def seed_phase(L: int, n_layers: int) -> str:
     """Phase of layer ``L`` exactly as seed 000's ``phase_of`` assigns it.
 
@@ -86,7 +77,7 @@ def seed_phase(L: int, n_layers: int) -> str:
         ``n_layers`` below 1, or ``L`` outside ``0..n_layers - 1``.
     """
     n_layers = positive_int("n_layers", n_layers)
-    L = _int("L", L, 0, n_layers - 1)
+    L = positive_int("L", L, 0, n_layers - 1)
     if n_layers in PRESETS:
         for name, last in PRESETS[n_layers][1]:
             if L <= last:

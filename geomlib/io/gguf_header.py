@@ -110,20 +110,22 @@ def scan_header(buf, size: int) -> None:
     # counts first, against the smallest possible entries: 13 bytes a key, 24 a tensor
     count(n_keys, "metadata keys", 13, pos, _MAX_KEYS)
     count(n_tensors, "tensors", 24, pos, _MAX_TENSORS)
+    def unique(pos: int, what: str, label: str, seen: set[bytes]) -> int:
+        """The position after the name at ``pos``; a name already in ``seen`` is refused."""
+        got, pos = name(pos, what)
+        if got in seen:
+            raise BadHeader(f"its header has the {label} {got.decode(errors='replace')!r} twice")
+        seen.add(got)
+        return pos
+
     keys: set[bytes] = set()
     for _ in range(n_keys):
-        key, pos = name(pos, "key")
-        if key in keys:
-            raise BadHeader(f"its header has the key {key.decode(errors='replace')!r} twice")
-        keys.add(key)
+        pos = unique(pos, "key", "key", keys)
         (vtype,) = unpack("I", pos)
         pos = value(vtype, pos + 4, 0)
     tensors: set[bytes] = set()
     for _ in range(n_tensors):
-        tname, pos = name(pos, "tensor name")
-        if tname in tensors:
-            raise BadHeader(f"its header has the tensor {tname.decode(errors='replace')!r} twice")
-        tensors.add(tname)
+        pos = unique(pos, "tensor name", "tensor", tensors)
         (n_dims,) = unpack("I", pos)
         count(n_dims, "dimensions", 8, pos + 4, _MAX_DIMS)
         pos += 4 + 8 * n_dims

@@ -253,21 +253,17 @@ class Checkpoint:
         """
         n, present = self.n_layers, self._stored_layers()
         # distinct indices 0 <= i: exactly 0..n-1 iff there are n of them and the largest is n - 1
+        # (a GGUF's block_count was held to its blk.N tensors when the file was opened, so it passes here)
         if len(present) == n and max(present, default=-1) == n - 1:
             return
-        if isinstance(self._store, GGUFStore):
-            where, key = "the GGUF metadata", self._store.config_key("num_hidden_layers")
-            fix = "re-convert or re-download the file"
-        else:
-            key = self.adapter.config_key("n_layers")
-            if self.adapter.text_cfg(self.config) is not self.config:
-                key = f"{self.adapter.text_config}.{key}"
-            where = "config.json"
-            fix = f"set {key} to {len(present)} in config.json or use the config.json that came with these weights"
+        key = self.adapter.config_key("n_layers")
+        if self.adapter.text_cfg(self.config) is not self.config:
+            key = f"{self.adapter.text_config}.{key}"
+        fix = f"set {key} to {len(present)} in config.json or use the config.json that came with these weights"
         if present and max(present) + 1 != len(present):
             fix = "layers are missing from the weights, re-download them"
         raise CorruptCheckpointError(
-            f"{where} of {self.source} says {key} = {n}, but the weights hold tensors of layers "
+            f"config.json of {self.source} says {key} = {n}, but the weights hold tensors of layers "
             f"{index_span(present)} ({len(present)} layers); {fix}"
         )
 

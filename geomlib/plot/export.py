@@ -18,6 +18,7 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import InvalidArgumentError, MissingDependencyError
+from ..validate import unwritable
 from . import views
 from .layout import caption, standalone
 from .names import DATA_FORMATS, FORMATS, IMAGE_FORMATS
@@ -249,16 +250,7 @@ def check_path(path: str | os.PathLike, fmt: str | None = None) -> str:
 
 def _check_writable(path: Path, parent: Path) -> None:
     """Refuse a directory :func:`write` could not create its temporary file in."""
-    why = None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        why = "permission denied"
-    else:
-        # access() says yes to root even where nobody can write (a read-only mount, sysfs): try it
-        try:
-            with tempfile.TemporaryFile(dir=parent, prefix=".geomlib-probe-"):
-                pass
-        except OSError as exc:
-            why = exc.strerror or exc.__class__.__name__
+    why = "permission denied" if not os.access(parent, os.W_OK | os.X_OK) else unwritable(parent)
     if why is not None:
         raise InvalidArgumentError(
             f"cannot write {path}: its directory {parent} is not writable ({why}); choose a directory you can "

@@ -60,9 +60,9 @@ def _per_analysis(names: tuple[str, ...], params: dict[str, Any]) -> dict[str, A
     return {a: params.get(a) for a in names}
 
 
-def _entry_bytes(ckpt, analysis: str) -> int:
-    """A generous bound on one cached entry's size: float64 layer x layer arrays for a few dozen variables and
-    the per-head-pair ones (gauge's composition scores), uncompressed."""
+def _entry_bytes(ckpt) -> int:
+    """A generous bound on one cached entry's size, whatever the analysis: float64 layer x layer arrays for a
+    few dozen variables and the per-head-pair ones (gauge's composition scores), uncompressed."""
     n, h = int(ckpt.n_layers or 0), int(ckpt.n_heads or 0)
     return 8 * n * n * (64 + 4 * h * h) + 2**20
 
@@ -168,7 +168,7 @@ def compute(
         # that cannot be written may still serve hits, so its failure waits unless no hit is possible
         unwritable = None
         try:
-            cache.check_writable(root, sum(_entry_bytes(ckpt, a) for a in names))
+            cache.check_writable(root, _entry_bytes(ckpt) * len(names))
         except CacheError as exc:
             unwritable = exc
             if force or not any(root.glob(f"{cache.slug(ckpt.source)}-*")):
@@ -185,7 +185,7 @@ def compute(
             plans.append((a, an, p, actx, key, ds))
         todo = {a: p for a, _, p, _, _, ds in plans if ds is None}
         if todo and unwritable is not None:  # now, not after the computation; the space needed is now known
-            cache.check_writable(root, sum(_entry_bytes(ckpt, a) for a in todo))
+            cache.check_writable(root, _entry_bytes(ckpt) * len(todo))
         with using_threads(choice.threads):
             if todo and ctx.progress:
                 print(choice.describe(), file=sys.stderr, flush=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import CacheError, CorruptCacheEntryError
+from ..validate import unwritable
 
 ENGINE = "netcdf4"
 _TMP_PREFIX = ".tmp-"
@@ -70,8 +71,9 @@ def check_root(root: Path) -> None:
 def check_writable(root: Path, need_bytes: int = 0) -> None:
     """Fail now, in one sentence, if entries of about ``need_bytes`` cannot be written under ``root``.
 
-    Creates ``root`` if needed and writes (then removes) a small probe file, so a read-only mount, an
-    immutable or foreign directory and a full disk are found before any computation, not after it.
+    Creates ``root`` if needed and writes a small probe file (:func:`geomlib.validate.unwritable`), so a
+    read-only mount, an immutable or foreign directory and a full disk are found before any computation,
+    not after it.
     """
     check_root(root)
     fix = "pass --cache DIR (cache_dir=) or set GEOMLIB_CACHE to a writable directory"
@@ -79,19 +81,9 @@ def check_writable(root: Path, need_bytes: int = 0) -> None:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CacheError(f"{_where(root)} cannot be created ({_reason(exc)}); {fix}") from None
-    probe = root / _tmp_name(".probe")
-    try:
-        with open(probe, "wb") as fh:
-            fh.write(b"\0" * 4096)
-            fh.flush()
-            os.fsync(fh.fileno())  # a full filesystem may accept the write and fail only here
-    except OSError as exc:
-        raise CacheError(f"{_where(root)} is not writable ({_reason(exc)}); {fix}") from None
-    finally:
-        try:
-            probe.unlink()
-        except OSError:
-            pass
+    why = unwritable(root, prefix=_tmp_name("-"))  # a named fallback probe is swept like a writer's leftover
+    if why is not None:
+        raise CacheError(f"{_where(root)} is not writable ({why}); {fix}")
     free = shutil.disk_usage(root).free
     if free < need_bytes + _SPACE_MARGIN:
         raise CacheError(f"{_where(root)} has {free / 2**20:.1f} MB free, and the results need about "

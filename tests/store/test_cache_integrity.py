@@ -20,6 +20,7 @@ import geomlib
 from geomlib.errors import CacheError, CorruptCacheEntryError
 from geomlib.store import cache
 from tests.factories import synthetic
+from tests.factories.cli import CliResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,11 +32,7 @@ def run_cli(*args: str, env: dict | None = None, cmd: list[str] | None = None) -
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1, r.stderr
-    return lines[0]
+    return CliResult.of(r).one_error_line()
 
 
 def files(root: Path) -> list[Path]:
