@@ -10,6 +10,11 @@ compute(source, analyses=None, cache_dir=None, device="auto", **{analysis: param
     under ``cache/`` (or ``$GEOMLIB_CACHE``); computes only what is missing.
 load(source, analyses=None) -> xarray.Dataset
     The cached analyses; never computes, needs no torch.
+compare(a, b, cache_dir=None, ...) -> xarray.Dataset
+    Two checkpoints layer against layer (dims ``layer`` of A, ``layer_b`` of B), gauge-aware, cached.
+sweep(sources, analyses=None, cache_dir=None, ...) -> xarray.Dataset
+    Many checkpoints (or one hub id at several revisions) on a Dask cluster: a ``checkpoint`` dim, plus the
+    compare of consecutive checkpoints.
 
 ``import geomlib`` itself stays light (no torch), so that browsing cached
 results starts fast; the compute entry points import torch on first use.
@@ -23,11 +28,14 @@ from .errors import GeomlibError
 
 __version__ = "0.1.0"
 
-_LAZY = {"open_model": "model", "Checkpoint": "model", "compute": "store", "load": "store", "cached": "store"}
+_LAZY = {"open_model": "model", "Checkpoint": "model", "compute": "store", "load": "store", "cached": "store",
+         "compare": "store.compare", "sweep": "store.sweep"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Checkpoint, open_model
     from .store import cached, compute, load
+    from .store.compare import compare
+    from .store.sweep import sweep
 
 
 def __getattr__(name: str):
@@ -38,4 +46,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'geomlib' has no attribute {name!r}")
 
 
-__all__ = ["Checkpoint", "GeomlibError", "cached", "compute", "load", "open_model", "__version__"]
+__all__ = ["Checkpoint", "GeomlibError", "cached", "compare", "compute", "load", "open_model", "sweep",
+           "__version__"]

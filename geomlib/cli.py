@@ -259,7 +259,13 @@ def _add_compute_options(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch/BLAS (default: $GEOMLIB_THREADS or $OMP_NUM_THREADS when set, else "
                         "the cores not already busy: never more threads than free cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, thread or time-estimate lines")
-    # one group of flags per registered analysis, generated from its parameter declarations
+    _add_analysis_flags(p)
+
+
+def _add_analysis_flags(p: argparse.ArgumentParser) -> None:
+    """One group of flags per registered analysis (``--gauge.null-draws``), from its parameter declarations."""
+    from .analyses import registry
+
     for a in registry.names():
         an = registry.get(a)
         g = p.add_argument_group(f"{a} analysis", an.title)
@@ -353,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "holds that pair only")
     exp.set_defaults(func=_cmd_export)
     rep.set_defaults(func=_cmd_report)
+
+    from .cli_models import add_parsers
+
+    add_parsers(sub, _add_analysis_flags)
     return p
 
 

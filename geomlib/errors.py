@@ -53,6 +53,10 @@ class CorruptCacheEntryError(CacheError, ValueError):
     """A cached dataset failed its checksum or could not be parsed; recompute it or clean the cache."""
 
 
+class ClusterError(GeomlibError, OSError):
+    """A Dask scheduler could not be reached, or a local cluster could not be started."""
+
+
 class GeomlibWarning(UserWarning):
     """A degenerate input (zero matrix, NaN or Inf weights, a family missing in some layers)
     was turned into NaN; the same text is recorded in the dataset's ``attrs``."""

@@ -22,7 +22,7 @@ import torch
 import geomlib
 from tests.factories.cli import CliResult
 from tests.factories.hf import make_checkpoint
-from tests.io.test_hub import COMMIT, cache_repo
+from tests.factories.hub import COMMIT, cache_repo
 
 
 def _script() -> str:

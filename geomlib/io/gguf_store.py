@@ -8,6 +8,8 @@ here equals the one in the original HF checkpoint up to quantization:
 * llama: q and k rows were permuted for llama.cpp's RoPE; they are un-permuted.
 * gemma, gemma2, gemma3: norm gains were stored as ``w + 1``; 1 is subtracted
   (in float64, so the subtraction itself adds no rounding).
+* bert: stored as in HF (separate q/k/v with biases, LayerNorm weight and bias);
+  its HF names have no ``model.`` root (``encoder.layer.3.attention.self.query``).
 
 Names are translated with the ``gguf`` package's own tensor-name map, so the
 rest of geomlib asks for HF names (``model.layers.3.self_attn.q_proj.weight``).
@@ -45,6 +47,7 @@ GGUF_ARCHS: dict[str, _GGUFArch] = {
     "gemma": _GGUFArch("gemma", False, True),
     "gemma2": _GGUFArch("gemma2", False, True),
     "gemma3": _GGUFArch("gemma3_text", False, True),
+    "bert": _GGUFArch("bert", False, False),
 }
 
 #: storage types that are plain floats (everything else is a quantization)
@@ -287,6 +290,7 @@ class GGUFStore(TensorStore):
         }
         for key, hf in (
             ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+            ("attention.layer_norm_epsilon", "layer_norm_eps"),  # LayerNorm models (bert)
             ("rope.freq_base", "rope_theta"),
             ("context_length", "max_position_embeddings"),
             ("vocab_size", "vocab_size"),
@@ -308,8 +312,12 @@ class GGUFStore(TensorStore):
         return name if name in self._infos else None
 
     def find_prefixes(self, suffix: str) -> list[str]:
-        # GGUF names are translated from the canonical ``model.`` root
-        return ["model."] if self.resolve("model." + suffix) else []
+        # GGUF names are translated from the canonical ``model.`` root; gguf's map knows BERT's names
+        # without it (``encoder.layer.0...``), as a BertModel checkpoint stores them
+        for prefix in ("model.", ""):
+            if self.resolve(prefix + suffix):
+                return [prefix]
+        return []
 
     def describe(self) -> str:
         return str(self.path)

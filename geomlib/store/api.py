@@ -135,6 +135,19 @@ def compute(
         values, provenance in ``attrs``; each analysis is cached in
         ``<cache>/<model>/<analysis>-<key>.nc``, written atomically.
     """
+    parts = compute_parts(source, analyses, cache_dir, device=device, progress=progress, force=force,
+                          phases=phases, phase_names=phase_names, n_phases=n_phases, hf_cache_dir=hf_cache_dir,
+                          threads=threads, **params)
+    return apply_phases(_merge(parts), phases, phase_names, n_phases)
+
+
+def compute_parts(source, analyses=None, cache_dir=None, *, device="auto", progress=True, force=False, phases=None,
+                  phase_names=None, n_phases=None, hf_cache_dir=None, threads=None, **params) -> list[xr.Dataset]:
+    """:func:`compute`'s work: each analysis' own Dataset, as cached, before merging and phases.
+
+    A sweep's worker returns these, so that the client merges a checkpoint's analyses (and labels its
+    phases) once, as :func:`compute` does.
+    """
     from ..analyses.base import RunContext
     from ..model.checkpoint import open_model
 
@@ -202,7 +215,7 @@ def compute(
                     ds.attrs["cache_key"] = key
                     cache.write_atomic(ds, cache.entry_path(root, ckpt.source, ckpt.identity, a, key))
                 parts.append(ds)
-    return apply_phases(_merge(parts), phases, phase_names, n_phases)
+    return parts
 
 
 def load(
@@ -292,4 +305,4 @@ def cached(
     return load(source, None, cache_dir, phases=phases, phase_names=phase_names, n_phases=n_phases)
 
 
-__all__ = ["cached", "compute", "load"]
+__all__ = ["cached", "compute", "compute_parts", "load"]

@@ -282,6 +282,8 @@ class Entry:
     @property
     def label(self) -> str:
         a = self.attrs
+        if self.analysis == "compare":  # geomlib.compare's entries live in A's directory and name B
+            return f"{self.source} compare with {a.get('source_b', '?')}"
         q = a.get("quantization", "none")
         return (f"{self.source} ({a.get('arch', '?')}, {a.get('n_layers', '?')} layers"
                 f"{', ' + q if q not in ('none', None) else ''})")

@@ -31,7 +31,8 @@ import pytest
 from geomlib.errors import GeomlibError, HubError
 from geomlib.io.hub import DEFAULT_HUB_TIMEOUT, open_hub
 from tests.factories.hf import make_checkpoint
-from tests.io.test_hub import _dir_files, cache_repo
+from tests.factories.hub import cache_repo
+from tests.factories.hub import dir_files as _dir_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UNRESOLVABLE = "http://geomlib-no-such-host.invalid"

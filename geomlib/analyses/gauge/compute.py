@@ -52,7 +52,8 @@ def mlp_views(families, scale: str) -> list[str]:
     return gate + (["up_down"] if scale == "signed" else ["up", "down"]) + ["mean"]
 
 
-def _split(w: dict) -> tuple[dict, dict]:
+def split_layer(w: dict) -> tuple[dict, dict]:
+    """One layer's weights as (MLP families, attention families); norm gains and the rest are dropped."""
     mlp = {f: t for f, t in w.items() if f in MLP_FAMILIES}
     att = {f: t for f, t in w.items() if f in ATTENTION}
     return mlp, att
@@ -83,6 +84,23 @@ def resolve_pairs(ckpt: Checkpoint, pairs: str) -> str:
     if pairs != "auto":
         return pairs
     return "all" if all_pairs_work(ckpt) <= AUTO_ALL_PAIRS_WORK else "adjacent"
+
+
+def head_backgrounds(h, op: str) -> tuple[float, float]:
+    """Mean operator cos of ``h`` (a :class:`~geomlib.metrics.head_matching.HeadMatch`) over the head pairs of
+    different indices (index-paired background) and over the pairs the matching did not pair (invariant one)."""
+    H = h.perm.numel()
+    diff = float(h.different_index[op].mean()) if h.different_index[op].numel() else math.nan
+    off = torch.ones(H, H, dtype=torch.bool)
+    off[torch.arange(H), h.perm] = False
+    return diff, (float(h.cos[op][off].mean()) if H > 1 else math.nan)
+
+
+def describe_group(group) -> str:
+    """One line naming a :class:`~geomlib.arch.symmetry.SymmetryGroup` (the ``symmetry_group`` attribute)."""
+    return (f"{group.model_type}: MLP neuron scale {group.mlp_neuron_scale}, heads {group.head_perm}, QK "
+            f"{group.qk_group}, OV {group.ov_group}, norm folds "
+            + (", ".join(f"{nf}->{'/'.join(fs)}" for nf, fs in group.norm_folds) or "none"))
 
 
 def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
@@ -131,7 +149,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
             finite[L] = False
         if params.fold_norms:
             w = fold_qk_norms(fold_norms(w, group.norm_folds, ckpt.norm_offset), ckpt.head_dim, ckpt.norm_offset)
-        return _split(w)
+        return split_layer(w)
 
     def pair_stream() -> Iterator[tuple[int, tuple, int, tuple]]:
         if which == "all":
@@ -156,11 +174,8 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
         for i, op in enumerate(ops):
             out["head_matched_cos"][i, L1, L2] = out["head_matched_cos"][i, L2, L1] = h.matched_cos[op]
             out["head_same_index_cos"][i, L1, L2] = out["head_same_index_cos"][i, L2, L1] = h.same_index_cos[op]
-            diff = float(h.different_index[op].mean()) if h.different_index[op].numel() else nan
+            diff, bg = head_backgrounds(h, op)
             out["head_different_index_cos"][i, L1, L2] = out["head_different_index_cos"][i, L2, L1] = diff
-            off = torch.ones(H, H, dtype=torch.bool)
-            off[torch.arange(H), h.perm] = False
-            bg = float(h.cos[op][off].mean()) if H > 1 else nan
             out["head_unmatched_cos"][i, L1, L2] = out["head_unmatched_cos"][i, L2, L1] = bg
         inv = torch.argsort(h.perm)  # the inverse matching: head j of L2 is matched to head inv[j] of L1
         out["head_assignment"][L1, L2] = h.perm.numpy()
@@ -286,9 +301,7 @@ def _dataset(ckpt, params, ctx, out, views, ops, group, which, compose) -> xr.Da
         ds[k].attrs["pairing"] = PAIRING["index"]
     ds.attrs.update(provenance(ckpt, "gauge", params, ctx))
     ds.attrs.update({
-        "symmetry_group": (f"{group.model_type}: MLP neuron scale {group.mlp_neuron_scale}, heads "
-                           f"{group.head_perm}, QK {group.qk_group}, OV {group.ov_group}, norm folds "
-                           + (", ".join(f"{nf}->{'/'.join(fs)}" for nf, fs in group.norm_folds) or "none")),
+        "symmetry_group": describe_group(group),
         "symmetry_notes": group.notes,
         "gauge_operators": ",".join(op for op in OPERATORS if op in ops),
         "gauge_pairs": which,
