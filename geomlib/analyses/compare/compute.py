@@ -34,8 +34,7 @@ from ...metrics.similarity import norm64, row_chunks
 from ...model.checkpoint import Checkpoint
 from ...threads import current_threads
 from ..base import PAIRING, RunContext
-from ..concurrent import TaskRunner, one_torch_thread
-from ..gauge.compute import AUTO_ALL_PAIRS_WORK, describe_group, head_backgrounds, mlp_views, split_layer, task_workers
+from ..gauge.compute import AUTO_ALL_PAIRS_WORK, describe_group, head_backgrounds, mlp_views, run_pairs, split_layer
 from ..heads import operators_of
 from ..params import Params, compute_dtype
 from ..streaming import layers_within
@@ -270,13 +269,7 @@ def run(ckpt_a: Checkpoint, ckpt_b: Checkpoint, params: Params, ctx: RunContext)
                     yield L1, x, L2, y
 
     total = na * nb if which == "all" else na
-    bar = ctx.bar(total=total, desc="compare matching", unit="pair")
-    workers = task_workers(ckpt_a, torch.get_num_threads())
-    with torch.no_grad(), one_torch_thread(workers > 1), \
-            TaskRunner(workers, ctx.warn, on_group_done=lambda: bar.update(1)) as runner:
-        for L1, x, L2, y in stream():
-            runner.submit(tasks(L1, L2, x, y))
-    bar.close()
+    run_pairs(ckpt_a, ctx, stream(), tasks, total, "compare matching")
     for stem in ("mlp_matched_null", "head_matched_null"):  # one band width per view, pooled over A's layers
         out[f"{stem}_std"] = pooled_std(out[f"{stem}_std"], out[f"{stem}_mean"], params.null_draws)
     ds = _dataset(ckpt_a, ckpt_b, out, mats, gains, views, ops)

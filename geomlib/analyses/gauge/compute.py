@@ -72,6 +72,18 @@ def task_workers(ckpt: Checkpoint, threads: int) -> int:
     return 1 if per and TASK_COST_BYTES // per < threads else threads
 
 
+def run_pairs(ckpt: Checkpoint, ctx: RunContext, stream: Iterator[tuple], tasks, total: int, desc: str) -> None:
+    """Each streamed pair ``(L1, a, L2, b)``'s pieces ``tasks(L1, L2, a, b)`` on :func:`task_workers` threads
+    (torch at one thread each when several), with a progress bar of ``total`` pairs."""
+    bar = ctx.bar(total=total, desc=desc, unit="pair")
+    workers = task_workers(ckpt, torch.get_num_threads())
+    with torch.no_grad(), one_torch_thread(workers > 1), \
+            TaskRunner(workers, ctx.warn, on_group_done=lambda: bar.update(1)) as runner:
+        for L1, a, L2, b in stream:
+            runner.submit(tasks(L1, L2, a, b))
+    bar.close()
+
+
 def all_pairs_work(ckpt: Checkpoint) -> float:
     """Multiply-adds of the neuron similarities of every layer pair (the dominant cost of ``pairs="all"``)."""
     if "up_proj" not in ckpt.families:
@@ -220,13 +232,7 @@ def run(ckpt: Checkpoint, params: Params, ctx: RunContext) -> xr.Dataset:
         return todo
 
     total = n_pairs(n, diagonal=False) if which == "all" else max(n - 1, 0)
-    bar = ctx.bar(total=total, desc="gauge matching", unit="pair")
-    workers = task_workers(ckpt, torch.get_num_threads())
-    with torch.no_grad(), one_torch_thread(workers > 1), \
-            TaskRunner(workers, ctx.warn, on_group_done=lambda: bar.update(1)) as runner:
-        for L1, a, L2, b in pair_stream():
-            runner.submit(tasks(L1, L2, a, b))
-    bar.close()
+    run_pairs(ckpt, ctx, pair_stream(), tasks, total, "gauge matching")
     for L in range(n):  # a layer against itself: the identity matching, cos 1
         if finite[L]:
             for k in ("mlp_matched_cos", "mlp_same_index_cos", "head_matched_cos", "head_same_index_cos"):
