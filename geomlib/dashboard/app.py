@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import time
+from contextlib import contextmanager
 
 import ipywidgets as W
 import traitlets
@@ -24,8 +25,11 @@ from ..analyses.phases import phase_order
 from ..errors import GeomlibError
 from ..plot import export, views
 from ..plot.layout import build_figure, overlays, point_ranges, title_text
-from ..plot.spec import FIELDS, Selection, ViewSpec, build_panel
+from ..plot.spec import FIELDS, SCALES, Selection, ViewSpec, build_panel
+from . import urlstate
+from .compute import ComputeJob
 from .data import CatalogEntry, cache_dirs, catalog, families_with_data, open_model_data
+from .help import BUSY_HTML, MEAN_LABEL, METRIC_TIPS, OPERATOR_TIPS, SCALE_LABELS, TIPS
 from .plotview import PlotView
 
 #: the traits that make up the selection.  The anchor, the phase and the selected pair's cell are
@@ -70,12 +74,14 @@ class Dashboard(W.VBox):
     operator = traitlets.Enum(tuple(OPERATORS), "qk")
     head = traitlets.Int(-1)
     op_metric = traitlets.Enum(("cos", "pa_mean"), "cos")
+    scale = traitlets.Enum(SCALES, "symmetric")
+    mask_diagonal = traitlets.Bool(True)
     pair = traitlets.Tuple(traitlets.Int(), traitlets.Int(), default_value=(-1, -1))
     busy = traitlets.Bool(False)
     error = traitlets.Unicode("")
     render_ms = traitlets.Float(0.0)
 
-    def __init__(self, source: str | None = None, roots=None, **kwargs) -> None:
+    def __init__(self, source: str | None = None, roots=None, query: str | None = None, **kwargs) -> None:
         self._roots = roots
         self._entries: list[CatalogEntry] = catalog(roots if roots is not None else cache_dirs())
         if not self._entries:
@@ -91,6 +97,14 @@ class Dashboard(W.VBox):
         self._panels: dict = {}
         self._build_controls()
         super().__init__(**kwargs)
+        # a link's view (the notebook passes the page's query string: urlstate.request_query)
+        params = urlstate.parse(query)
+        url_notes = []
+        if "model" in params and not source:
+            if self._cached(params["model"]):
+                source = params["model"]
+            else:
+                url_notes.append(f"model={params['model']!r} ignored: not a cached model")
         first = source or next((e.source for e in self._entries if e.source == "demo:smollm2-135m"
                                 and e.analyses), next((e.source for e in self._entries if e.analyses),
                                                       self._entries[0].source))
@@ -102,9 +116,11 @@ class Dashboard(W.VBox):
                 raise GeomlibError(f"no cached model could be opened ({str(exc).splitlines()[0]}); run geomlib "
                                    "cache verify to see the damaged entries") from None
             self._startup_error = str(exc).splitlines()[0]
+        url_notes += self._apply_url(params)
         # the traits lead: each widget takes its trait's value, then both stay in step
         for widget, trait in ((self._anchor, "anchor"), (self._family, "family"), (self._phase, "phase"),
-                              (self._operator, "operator"), (self._metric, "op_metric"), (self._head, "head")):
+                              (self._operator, "operator"), (self._metric, "op_metric"), (self._head, "head"),
+                              (self._scale, "scale"), (self._mask, "mask_diagonal")):
             W.link((self, trait), (widget, "value"))
         # one figure per view, kept here as plain go.Figures (the source of truth, what tests and exports
         # read); the browser gets each once, then patches (see plotview)
@@ -112,16 +128,23 @@ class Dashboard(W.VBox):
         for v, pv in self.views.items():
             pv.observe(lambda ch, v=v: self._on_click(v, ch), "click")
         self._build_figures()
-        self.children = [self._header, self._controls, self._compute_box, *self.views.values(), self._export_box]
+        self._url = urlstate.URLSync(layout=W.Layout(display="none"))
+        self.children = [self._header, self._controls, self._compute_box, *self.views.values(), self._export_box,
+                         self._url]
         self.observe(self._on_state, names=list(STATE))
+        self.observe(self._on_busy, names="busy")
         self.observe(self._on_source, names="source")
+        self.observe(self._write_url, names=[*STATE, "source"])
+        self._write_url()
+        self._url_notes(url_notes)
         if self._startup_error:
             self._set_error(GeomlibError(self._startup_error))
 
     # -- state -----------------------------------------------------------------------------------------
     def selection(self) -> Selection:
         pair = None if self.pair == (-1, -1) else tuple(self.pair)
-        return Selection(self.anchor, self.family, self.phase, self.operator, self.head, self.op_metric, pair)
+        return Selection(self.anchor, self.family, self.phase, self.operator, self.head, self.op_metric, pair,
+                         scale=self.scale, mask_diagonal=self.mask_diagonal)
 
     def _load(self, source: str) -> None:
         self._ds = open_model_data(source, self._roots)
@@ -141,13 +164,55 @@ class Dashboard(W.VBox):
             if self.phase not in self._phase.options:
                 self.phase = "all"
             H = ds.sizes.get("head", 0)
-            self._head.options = [("mean", -1)] + [(str(h), h) for h in range(H)]
+            # the spectra are one head's: with the mean selected they show head 0, and the choice says so
+            self._head.options = [(MEAN_LABEL, -1)] + [(str(h), h) for h in range(H)]
             if self.head >= H:
                 self.head = -1
             self.anchor = n - 1
             self.pair = (-1, -1)
         self._info.value = _facts(ds)
+        self._links.value = ""  # a download offered for the previous model is not this model's
         self._last, self._panels = {}, {}
+
+    def _apply_url(self, params: dict) -> list[str]:
+        """Set the traits a link's parameters ask for; one line per value that does not fit this model."""
+        ds = self._ds
+        values, bad = urlstate.validate(
+            params, n_layers=ds.sizes["layer"], families=list(self._family.options),
+            phases=list(self._phase.options), heads=ds.sizes.get("head", 0), operators=tuple(OPERATORS))
+        with self.hold_trait_notifications():
+            for k, v in values.items():
+                setattr(self, k, v)
+        return bad
+
+    def _cached(self, source: str) -> bool:
+        return source in {e.source for e in self._entries if e.analyses}
+
+    def _url_notes(self, notes: list[str]) -> None:
+        """What a link asked for and did not get: one line, under the facts."""
+        if notes:
+            self._info.value += ("<div class='geomlib-url-note' style='font-size:12px;color:#b00020'>"
+                                 f"{html.escape('; '.join(notes))}</div>")
+
+    def apply_query(self, query: str | None) -> list[str]:
+        """Show the view a link's query string describes; the values ignored, one line each (also shown)."""
+        params = urlstate.parse(query)
+        notes = []
+        if "model" in params and params["model"] != self.source:
+            if self._cached(params["model"]):
+                self.source = params["model"]
+            else:
+                notes.append(f"model={params['model']!r} ignored: not a cached model")
+        notes += self._apply_url(params)
+        if params:
+            # each view's whole figure again: a page that renders now draws ``figure``, not the patches before it
+            with self._busy():
+                self._build_figures()
+        self._url_notes(notes)
+        return notes
+
+    def _write_url(self, change=None) -> None:
+        self._url.query = urlstate.serialize(urlstate.state_of(self))
 
     # -- controls ----------------------------------------------------------------------------------------
     def _build_controls(self) -> None:
@@ -162,32 +227,64 @@ class Dashboard(W.VBox):
                                          style={"button_width": "4em"})
         self._metric = W.ToggleButtons(options=[("cos", "cos"), ("angles", "pa_mean")], description="metric",
                                        style={"button_width": "5em"})
-        self._head = W.Dropdown(description="head", options=[("mean", -1)], layout=W.Layout(width="12em"))
+        self._head = W.Dropdown(description="head", options=[(MEAN_LABEL, -1)], layout=W.Layout(width="17em"))
+        self._scale = W.Dropdown(description="range", options=[(SCALE_LABELS[k], k) for k in SCALES],
+                                 layout=W.Layout(width="15em"))
+        self._mask = W.Checkbox(description="mask diagonal", indent=False, layout=W.Layout(width="9em"))
         self._model.observe(lambda ch: ch["new"] and ch["new"] != self.source and setattr(self, "source", ch["new"]),
                             "value")
         self._status = W.HTML()
+        self._busy_label = W.HTML(layout=W.Layout(min_width="7em"))
         self._info = W.HTML()
         self._header = W.HBox([W.HTML("<h3 style='margin:4px 0'>geomlib · layer geometry of transformer "
                                       "weights</h3>"), self._info], layout=W.Layout(justify_content="space-between"))
-        self._controls = W.VBox([W.HBox([self._model, self._anchor], layout=lay),
-                                 W.HBox([self._family, self._phase, self._operator, self._metric, self._head],
-                                        layout=lay), self._status])
+        self._controls = W.VBox([W.HBox([self._model, self._anchor, self._busy_label], layout=lay),
+                                 W.HBox([self._family, self._phase, self._operator, self._metric, self._head,
+                                         self._scale, self._mask], layout=W.Layout(width="auto", flex_flow="row wrap")),
+                                 self._status])
         self._src = W.Text(placeholder="path, .gguf, org/name or demo:…", description="compute",
                            layout=W.Layout(width="34em"))
         self._go = W.Button(description="compute", icon="play", button_style="primary")
-        self._log = W.Output(layout=W.Layout(max_height="8em", overflow="auto"))
-        self._go.on_click(lambda _: self.compute(self._src.value.strip()))
-        self._compute_box = W.VBox([W.HBox([self._src, self._go]), self._log])
+        self._cancel = W.Button(description="cancel", icon="stop", disabled=True)
+        self._compute_msg = W.HTML()  # one line: progress, then "cached", the reason it failed, or "cancelled"
+        self._job: ComputeJob | None = None
+        self._go.on_click(lambda _: self.compute(self._src.value.strip(), wait=False))
+        self._cancel.on_click(lambda _: self.cancel())
+        self._compute_box = W.VBox([W.HBox([self._src, self._go, self._cancel]), self._compute_msg])
         self._view = W.Dropdown(options=list(self._specs), description="export", layout=W.Layout(width="14em"))
         self._fmt = W.Dropdown(options=list(export.FORMATS), value="png", layout=W.Layout(width="8em"))
         self._save = W.Button(description="export", icon="download")
         self._links = W.HTML()
         self._save.on_click(lambda _: self.export_to_link(self._view.value, self._fmt.value))
         self._export_box = W.HBox([self._view, self._fmt, self._save, self._links])
+        self._tooltips()
+
+    def _tooltips(self) -> None:
+        """What each control selects, on hover (an unset tooltip reads "null" in the page)."""
+        for w, tip in ((self._model, TIPS["model"]), (self._anchor, TIPS["anchor"]), (self._family, TIPS["family"]),
+                       (self._phase, TIPS["phase"]), (self._operator, TIPS["operator"]),
+                       (self._metric, TIPS["op_metric"]), (self._head, TIPS["head"]), (self._scale, TIPS["scale"]),
+                       (self._mask, TIPS["mask_diagonal"]), (self._src, TIPS["compute"]),
+                       (self._go, TIPS["go"]), (self._cancel, TIPS["cancel"]), (self._view, TIPS["view"]),
+                       (self._fmt, TIPS["format"]), (self._save, TIPS["export"])):
+            w.tooltip = tip
+            if isinstance(w, W.Dropdown) and w.description:
+                # ipywidgets 8 shows a described Dropdown's tooltip nowhere: the label carries it as its title
+                w.description_allow_html = True
+                w.description = f"<span title=\"{html.escape(tip)}\">{html.escape(w.description)}</span>"
+        # display-only widgets have a (hidden) label too, whose title would read "null"
+        for w, tip in ((self._status, "the last error, in one line"), (self._info, "facts of the model shown"),
+                       (self._busy_label, "shown while a change is applied"),
+                       (self._compute_msg, "the compute's progress, then its outcome in one line"),
+                       (self._links, "the download link of the last export"),
+                       (self._header.children[0], "geomlib dashboard")):
+            w.tooltip = tip
+        self._operator.tooltips = [OPERATOR_TIPS[op] for _, op in self._operator.options]
+        self._metric.tooltips = [METRIC_TIPS[m] for _, m in self._metric.options]
 
     def _freeze(self, frozen: bool) -> None:
         for w in (self._model, self._anchor, self._family, self._phase, self._operator, self._metric, self._head,
-                  self._src, self._go, self._save):
+                  self._scale, self._mask, self._src, self._go, self._save):
             w.disabled = frozen
 
     # -- figure updates ------------------------------------------------------------------------------------
@@ -206,6 +303,10 @@ class Dashboard(W.VBox):
         return False
 
     def _on_source(self, change) -> None:
+        with self._busy():
+            self._switch(change)
+
+    def _switch(self, change) -> None:
         try:
             self._load(change["new"])
         except GeomlibError as exc:
@@ -244,8 +345,25 @@ class Dashboard(W.VBox):
             self.views[v].show(fig)
         self._curve = {v: {i: c for c, ids in enumerate(self._index[v]) for i in ids} for v in self._specs}
 
+    @contextmanager
+    def _busy(self):
+        """``busy`` (and the page's "updating…" label) while a change that touches data is applied."""
+        was = self.busy
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = was
+
+    def _on_busy(self, change) -> None:
+        self._busy_label.value = BUSY_HTML if change["new"] else ""
+
     def refresh(self, force: bool = False) -> None:
         """Rebuild only the panels whose inputs changed; send each view only what changed in it."""
+        with self._busy():
+            self._refresh(force)
+
+    def _refresh(self, force: bool) -> None:
         t0 = time.perf_counter()
         sel = self.selection()
         for v, view in self._specs.items():
@@ -272,6 +390,17 @@ class Dashboard(W.VBox):
                 props = trace.to_plotly_json()
                 fig.data[i].update({k: val for k, val in props.items() if k != "type"}, overwrite=True)
                 traces[i] = props
+            # the panel's axes follow it too (the per-head axis names the operator and metric shown)
+            for name, props in (("xaxis", row[c].x), ("yaxis", row[c].y)):
+                axis = name if c == 0 else f"{name}{c + 1}"
+                for k, val in props.items():
+                    before = fig.layout[axis][k]
+                    before = before.to_plotly_json() if hasattr(before, "to_plotly_json") else before
+                    fig.layout[axis][k] = val
+                    after = fig.layout[axis][k]
+                    after = after.to_plotly_json() if hasattr(after, "to_plotly_json") else after
+                    if after != before:
+                        relayout[f"{axis}.{k}"] = after
             for axis, rng in point_ranges(row[c], c + 1).items():  # γ points moved: refit their fixed axes
                 fig.layout[axis].range = rng
                 relayout[f"{axis}.range"] = rng
@@ -310,28 +439,55 @@ class Dashboard(W.VBox):
         self.error = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         self._status.value = f"<span class='geomlib-error' style='color:#b00020'>{html.escape(self.error)}</span>"
 
-    def compute(self, source: str) -> None:
-        """Compute ``source`` (every default analysis) into the first cache root with progress shown, then show it."""
+    def compute(self, source: str, wait: bool = True) -> None:
+        """Compute ``source`` (every default analysis) into the first cache root, then show it.
+
+        ``geomlib compute`` runs in a subprocess (see :mod:`.compute`): the box shows its progress, then one
+        line (the reason a source is refused, or "cancelled"); the model shown changes only once the new
+        one is cached.  ``wait=False`` (the button) returns at once, so Cancel can stop it.
+        """
+        if self._job is not None and self._job.running():
+            return
         if not source:
-            self._set_error(GeomlibError("type a model source first: a path, a .gguf file, org/name or demo:NAME"))
+            self._compute_line(GeomlibError("type a model source first: a path, a .gguf file, org/name or "
+                                            "demo:NAME").args[0], error=True)
+            return
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:  # a browse-only install (Binder): say so, start nothing
+            self._compute_line("computing needs the compute extra: pip install 'geomlib[compute]'", error=True)
             return
         self.busy = True
         self._freeze(True)
-        self._log.clear_output()
-        try:
-            from ..store.api import compute  # the only path that imports torch (when it runs)
+        self._cancel.disabled = False
+        self._compute_line(f"computing {source} …")
+        target = (self._roots or cache_dirs() or [None])[0]
+        self._job = ComputeJob(source, target, lambda line: self._compute_line(line), self._computed)
+        if wait:
+            self._job.wait()
 
-            target = (self._roots or cache_dirs() or [None])[0]
-            with self._log:
-                compute(source, cache_dir=target, progress=True)
-            self._entries = catalog(self._roots if self._roots is not None else cache_dirs())
-            self._model.options = [(e.label, e.source) for e in self._entries]
-            self.source = source
-        except GeomlibError as exc:
-            self._set_error(exc)
-        except ImportError:
-            self._set_error(GeomlibError("computing needs the compute extra: pip install 'geomlib[compute]'"))
+    def cancel(self) -> None:
+        """Stop a running compute; nothing half-written is left in the cache."""
+        if self._job is not None:
+            self._job.cancel()
+
+    def _compute_line(self, text: str, error: bool = False) -> None:
+        style = "color:#b00020" if error else "color:#444"
+        self._compute_msg.value = (f"<span class='geomlib-compute-msg{' geomlib-compute-error' if error else ''}' "
+                                   f"style='{style}'>{html.escape(text)}</span>")
+
+    def _computed(self, ok: bool, message: str) -> None:
+        try:
+            if ok:
+                self._entries = catalog(self._roots if self._roots is not None else cache_dirs())
+                self._model.options = [(e.label, e.source) for e in self._entries]
+                source = self._job.source
+                self._compute_line(f"{source}: cached")
+                self.source = source
+            else:
+                self._compute_line(message, error=message != "cancelled")
         finally:
+            self._cancel.disabled = True
             self._freeze(False)
             self.busy = False
 
@@ -356,9 +512,9 @@ class Dashboard(W.VBox):
         return self._ds
 
 
-def build_app(source: str | None = None, roots=None) -> Dashboard:
-    """The whole dashboard, ready to ``display``."""
-    return Dashboard(source, roots)
+def build_app(source: str | None = None, roots=None, query: str | None = None) -> Dashboard:
+    """The whole dashboard, ready to ``display``; ``query``: a link's query string (see :mod:`.urlstate`)."""
+    return Dashboard(source, roots, query=query)
 
 
 __all__ = ["Dashboard", "build_app"]

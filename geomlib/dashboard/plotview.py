@@ -48,7 +48,7 @@ export default {
     };
     const draw = () => {
       const f = model.get("figure");
-      Plotly.react(div, f.data || [], f.layout || {}, { displaylogo: false, responsive: false });
+      Plotly.react(div, f.data || [], f.layout || {}, model.get("config"));
     };
     // overlays (anchor lines, phase bands, selections) are drawn here, in an SVG laid over the plot,
     // from the same shape dicts the exported figures carry: moving a plotly shape makes plotly
@@ -121,7 +121,7 @@ export default {
         }
         const layout = div.layout;
         for (const [k, v] of Object.entries(relayout)) setPath(layout, k, v);
-        Plotly.react(div, data, layout);
+        Plotly.react(div, data, layout, model.get("config"));
       } else if (Object.keys(relayout).length) {
         Plotly.relayout(div, relayout);  // overlays only: plotly redraws just those shapes
       }
@@ -138,6 +138,17 @@ export default {
   },
 };
 """
+
+
+#: plotly.js config of every view: no logo, nothing that sends the figure or its data to a cloud service
+CONFIG = {
+    "displaylogo": False,
+    "responsive": False,
+    "showLink": False,
+    "showSendToCloud": False,
+    "showEditInChartStudio": False,
+    "modeBarButtonsToRemove": ["sendDataToCloud", "editInChartStudio"],
+}
 
 
 @lru_cache(maxsize=1)
@@ -188,6 +199,7 @@ class PlotView(anywidget.AnyWidget):
     _esm = _ESM
     _plotly = traitlets.Unicode().tag(sync=True)
     name = traitlets.Unicode("").tag(sync=True)
+    config = traitlets.Dict(default_value=CONFIG).tag(sync=True)
     figure = traitlets.Dict().tag(sync=True)
     overlays = traitlets.List().tag(sync=True)
     patch = traitlets.Dict().tag(sync=True)

@@ -22,6 +22,7 @@ from ..validate import unwritable
 from . import views
 from .layout import caption, standalone
 from .names import DATA_FORMATS, FORMATS, IMAGE_FORMATS
+from .paper import WIDTHS, png_scale
 from .spec import SELECTS, Selection
 
 __all__ = ["DATA_FORMATS", "FORMATS", "IMAGE_FORMATS", "browser_path", "check_path", "render", "render_many",
@@ -167,14 +168,20 @@ def _data_bytes(data: xr.Dataset, fmt: str) -> bytes:
 
 
 def render(ds: xr.Dataset, view: str, sel: Selection, fmt: str, *, narrow_head: bool = False,
-           narrow_pair: bool = False) -> bytes:
-    """The bytes of one export (``narrow_*``: see :func:`view_data`; images are not narrowed)."""
-    return render_many(ds, [(view, sel, fmt)], narrow_head=narrow_head, narrow_pair=narrow_pair)[0]
+           narrow_pair: bool = False, width: str | None = None) -> bytes:
+    """The bytes of one export (``narrow_*``: see :func:`view_data`; images are not narrowed).
+
+    ``width`` sizes a figure: None (screen size, 1 px a CSS pixel), "column" (3.5 in) or "page"
+    (7.2 in), a PNG then at 300 dpi; PDF and SVG keep their text as vector fonts.
+    """
+    return render_many(ds, [(view, sel, fmt)], narrow_head=narrow_head, narrow_pair=narrow_pair, width=width)[0]
 
 
 def render_many(ds: xr.Dataset, jobs: list[tuple[str, Selection, str]], *, narrow_head: bool = False,
-                narrow_pair: bool = False) -> list[bytes]:
-    """Several exports; images share one browser."""
+                narrow_pair: bool = False, width: str | None = None) -> list[bytes]:
+    """Several exports; images share one browser (``width``: see :func:`render`)."""
+    if width not in WIDTHS:
+        raise InvalidArgumentError(f"width {width!r} is not one of {', '.join(w for w in WIDTHS if w)} (or None)")
     for view, _, fmt in jobs:
         _check(view, fmt)
     out: list[bytes] = []
@@ -188,7 +195,8 @@ def render_many(ds: xr.Dataset, jobs: list[tuple[str, Selection, str]], *, narro
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "kopts ignored when using a server"
-                out.append(pio.to_image(standalone(ds, view, sel), format=fmt))
+                scale = png_scale(width) if fmt == "png" else 1
+                out.append(pio.to_image(standalone(ds, view, sel, width), format=fmt, scale=scale))
     return out
 
 
@@ -259,15 +267,17 @@ def _check_writable(path: Path, parent: Path) -> None:
 
 
 def write(ds: xr.Dataset, view: str, sel: Selection, fmt: str | None, path: str | os.PathLike, *,
-          narrow_head: bool = False, narrow_pair: bool = False) -> Path:
+          narrow_head: bool = False, narrow_pair: bool = False, width: str | None = None) -> Path:
     """Export one view to ``path`` (format from the suffix when ``fmt`` is None), atomically.
 
     ``narrow_head`` / ``narrow_pair`` narrow a data export to the selected head / pair
-    (see :func:`view_data`); figures always show the whole view.
+    (see :func:`view_data`); figures always show the whole view.  ``width``: see :func:`render`.
     """
     path = Path(path)
     fmt = check_path(path, fmt)  # before rendering: a figure takes seconds (a browser starts)
-    data = render(ds, view, sel, fmt, narrow_head=narrow_head, narrow_pair=narrow_pair)
+    if width not in WIDTHS:
+        raise InvalidArgumentError(f"width {width!r} is not one of {', '.join(w for w in WIDTHS if w)} (or None)")
+    data = render(ds, view, sel, fmt, narrow_head=narrow_head, narrow_pair=narrow_pair, width=width)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_bytes(data)

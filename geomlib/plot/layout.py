@@ -9,6 +9,8 @@ shapes and annotations recomputed with the traces.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import plotly.graph_objects as go
 import xarray as xr
@@ -17,8 +19,9 @@ from plotly.subplots import make_subplots
 from .. import __version__
 from ..analyses import registry
 from . import views
+from .paper import finish
 from .spec import Panel, Selection, build_panel, damaged_analyses
-from .traces import ANCHOR_COLOR
+from .traces import ANCHOR_COLOR, side_colorbar
 
 COLS = 4
 #: a small explicit style instead of the "plotly_white" template: plotly re-applies a template's
@@ -136,14 +139,16 @@ def point_ranges(panel: Panel, idx: int) -> dict[str, list[float]]:
 
 def build_figure(ds: xr.Dataset, sel: Selection, names: tuple[str, ...] | None = None,
                  caption: str | None = None, title: str | None = None,
-                 grid: list[list[Panel]] | None = None) -> tuple[go.Figure, list[list[list[int]]]]:
+                 grid: list[list[Panel]] | None = None,
+                 cols: int | None = None) -> tuple[go.Figure, list[list[list[int]]]]:
     """One figure, a row per view (default: every registered view); returns it and the trace indices of each panel.
 
     ``grid`` passes panels already built for ``names`` (one row each), so callers that keep them
     do not build them twice.
     """
     grid = panels(ds, sel, names) if grid is None else grid
-    cols = max(len(r) for r in grid) if len(grid) == 1 else max(COLS, *(len(r) for r in grid))
+    if cols is None:
+        cols = max(len(r) for r in grid) if len(grid) == 1 else max(COLS, *(len(r) for r in grid))
     titles = []
     for row in grid:
         titles += [p.title for p in row] + [""] * (cols - len(row))
@@ -157,6 +162,11 @@ def build_figure(ds: xr.Dataset, sel: Selection, names: tuple[str, ...] | None =
             for t in panel.traces:
                 fig.add_trace(t, row=r + 1, col=c + 1)
             index[-1].append(list(range(first, len(fig.data))))
+            if len(grid) > 1:  # colour bars are placed in paper coordinates: keep each in its own row
+                y0, y1 = fig.get_subplot(r + 1, c + 1).yaxis.domain
+                for t in fig.data[first:]:
+                    if t.type == "heatmap":
+                        t.colorbar.update(y=(y0 + y1) / 2, len=0.95 * (y1 - y0))
             fig.update_xaxes(row=r + 1, col=c + 1, **panel.x)
             fig.update_yaxes(row=r + 1, col=c + 1, **panel.y)
             # fixed ranges wherever overlays sit in data coordinates: a shape on an autoranged axis
@@ -201,8 +211,30 @@ def caption(ds: xr.Dataset, view: str, sel: Selection) -> str:
             f"<br>{params}")
 
 
-def standalone(ds: xr.Dataset, view: str, sel: Selection) -> go.Figure:
-    """The figure of one view, with its provenance caption, for export."""
-    fig, _ = build_figure(ds, sel, (view,), caption=caption(ds, view, sel))
-    fig.update_layout(title=dict(text=views.title(view) + "<br><sup>" + title_text(ds, sel) + "</sup>"))
-    return fig
+def standalone(ds: xr.Dataset, view: str, sel: Selection, width: str | None = None) -> go.Figure:
+    """The figure of one view, with its provenance caption below the plot area, for export.
+
+    ``width``: None (screen size, as the dashboard), "column" (3.5 in) or "page" (7.2 in); see
+    :func:`geomlib.plot.paper.finish`.
+    """
+    row = panels(ds, sel, (view,))[0]
+    cols = len(row)
+    if width == "column" and cols > 2:  # one paper column: two panels a row
+        cols = 2
+        grid = [[_recolumn(p, i % 2, 2) for i, p in enumerate(row[k:k + 2], start=k)] for k in range(0, len(row), 2)]
+    else:
+        grid = [row]
+    fig, _ = build_figure(ds, sel, (view,), title="", grid=grid, cols=cols)
+    title = views.title(view) + "<br>" + title_text(ds, sel)
+    return finish(fig, cols, caption(ds, view, sel), title, width, rows=len(grid))
+
+
+def _recolumn(panel: Panel, col: int, ncols: int) -> Panel:
+    """``panel`` moved to column ``col`` of ``ncols``: its heatmap's colour bar strip moves with it."""
+    if "domain" not in panel.x:
+        return panel
+    domain, bar = side_colorbar(col, ncols)
+    for t in panel.traces:
+        if t.type == "heatmap":
+            t.colorbar.update(x=bar["x"])
+    return replace(panel, x={**panel.x, "domain": domain})

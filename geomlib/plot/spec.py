@@ -27,6 +27,8 @@ import numpy as np
 import plotly.graph_objects as go
 import xarray as xr
 
+from .traces import side_colorbar
+
 #: what a click on a panel sets: "cell" an L x L heatmap cell (pair = (y, x), anchor = x), "depth" a layer on
 #: the x axis (anchor), "row" a layer on the y axis (anchor), "point" point k is layer k (anchor)
 Click = Literal["cell", "depth", "row", "point"]
@@ -34,8 +36,10 @@ CLICKS = ("cell", "depth", "row", "point")
 #: Selection fields that pick a coordinate of a dimension of the same name (a view following one of them shows,
 #: and exports, that coordinate only)
 SELECTS = ("family", "operator")
+#: the colour-range modes of ``Selection.scale``
+SCALES = ("symmetric", "robust", "z")
 #: Selection fields a panel may depend on
-FIELDS = ("anchor", "family", "phase", "operator", "head", "op_metric", "pair")
+FIELDS = ("anchor", "family", "phase", "operator", "head", "op_metric", "pair", "scale", "mask_diagonal")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,14 @@ class Selection:
     head: int = -1  # -1: mean over heads
     op_metric: str = "cos"  # or "pa_mean"
     pair: tuple[int, int] | None = None
+    #: colour range of the L x L heatmaps: "symmetric" (±max |off-diagonal|), "robust" (2nd-98th
+    #: percentile) or "z" (z-scores against the variable's null); see :mod:`geomlib.plot.ranges`
+    scale: str = "symmetric"
+    mask_diagonal: bool = True  # blank the trivial diagonal of L x L cosine heatmaps
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale {self.scale!r} is not one of {', '.join(SCALES)}")
 
     def resolved(self, ds: xr.Dataset) -> Selection:
         n = ds.sizes["layer"]
@@ -131,6 +143,9 @@ class PanelSpec:
     depth: str = ""
     boundaries: bool = False
     pair_box: bool = False
+    #: its place in its view (set by :class:`ViewSpec`): where its colour bar goes
+    col: int = 0
+    ncols: int = 1
 
     def __post_init__(self) -> None:
         # declarations are checked once, when a view module is imported, not on every redraw
@@ -163,6 +178,11 @@ class ViewSpec:
     panels: tuple[PanelSpec, ...]
     export_vars: tuple[str, ...] = ()
     resolve: Callable[[xr.Dataset, Selection], Selection] | None = None
+
+    def __post_init__(self) -> None:
+        # each panel learns its column, so its heatmap's colour bar sits in a strip of its own column
+        n = len(self.panels)
+        object.__setattr__(self, "panels", tuple(replace(p, col=i, ncols=n) for i, p in enumerate(self.panels)))
 
     def selection(self, ds: xr.Dataset, sel: Selection) -> Selection:
         """The resolved selection as this view reads it."""
@@ -217,6 +237,27 @@ def missing_note(panel: PanelSpec, ds: xr.Dataset, sel: Selection) -> str | None
     return None
 
 
+def with_colorbar(out: Panel, panel: PanelSpec) -> Panel:
+    """Give the panel's first heatmap a colour bar in a strip of the panel's own column, titled with its quantity.
+
+    Every heatmap gets one (a placeholder keeps the room, without a bar), so colour bars never overlap
+    another subplot: the panel's x domain leaves the strip free (see :func:`side_colorbar`).
+    """
+    heat = [t for t in out.traces if isinstance(t, go.Heatmap)]
+    if not heat:
+        return out
+    domain, bar = side_colorbar(panel.col, panel.ncols)
+    t = heat[0]
+    title = (t.colorbar.title.text if t.colorbar and t.colorbar.title and t.colorbar.title.text else "") or \
+        (t.name or "")
+    bar["title"]["text"] = title
+    z = np.asarray(t.z if t.z is not None else [], dtype=float)
+    t.update(showscale=bool(z.size and np.isfinite(z).any()), colorbar=bar, overwrite=True)
+    for other in heat[1:]:
+        other.update(showscale=False)
+    return replace(out, x={**out.x, "domain": out.x.get("domain", domain)})
+
+
 def build_panel(panel: PanelSpec, ds: xr.Dataset, sel: Selection) -> Panel:
     """The panel for a view-resolved selection: built, or the generic placeholder with its note."""
     note = missing_note(panel, ds, sel)
@@ -228,9 +269,10 @@ def build_panel(panel: PanelSpec, ds: xr.Dataset, sel: Selection) -> Panel:
             note = str(exc)
     if out is None:
         out = Panel(panel.title, [_EMPTY[t]() for t in panel.traces], note=note or "")
+    out = with_colorbar(out, panel)
     return replace(out, depth_x="x" in panel.depth, depth_y="y" in panel.depth, boundaries=panel.boundaries,
                    pair_box=panel.pair_box and not note)
 
 
-__all__ = ["CLICKS", "FIELDS", "SELECTS", "Panel", "PanelSpec", "Selection", "Unavailable", "ViewSpec",
+__all__ = ["CLICKS", "FIELDS", "SCALES", "SELECTS", "Panel", "PanelSpec", "Selection", "Unavailable", "ViewSpec",
            "build_panel", "missing_note"]

@@ -31,14 +31,18 @@ def layers(ds: xr.Dataset) -> np.ndarray:
     return np.ascontiguousarray(ds["layer"].values.astype(int))
 
 
-def layer_heatmap(z, ds: xr.Dataset, name: str, hover_z: str, colorscale: str = "Viridis", zmin=None, zmax=None,
-                  zmid=None) -> go.Heatmap:
-    """An L x L heatmap (layer on y, layer_b on x) with a hover naming both layers and the value."""
+def layer_heatmap(z, ds: xr.Dataset, name: str, hover_z: str, colorscale="Viridis", zmin=None, zmax=None,
+                  zmid=None, colorbar: dict | None = None) -> go.Heatmap:
+    """An L x L heatmap (layer on y, layer_b on x) with a hover naming both layers and the value.
+
+    Its colour bar is titled ``hover_z`` unless ``colorbar`` says otherwise; where it goes is set by
+    :func:`geomlib.plot.spec.build_panel` (a strip of the panel's own column).
+    """
     L = layers(ds)
     return go.Heatmap(
         z=grid(z), x=L, y=L, colorscale=colorscale, zmin=zmin, zmax=zmax, zmid=zmid, name=name,
         hovertemplate=f"layer %{{y}}<br>layer_b %{{x}}<br>{hover_z} %{{z:.4f}}<extra>{name}</extra>",
-        colorbar=dict(len=0.2, thickness=10), showscale=False,
+        colorbar=colorbar or dict(title=dict(text=hover_z)), showscale=True,
     )
 
 
@@ -105,5 +109,10 @@ def adjacent_only(z) -> bool:
     return n > 2 and bool(np.isfinite(z[..., np.abs(i - j) >= 2]).sum() == 0) and bool(np.isfinite(z).any())
 
 
-__all__ = ["ANCHOR_COLOR", "PHASE_COLORS", "SUBPLOT_SPACING", "adjacent_only", "contiguous", "grid", "layer_heatmap",
+def adjacent_note(z) -> str:
+    """A title suffix saying why most cells of an adjacent-only L x L heatmap are empty, else ""."""
+    return " · adjacent pairs only: computed for (L, L+1)" if adjacent_only(z) else ""
+
+
+__all__ = ["adjacent_note", "ANCHOR_COLOR", "PHASE_COLORS", "SUBPLOT_SPACING", "adjacent_only", "contiguous", "grid", "layer_heatmap",
            "layers", "pivot_colorscale", "side_colorbar", "symmetric_range"]

@@ -183,7 +183,8 @@ def test_binder_install_is_torch_free(binder_image):
 
     # the dashboard's "compute" box says what is missing instead of failing
     r = _py(binder_image, "from geomlib.dashboard import build_app\napp = build_app()\n"
-                          f"app.compute({DEMO!r})\nprint(app.error)", cwd=binder_image["repo"] / "notebooks")
+                          f"app.compute({DEMO!r})\nprint(app._compute_msg.value)",
+           cwd=binder_image["repo"] / "notebooks")
     assert r.returncode == 0 and "geomlib[compute]" in r.stdout.strip().splitlines()[-1], (r.stdout, r.stderr)
 
     r = subprocess.run([str(binder_image["python"]), "-m", "pip", "check"], env=binder_image["env"],

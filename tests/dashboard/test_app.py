@@ -247,9 +247,41 @@ def test_no_cache_is_one_clear_error(tmp_path):
 
 
 def test_compute_box_reports_bad_sources_in_one_line(app):
+    source, family = app.source, app.family
+    app.export_to_link("gamma", "png")
+    link = app._links.value
     app.compute("/no/such/model")
-    assert "not an existing file" in app.error and "\n" not in app.error
-    assert not app.busy and not app._model.disabled  # controls unfrozen after the failure
+    msg = app._compute_msg.value
+    assert "not an existing file" in msg and "geomlib-compute-error" in msg
+    assert "\n" not in msg and "Traceback" not in msg and "nothing is cached" not in msg
+    # the current model, its controls and the export's name stay as they were
+    assert app.source == source and app._model.value == source and app.family == family
+    assert app._links.value == link
+    assert "download demo-smollm2-135m-gamma.png" in app._links.value
+    assert not app.busy and not app._model.disabled and app._cancel.disabled  # unfrozen after the failure
+
+
+def _cache_files(root: Path) -> set:
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_compute_can_be_cancelled_and_leaves_nothing_in_the_cache(tmp_path):
+    for e in cache.entries(ROOT / "cache"):
+        if e.source == "demo:smollm2-135m" and registry.is_current(e.analysis, e.schema_version):
+            copy_entry(e.path, tmp_path)
+    app = build_app(roots=[tmp_path])
+    before = _cache_files(tmp_path)
+    app.compute("demo:minilm-l6", wait=False)
+    assert app.busy and app._model.disabled and not app._cancel.disabled
+    time.sleep(4)  # well inside the compute (torch imported, the model being read)
+    app.cancel()
+    app._job.wait(60)
+    assert not app._job.running()
+    msg = app._compute_msg.value
+    assert ">cancelled<" in msg and "\n" not in msg
+    assert app.source == "demo:smollm2-135m" and not app.busy and not app._model.disabled
+    assert _cache_files(tmp_path) == before  # nothing half-written, nothing of the cancelled model
 
 
 def test_export_offers_a_download_link(app):
@@ -359,3 +391,81 @@ def test_one_damaged_analysis_is_marked_where_it_would_show(tmp_path):
     for v in GAUGE:
         notes = [a.text for a in app.figures[v].layout.annotations if a.text and "damaged" in a.text]
         assert notes and set(notes) == {"gauge cache entry damaged (geomlib cache verify)"}
+
+
+def test_no_view_offers_cloud_sharing(app):
+    for pv in app.views.values():
+        cfg = pv.config
+        assert cfg["displaylogo"] is False and cfg["showSendToCloud"] is False and cfg["showEditInChartStudio"] is False
+        assert {"sendDataToCloud", "editInChartStudio"} <= set(cfg["modeBarButtonsToRemove"])
+        assert "config" in pv.keys  # synced to the page, where plotly.js draws the modebar with it
+
+
+def test_per_head_axis_follows_operator_and_metric(app):
+    ya = "yaxis2"  # the per-head bars of the pair: the operator view's second panel
+    assert fig(app, OP).layout[ya].title.text == "head_cos (qk)"
+    app.operator = "ov"
+    assert fig(app, OP).layout[ya].title.text == "head_cos (ov)"
+    assert app.views["operator"].patch["relayout"][f"{ya}.title"] == {"text": "head_cos (ov)"}  # sent to the page
+    app.op_metric = "pa_mean"
+    assert fig(app, OP).layout[ya].title.text == "head_pa_mean (ov)"
+    app.operator, app.op_metric = "qk", "cos"
+    assert fig(app, OP).layout[ya].title.text == "head_cos (qk)"
+
+
+def test_mean_over_heads_says_which_head_the_spectra_show(app):
+    app.head = -1
+    label = dict((v, k) for k, v in app._head.options)[-1]
+    assert "head 0" in label and "spectra" in label
+    assert titles(app, OP)[2].startswith("head 0:")
+
+
+def test_model_change_clears_the_download_link(tmp_path):
+    app = build_app(roots=DEMO_CACHE)
+    app.export_to_link("gamma", "png")
+    assert "demo-smollm2-135m-gamma.png" in app._links.value
+    app.source = "demo:minilm-l6"
+    assert app._links.value == ""
+    app.export_to_link("gamma", "png")
+    assert "demo-minilm-l6-gamma.png" in app._links.value
+
+
+def test_busy_is_shown_while_a_change_is_applied_and_cleared_after(app):
+    seen = []
+    app.observe(lambda ch: seen.append((ch["new"], app._busy_label.value)), "busy")
+    app.family = "k_proj"
+    assert [b for b, _ in seen] == [True, False]
+    assert "updating" in seen[0][1] and seen[1][1] == ""  # the page's label follows
+    assert not app.busy and app._busy_label.value == ""
+    seen.clear()
+    app.source = "demo:minilm-l6"
+    assert seen and seen[0][0] is True and seen[-1][0] is False and not app.busy
+    app.source = "demo:smollm2-135m"
+    app.family = "q_proj"
+
+
+def _widgets(w):
+    yield w
+    for c in getattr(w, "children", ()):
+        yield from _widgets(c)
+
+
+def test_every_control_has_a_real_tooltip(app):
+    import ipywidgets as W
+
+    controls = [w for w in _widgets(app) if isinstance(w, (W.ValueWidget, W.Button))
+                and not isinstance(w, (W.HTML, W.Label, W.Output)) and w is not app]
+    assert len(controls) >= 13
+    for w in controls:
+        tip = w.tooltip
+        assert tip and tip.strip() and tip != "null" and len(tip) > 15, (w.description, tip)
+    # every widget with a label (ipywidgets writes an unset tooltip into the label's title as "null")
+    for w in _widgets(app):
+        if isinstance(w, (W.widgets.widget_description.DescriptionWidget, W.Button)):
+            assert w.tooltip and w.tooltip != "null", w
+        if isinstance(w, W.Dropdown) and w.description:  # shown on the label (ipywidgets 8 drops it otherwise)
+            import html
+
+            assert w.description_allow_html and f'title="{html.escape(w.tooltip)}"' in w.description
+    for w in (app._operator, app._metric):  # each toggle button too
+        assert len(w.tooltips) == len(w.options) and all(t and t != "null" for t in w.tooltips)

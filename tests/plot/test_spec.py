@@ -105,7 +105,7 @@ def test_a_view_declared_here_is_drawn_and_exported(smol, toy, tmp_path):
     assert views.names()[-1] == "toy" and views.title("toy") == f"{len(VIEW_NAMES) + 1} · a toy view"
     fig, index = build_figure(smol, Selection(head=2), ("toy",))
     assert fig.data[index[0][0][0]].type == "bar" and "toy · head 2" in [a.text for a in fig.layout.annotations]
-    assert "a toy view" in standalone(smol, "toy", Selection()).layout.title.text
+    assert "a toy view" in " ".join(a.text or "" for a in standalone(smol, "toy", Selection()).layout.annotations)
     data = export.view_data(smol, "toy", Selection(head=2), narrow_head=True)
     assert list(data.data_vars) == ["attn_entropy"] and "head" not in data.dims
     np.testing.assert_allclose(data.attn_entropy.values, smol.attn_entropy.sel(head=2).values)

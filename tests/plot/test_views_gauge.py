@@ -102,8 +102,11 @@ def test_the_gauge_aware_views_lead_the_page():
 def test_the_mlp_view_follows_the_family(ds, family, view):
     assert mlp_view(ds, family) == view
     heat, same, line = _panels(ds, "matched", Selection(family=family))
-    np.testing.assert_allclose(_z(heat.traces[0]), ds.mlp_matched_cos.sel(mlp_view=view).values)
-    np.testing.assert_allclose(_z(same.traces[0]), ds.mlp_same_index_cos.sel(mlp_view=view).values)
+    raw = Selection(family=family, mask_diagonal=False)
+    heat_raw, same_raw, _ = _panels(ds, "matched", raw)
+    np.testing.assert_allclose(_z(heat_raw.traces[0]), ds.mlp_matched_cos.sel(mlp_view=view).values)
+    np.testing.assert_allclose(_z(same_raw.traces[0]), ds.mlp_same_index_cos.sel(mlp_view=view).values)
+    assert np.isnan(np.diag(_z(heat.traces[0]))).all() and np.isnan(np.diag(_z(same.traces[0]))).all()
     assert view in heat.title and view in same.title and view in line.title
 
 
@@ -156,7 +159,7 @@ def test_adjacent_pairs_only_is_said(ds):
 # -- heads_matched -----------------------------------------------------------------------------------------
 def test_head_matched_heatmap_follows_the_operator(ds):
     for op in ("qk", "ov"):
-        heat = _panels(ds, "heads_matched", Selection(operator=op))[0]
+        heat = _panels(ds, "heads_matched", Selection(operator=op, mask_diagonal=False))[0]
         np.testing.assert_allclose(_z(heat.traces[0]), ds.head_matched_cos.sel(operator=op).values)
         assert op.upper() in heat.title and heat.traces[0].showscale
 
@@ -241,12 +244,12 @@ def test_missing_operator_is_said(ds):
 
 # -- figure and exports -----------------------------------------------------------------------------------------
 def test_standalone_figures_carry_the_values(ds):
-    sel = Selection(family="up_proj", operator="ov", pair=(0, 2))
+    sel = Selection(family="up_proj", operator="ov", pair=(0, 2), mask_diagonal=False)
     fig = standalone(ds, "matched", sel)
     heat = next(t for t in fig.data if t.type == "heatmap")
     np.testing.assert_allclose(_z(heat), ds.mlp_matched_cos.sel(mlp_view="up_down").values)
-    assert "1 · gauge-aware MLPs" in fig.layout.title.text and ds.attrs["identity"][:16] in " ".join(
-        a.text or "" for a in fig.layout.annotations)
+    texts = " ".join(a.text or "" for a in fig.layout.annotations)  # the exported title is an annotation
+    assert "1 · gauge-aware MLPs" in texts and ds.attrs["identity"][:16] in texts
     fig, index = build_figure(ds, sel, ("heads_matched",))
     comp = fig.data[index[0][3][0]]
     np.testing.assert_allclose(_z(comp), ds.composition_score.sel(composition="v", layer=0, layer_b=2))

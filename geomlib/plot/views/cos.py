@@ -9,21 +9,44 @@ import xarray as xr
 
 from ...analyses.phases import adjacent, phase_mean, phase_order
 from ...analyses.weights.report import reference_null
+from ..ranges import heat_scale
 from ..spec import Panel, PanelSpec, Selection, ViewSpec
-from ..traces import PHASE_COLORS, contiguous, layer_heatmap, layers
+from ..traces import PHASE_COLORS, adjacent_note, contiguous, layer_heatmap, layers
+
+
+def _null(ds: xr.Dataset, f: str) -> tuple[tuple | None, str]:
+    """The per-layer null of the aligned cos-sim of family ``f`` (mean, std) and its name, or None."""
+    if "aligned_null_mean" not in ds or "aligned_null_std" not in ds:
+        return None, ""
+    kind = reference_null(ds, f)
+    sel = dict(null=kind, family=f) if "null" in ds["aligned_null_mean"].dims else dict(family=f)
+    return (ds["aligned_null_mean"].sel(sel).values, ds["aligned_null_std"].sel(sel).values), f"{kind} null"
+
+
+def _heat(z, ds, sel, hover, **scale) -> go.Heatmap:
+    s = heat_scale(z, sel, hover, **scale)
+    return layer_heatmap(s["z"], ds, sel.family, hover, s["colorscale"], s["zmin"], s["zmax"], colorbar=s["colorbar"])
 
 
 def cos_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     z = ds["cos"].sel(family=sel.family).values
-    return Panel(f"raw cos-sim · {sel.family}", [layer_heatmap(z, ds, sel.family, "cos", "RdBu", -1, 1, 0)],
+    null, name = _null(ds, sel.family)
+    return Panel(f"raw cos-sim · {sel.family}", [_heat(z, ds, sel, "cos", null=null, null_name=name)],
                  x=dict(title="layer_b"), y=dict(title="layer"))
 
 
 def delta_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     z = ds["delta"].sel(family=sel.family).values
     note = "" if np.isfinite(z).any() else f"no aligned cos-sim for {sel.family} (norm gains align trivially)"
-    return Panel(f"delta = aligned − raw · {sel.family}", [layer_heatmap(z, ds, sel.family, "delta", "Viridis", 0, 1)],
-                 x=dict(title="layer_b"), y=dict(title="layer"), note=note)
+    null, name = _null(ds, sel.family)
+    if sel.scale == "z" and null is not None and "aligned_cos" in ds:
+        # delta against the null-implied delta (null − raw) is the aligned cos against the null
+        t = _heat(ds["aligned_cos"].sel(family=sel.family).values, ds, sel, "aligned cos (delta)",
+                  null=null, null_name=name)
+    else:
+        t = _heat(z, ds, sel, "delta")
+    return Panel(f"delta = aligned − raw · {sel.family}{adjacent_note(z)}", [t], x=dict(title="layer_b"),
+                 y=dict(title="layer"), note=note)
 
 
 def adjacent_panel(ds: xr.Dataset, sel: Selection) -> Panel:
@@ -82,9 +105,9 @@ VIEW = ViewSpec(
     title="index-paired (gauge-confounded) weight cos-sim and delta (aligned − raw) against the null",
     panels=(
         PanelSpec(cos_panel, "raw cos-sim", ("heatmap",), reads=("cos",), requires=("weights",),
-                  depends=("family",), click="cell", depth="xy"),
+                  depends=("family", "scale", "mask_diagonal"), click="cell", depth="xy"),
         PanelSpec(delta_panel, "delta", ("heatmap",), reads=("delta",), requires=("weights",),
-                  depends=("family",), click="cell", depth="xy"),
+                  depends=("family", "scale", "mask_diagonal"), click="cell", depth="xy"),
         PanelSpec(adjacent_panel, "adjacent pairs vs null", ("scatter",) * 4, reads=("cos", "aligned_cos", *_NULL),
                   requires=("weights",), depends=("family",), click="depth", depth="x"),
         PanelSpec(phase_delta_panel, "per-phase delta", ("bar", "scatter"), reads=("delta", "cos", *_NULL),

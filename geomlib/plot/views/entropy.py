@@ -14,7 +14,8 @@ def entropy_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     H = ds.sizes["head"]
     e = ds["attn_entropy"].values
     return Panel("attention entropy (nats), layer x head, with phase boundaries",
-                 [go.Heatmap(z=grid(e), x=np.arange(H), y=layers(ds), colorscale="Magma", showscale=False,
+                 [go.Heatmap(z=grid(e), x=np.arange(H), y=layers(ds), colorscale="Magma",
+                             colorbar=dict(title=dict(text="entropy (nats)")),
                              name="entropy",
                              hovertemplate="layer %{y}<br>head %{x}<br>entropy %{z:.4f} nats<extra></extra>")],
                  x=dict(title="head"), y=dict(title="layer", autorange="reversed"))

@@ -23,8 +23,9 @@ import numpy as np
 import plotly.graph_objects as go
 import xarray as xr
 
+from ..ranges import heat_scale
 from ..spec import Panel, PanelSpec, Selection, Unavailable, ViewSpec
-from ..traces import adjacent_only, contiguous, grid, layer_heatmap, pivot_colorscale, side_colorbar, symmetric_range
+from ..traces import adjacent_note, adjacent_only, contiguous, grid, layer_heatmap, pivot_colorscale, side_colorbar
 
 KINDS = {"q": "Q", "k": "K", "v": "V"}
 
@@ -61,12 +62,14 @@ def _baseline_text(ds: xr.Dataset) -> str:
 def head_matched_cos_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     op = sel.operator
     z = ds["head_matched_cos"].sel(operator=op).values
-    m = symmetric_range(z)
-    t = layer_heatmap(z, ds, f"head_matched_cos ({op})", "matched head cos", "RdBu", -m, m, 0)
-    domain, bar = _colorbar(head_matched_cos_panel, "cos")
-    t.update(showscale=True, colorbar=bar)
-    adj = " · adjacent pairs only" if adjacent_only(z) else ""
-    return Panel(f"{op.upper()} cos after matching heads (mean over heads){adj}", [t],
+    null = None
+    if "head_matched_null_mean" in ds and "head_matched_null_std" in ds:
+        null = (ds["head_matched_null_mean"].sel(operator=op).values, ds["head_matched_null_std"].sel(operator=op).values)
+    s = heat_scale(z, sel, "cos", null=null, null_name="matched-head null")
+    t = layer_heatmap(s["z"], ds, f"head_matched_cos ({op})", "matched head cos", s["colorscale"], s["zmin"],
+                      s["zmax"], colorbar=s["colorbar"])
+    domain, _ = _colorbar(head_matched_cos_panel, "cos")
+    return Panel(f"{op.upper()} cos after matching heads (mean over heads){adjacent_note(z)}", [t],
                  x=dict(title="layer_b", domain=domain), y=dict(title="layer"))
 
 
@@ -123,8 +126,7 @@ def composition_mean_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     t = layer_heatmap(z, ds, f"composition_mean ({k})", f"{KINDS.get(k, k)}-composition")
     domain, bar = _colorbar(composition_mean_panel, "score")
     t.update(showscale=True, colorbar=bar, **_composition_scale(ds, z))
-    adj = " · adjacent pairs only" if adjacent_only(z) else ""
-    return Panel(f"{KINDS.get(k, k)}-composition, mean over head pairs · {_baseline_text(ds)}{adj}", [t],
+    return Panel(f"{KINDS.get(k, k)}-composition, mean over head pairs · {_baseline_text(ds)}{adjacent_note(z)}", [t],
                  x=dict(title="later layer_b", domain=domain), y=dict(title="earlier layer"))
 
 
@@ -157,7 +159,7 @@ VIEW = ViewSpec(
           "(kind: OV → V; QK → Q with family q_proj, else K)",
     panels=(
         PanelSpec(head_matched_cos_panel, "matched head cos", ("heatmap",), reads=("head_matched_cos",),
-                  requires=("gauge",), depends=("operator",), click="cell", depth="xy", pair_box=True),
+                  requires=("gauge",), depends=("operator", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True),
         PanelSpec(pair_matched_heads_panel, "matched cos per head of the pair", ("bar", "scatter", "scatter"),
                   reads=("head_matched", "head_assignment"), requires=("gauge",),
                   depends=("operator", "head", "pair")),

@@ -24,8 +24,9 @@ import xarray as xr
 
 from ...analyses.gauge import MLP_VIEW_OF
 from ...analyses.phases import adjacent
+from ..ranges import heat_scale
 from ..spec import Panel, PanelSpec, Selection, ViewSpec
-from ..traces import adjacent_only, contiguous, layer_heatmap, layers, side_colorbar, symmetric_range
+from ..traces import adjacent_note, contiguous, layer_heatmap, layers, side_colorbar
 
 MATCHED_COLOR, SAME_COLOR = "#ff7f0e", "#7f7f7f"
 
@@ -43,35 +44,35 @@ def _resolve(ds: xr.Dataset, sel: Selection) -> Selection:
     return replace(sel, family=mlp_view(ds, sel.family))
 
 
-def _scale(ds: xr.Dataset, v: str) -> float:
-    """One colour range for the matched and the index-paired heatmaps of ``v`` (off the diagonal)."""
-    return symmetric_range(*(ds[k].sel(mlp_view=v).values for k in ("mlp_matched_cos", "mlp_same_index_cos")
-                             if k in ds and v in ds[k]["mlp_view"].values))
+def _heatmap_panel(ds: xr.Dataset, var: str, v: str, build, title: str, hover: str, sel: Selection) -> Panel:
+    """The L x L heatmap of ``var`` for mlp_view ``v``, on one colour scale with the other heatmap, with its bar.
 
-
-def _pairs(z) -> str:
-    return " · adjacent pairs only" if adjacent_only(z) else ""
-
-
-def _heatmap_panel(ds: xr.Dataset, var: str, v: str, build, title: str, hover: str) -> Panel:
-    """The L x L heatmap of ``var`` for mlp_view ``v`` on the shared scale, with its colour bar."""
+    In z mode the matched cos is scored against the rotation null (the index-paired one has none:
+    it falls back to the shared symmetric range, and its colour bar says so).
+    """
     z = ds[var].sel(mlp_view=v).values
-    m = _scale(ds, v)
-    t = layer_heatmap(z, ds, f"{var} ({v})", hover, "RdBu", -m, m, 0)
-    domain, bar = side_colorbar([p.build for p in VIEW.panels].index(build), len(VIEW.panels), "cos")
-    t.update(showscale=True, colorbar=bar)
-    return Panel(f"{title} · {v}{_pairs(z)}", [t], x=dict(title="layer_b", domain=domain), y=dict(title="layer"))
+    others = [ds[k].sel(mlp_view=v).values for k in ("mlp_matched_cos", "mlp_same_index_cos")
+              if k != var and k in ds and v in ds[k]["mlp_view"].values]
+    null = None
+    if var == "mlp_matched_cos" and "mlp_matched_null_mean" in ds and "mlp_matched_null_std" in ds:
+        null = (ds["mlp_matched_null_mean"].sel(mlp_view=v).values, ds["mlp_matched_null_std"].sel(mlp_view=v).values)
+    s = heat_scale(z, sel, "cos", null=null, null_name="rotation null",
+                   shared=others if sel.scale != "z" or null is None else ())
+    t = layer_heatmap(s["z"], ds, f"{var} ({v})", hover, s["colorscale"], s["zmin"], s["zmax"], colorbar=s["colorbar"])
+    domain, bar = side_colorbar([p.build for p in VIEW.panels].index(build), len(VIEW.panels))
+    return Panel(f"{title} · {v}{adjacent_note(z)}", [t], x=dict(title="layer_b", domain=domain),
+                 y=dict(title="layer"))
 
 
 def matched_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     # resolved: sel.family is the mlp_view
     return _heatmap_panel(ds, "mlp_matched_cos", sel.family, matched_panel, "MLP cos after matching neurons",
-                          "matched cos")
+                          "matched cos", sel)
 
 
 def same_index_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     return _heatmap_panel(ds, "mlp_same_index_cos", sel.family, same_index_panel,
-                          "index-paired (gauge-confounded)", "index-paired cos")
+                          "index-paired (gauge-confounded)", "index-paired cos", sel)
 
 
 def matched_adjacent_panel(ds: xr.Dataset, sel: Selection) -> Panel:
@@ -106,9 +107,9 @@ VIEW = ViewSpec(
     title="gauge-aware MLPs: layers compared after matching neurons, against index pairing and the null",
     panels=(
         PanelSpec(matched_panel, "MLP matched cos", ("heatmap",), reads=("mlp_matched_cos",), requires=("gauge",),
-                  depends=("family",), click="cell", depth="xy", pair_box=True),
+                  depends=("family", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True),
         PanelSpec(same_index_panel, "MLP index-paired cos", ("heatmap",), reads=("mlp_same_index_cos",),
-                  requires=("gauge",), depends=("family",), click="cell", depth="xy", pair_box=True),
+                  requires=("gauge",), depends=("family", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True),
         PanelSpec(matched_adjacent_panel, "adjacent matched pairs vs null", ("scatter",) * 4,
                   reads=("mlp_matched_cos", "mlp_same_index_cos", *_NULL), requires=("gauge",), depends=("family",),
                   click="depth", depth="x"),

@@ -7,8 +7,9 @@ import numpy as np
 import plotly.graph_objects as go
 import xarray as xr
 
+from ..ranges import heat_scale
 from ..spec import Panel, PanelSpec, Selection, ViewSpec
-from ..traces import contiguous, layer_heatmap
+from ..traces import adjacent_note, contiguous, layer_heatmap
 
 #: heatmap metric -> how its axis is labelled
 METRICS = {"cos": "operator cos-sim", "pa_mean": "principal-angle cos (top-k)"}
@@ -29,10 +30,13 @@ def operator_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     z = da.mean("head").values if sel.head < 0 else da.sel(head=sel.head).values
     who = "mean over heads" if sel.head < 0 else f"head {sel.head}"
     label = METRICS[sel.op_metric]
-    cos = sel.op_metric == "cos"
-    return Panel(f"{sel.operator.upper()} {label} · {who} (click a cell)",
-                 [layer_heatmap(z, ds, _label(sel), label, "RdBu" if cos else "Viridis", -1 if cos else 0, 1,
-                                0 if cos else None)],
+    null = None
+    if "head_null_mean" in ds and "head_null_std" in ds:
+        pick = dict(operator=sel.operator, metric=sel.op_metric)
+        null = (float(ds["head_null_mean"].sel(pick)), float(ds["head_null_std"].sel(pick)))
+    s = heat_scale(z, sel, label, null=null, null_name="random-head null", signed=sel.op_metric == "cos")
+    t = layer_heatmap(s["z"], ds, _label(sel), label, s["colorscale"], s["zmin"], s["zmax"], colorbar=s["colorbar"])
+    return Panel(f"{sel.operator.upper()} {label} · {who} (click a cell){adjacent_note(z)}", [t],
                  x=dict(title="layer_b"), y=dict(title="layer"))
 
 
@@ -90,7 +94,7 @@ VIEW = ViewSpec(
     title="index-paired (gauge-confounded) per-head operators (click a cell for the pair's detail)",
     panels=(
         PanelSpec(operator_panel, "operator", ("heatmap",), reads=_METRIC_VARS, requires=("heads",),
-                  depends=("operator", "op_metric", "head"), click="cell", depth="xy", pair_box=True),
+                  depends=("operator", "op_metric", "head", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True),
         PanelSpec(pair_heads_panel, "per-head values of the pair", ("bar", "scatter"),
                   reads=(*_METRIC_VARS, "head_null_mean", "head_null_std"), requires=("heads",),
                   depends=("operator", "op_metric", "head", "pair")),
