@@ -262,23 +262,30 @@ def _add_compute_options(p: argparse.ArgumentParser) -> None:
     _add_analysis_flags(p)
 
 
+def add_param_flags(p: argparse.ArgumentParser, specs, dest_prefix: str, title: str, flag_prefix: str = "",
+                    description: str | None = None) -> None:
+    """One argument group of flags ``--<flag_prefix><flag>`` (dest ``<dest_prefix><name>``), one per
+    :class:`~geomlib.analyses.params.Param` in ``specs``; booleans get ``--no-`` forms; unset flags stay None."""
+    g = p.add_argument_group(title, description)
+    for prm in specs:
+        flag, dest = f"--{flag_prefix}{prm.flag}", f"{dest_prefix}{prm.name}"
+        default = "" if prm.default is None else f" (default: {prm.default})"
+        if prm.type is bool:
+            g.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                           help=prm.help + default)
+        else:
+            g.add_argument(flag, dest=dest, type=prm.type, choices=prm.choices, default=None,
+                           metavar=None if prm.choices else prm.name.split("_")[-1].upper(),
+                           help=prm.help + default)
+
+
 def _add_analysis_flags(p: argparse.ArgumentParser) -> None:
     """One group of flags per registered analysis (``--gauge.null-draws``), from its parameter declarations."""
     from .analyses import registry
 
     for a in registry.names():
         an = registry.get(a)
-        g = p.add_argument_group(f"{a} analysis", an.title)
-        for prm in an.params:
-            flag, dest = f"--{a}.{prm.flag}", f"{a}.{prm.name}"
-            default = "" if prm.default is None else f" (default: {prm.default})"
-            if prm.type is bool:
-                g.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                               help=prm.help + default)
-            else:
-                g.add_argument(flag, dest=dest, type=prm.type, choices=prm.choices, default=None,
-                               metavar=None if prm.choices else prm.name.split("_")[-1].upper(),
-                               help=prm.help + default)
+        add_param_flags(p, an.params, f"{a}.", f"{a} analysis", f"{a}.", an.title)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -178,19 +178,6 @@ def _cmd_requantize(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- parsers
-def _add_param_flags(p: argparse.ArgumentParser, specs, prefix: str, title: str, flag_prefix: str = "") -> None:
-    g = p.add_argument_group(title)
-    for prm in specs:
-        default = "" if prm.default is None else f" (default: {prm.default})"
-        dest, flag = f"{prefix}{prm.name}", f"--{flag_prefix}{prm.flag}"
-        if prm.type is bool:
-            g.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                           help=prm.help + default)
-        else:
-            g.add_argument(flag, dest=dest, type=prm.type, choices=prm.choices, default=None,
-                           metavar=None if prm.choices else prm.name.split("_")[-1].upper(), help=prm.help + default)
-
-
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", metavar="DIR", help=CACHE_HELP)
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
@@ -205,6 +192,7 @@ def add_parsers(sub, analysis_flags) -> None:
     ``analysis_flags(parser)`` adds the per-analysis flags (``--gauge.null-draws``...) that ``compute`` has.
     """
     from .analyses.compare import PARAMS
+    from .cli import add_param_flags
 
     cmp = sub.add_parser("compare", help="compare two checkpoints layer against layer (gauge-aware), cached",
                          description="Compare every layer of A with every layer of B (dims layer of A, layer_b of "
@@ -216,7 +204,7 @@ def add_parsers(sub, analysis_flags) -> None:
     _add_common(cmp)
     cmp.add_argument("--threads", metavar="N", help="CPU threads for torch/BLAS (default: the free cores)")
     cmp.add_argument("-o", "--output", metavar="FILE.nc", help="also write the Dataset to this netCDF file")
-    _add_param_flags(cmp, PARAMS, "compare.", "compare parameters")
+    add_param_flags(cmp, PARAMS, "compare.", "compare parameters")
     cmp.set_defaults(func=_cmd_compare)
 
     sw = sub.add_parser("sweep", help="analyse many checkpoints (a training run, revisions) on a Dask cluster",
@@ -245,7 +233,7 @@ def add_parsers(sub, analysis_flags) -> None:
                                                     "core; geomlib's policy with --scheduler serial)")
     sw.add_argument("-o", "--output", metavar="FILE.nc", help="also write the sweep Dataset to this netCDF file")
     _add_common(sw)
-    _add_param_flags(sw, PARAMS, "compare.", "compare parameters (consecutive checkpoints)", "compare.")
+    add_param_flags(sw, PARAMS, "compare.", "compare parameters (consecutive checkpoints)", "compare.")
     analysis_flags(sw)
     sw.set_defaults(func=_cmd_sweep)
 

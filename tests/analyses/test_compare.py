@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 
 import geomlib
 from geomlib.errors import GeomlibWarning, InvalidArgumentError
-from geomlib.metrics.gauge_nulls import random_orthogonal
-from tests.analyses.test_gauge import EDITS, _model, _out, gauge_edit
+from tests.analyses.test_gauge import EDITS, _model, _out, gauge_edit, rotate_residual
 from tests.factories import synthetic
 from tests.factories.hf import make_checkpoint, save_model
 
@@ -115,14 +114,7 @@ def test_any_symmetry_of_b_leaves_every_matched_value_unchanged(layer, seed, par
 def test_a_rotated_residual_basis_is_a_real_change(tmp_path):
     model = _model()
     b = copy.deepcopy(model)
-    R = random_orthogonal(model.config.hidden_size, torch.Generator().manual_seed(3))
-    lay = b.layers[1]
-    with torch.no_grad():
-        for lin in (lay.self_attn.q_proj, lay.self_attn.k_proj, lay.self_attn.v_proj, lay.mlp.gate_proj,
-                    lay.mlp.up_proj):
-            lin.weight.copy_(lin.weight @ R.T)
-        for lin in (lay.self_attn.o_proj, lay.mlp.down_proj):
-            lin.weight.copy_(R @ lin.weight)
+    rotate_residual(b, 1, seed=3)
     assert not torch.allclose(_out(b), _out(model))  # not a symmetry: the model changed
     save_model(model, tmp_path / "a", torch.float64)
     save_model(b, tmp_path / "b", torch.float64)

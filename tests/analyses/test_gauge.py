@@ -203,18 +203,24 @@ def test_qk_norm_gains_are_folded_into_the_qk_operator(tmp_path):
                            before.head_matched_cos.sel(operator="qk").values)
 
 
-def test_rotating_a_residual_side_changes_the_matching(tmp_path):
-    model = _model()
-    before_out = _out(model)
-    before = _compute(model, tmp_path / "a")
-    R = random_orthogonal(model.config.hidden_size, torch.Generator().manual_seed(3))
-    lay = model.layers[1]
+def rotate_residual(model, L: int, seed: int) -> None:
+    """Rotate layer ``L``'s residual side by a Haar rotation, in place: its reads (q/k/v/gate/up) by Rᵀ, its
+    writes (o/down) by R.  Not a symmetry (the residual basis is shared by every layer): the model changes."""
+    R = random_orthogonal(model.config.hidden_size, torch.Generator().manual_seed(seed))
+    lay = model.layers[L]
     with torch.no_grad():
         for lin in (lay.self_attn.q_proj, lay.self_attn.k_proj, lay.self_attn.v_proj, lay.mlp.gate_proj,
                     lay.mlp.up_proj):
             lin.weight.copy_(lin.weight @ R.T)
         for lin in (lay.self_attn.o_proj, lay.mlp.down_proj):
             lin.weight.copy_(R @ lin.weight)
+
+
+def test_rotating_a_residual_side_changes_the_matching(tmp_path):
+    model = _model()
+    before_out = _out(model)
+    before = _compute(model, tmp_path / "a")
+    rotate_residual(model, 1, seed=3)
     assert not torch.allclose(_out(model), before_out)  # not a symmetry: the model changed
     after = _compute(model, tmp_path / "b")
     for v in ("mlp_matched_cos", "head_matched_cos"):

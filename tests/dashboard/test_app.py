@@ -261,15 +261,20 @@ def test_compute_box_reports_bad_sources_in_one_line(app):
     assert not app.busy and not app._model.disabled and app._cancel.disabled  # unfrozen after the failure
 
 
+def smollm2_only(root: Path) -> None:
+    """A cache at ``root`` holding only the smollm2 demo's current entries (copied from the repository's)."""
+    for e in cache.entries(ROOT / "cache"):
+        if e.source == "demo:smollm2-135m" and registry.is_current(e.analysis, e.schema_version):
+            copy_entry(e.path, root)
+
+
 def _cache_files(root: Path) -> set:
     return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.mark.slow
 def test_compute_can_be_cancelled_and_leaves_nothing_in_the_cache(tmp_path):
-    for e in cache.entries(ROOT / "cache"):
-        if e.source == "demo:smollm2-135m" and registry.is_current(e.analysis, e.schema_version):
-            copy_entry(e.path, tmp_path)
+    smollm2_only(tmp_path)
     app = build_app(roots=[tmp_path])
     before = _cache_files(tmp_path)
     app.compute("demo:minilm-l6", wait=False)
@@ -304,9 +309,7 @@ def test_viewing_cached_results_does_not_import_torch():
 @pytest.mark.slow
 def test_compute_box_computes_a_new_model_and_shows_it(tmp_path):
     # start from a cache holding only the smollm2 demo, then compute the MiniLM demo from its wheel
-    for e in cache.entries(ROOT / "cache"):
-        if e.source == "demo:smollm2-135m" and registry.is_current(e.analysis, e.schema_version):
-            copy_entry(e.path, tmp_path)
+    smollm2_only(tmp_path)
     app = build_app(roots=[tmp_path])
     assert [v for _, v in app._model.options] == ["demo:smollm2-135m"]
     app.compute("demo:minilm-l6")

@@ -13,6 +13,7 @@ import pytest
 
 from geomlib.dashboard import build_app
 from geomlib.plot import views
+from tests.factories.heatmaps import close
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CACHE = [ROOT / "cache"]
@@ -23,16 +24,6 @@ SOURCE = "demo:minilm-l6"
 def app():
     """The dashboard on the committed MiniLM demo cache, which holds the gauge analysis (all pairs)."""
     return build_app(SOURCE, roots=DEMO_CACHE)
-
-
-def close(actual, expected, **kw) -> None:
-    """assert_allclose, where an L x L heatmap may blank its trivial diagonal (the plot's ``mask_diagonal``)."""
-    actual, expected = np.asarray(actual, dtype=float), np.array(expected, dtype=float)
-    if actual.ndim == 2 and actual.shape[0] == actual.shape[1] == expected.shape[0]:
-        d = np.isnan(np.diag(actual))
-        expected[np.diag_indices_from(expected)] = np.where(d, np.nan, np.diag(expected))
-        kw.setdefault("equal_nan", True)
-    np.testing.assert_allclose(actual, expected, **kw)
 
 
 def trace(app, view, c, k=0):

@@ -32,6 +32,7 @@ import pytest
 
 from geomlib.analyses.phases import phase_order
 from geomlib.plot.names import VIEW_NAMES
+from tests.factories.heatmaps import close
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -221,16 +222,6 @@ def smol():
         figs[v], idx = build_figure(ds, Selection(), (v,))
         index[v] = idx[0]
     return ds, figs, index
-
-
-def close(actual, expected, **kw) -> None:
-    """assert_allclose, where an L x L heatmap may blank its trivial diagonal (the plot's ``mask_diagonal``)."""
-    actual, expected = np.asarray(actual, dtype=float), np.array(expected, dtype=float)
-    if actual.ndim == 2 and actual.shape[0] == actual.shape[1] == expected.shape[0]:
-        d = np.isnan(np.diag(actual))
-        expected[np.diag_indices_from(expected)] = np.where(d, np.nan, np.diag(expected))
-        kw.setdefault("equal_nan", True)
-    np.testing.assert_allclose(actual, expected, **kw)
 
 
 def _grid(z) -> np.ndarray:
