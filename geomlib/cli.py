@@ -14,6 +14,9 @@ import warnings
 from . import __version__
 from .errors import GeomlibError, InvalidArgumentError
 
+#: ``geomlib export --width`` / ``--scale`` choices (the same as geomlib.plot.paper.PAPER / geomlib.plot.spec.SCALES)
+EXPORT_WIDTHS = ("column", "page")
+EXPORT_SCALES = ("symmetric", "robust", "z")
 SOURCE_HELP = "demo:smollm2-135m, demo:minilm-l6, a model directory, a .gguf file or org/name[@rev]"
 
 
@@ -205,10 +208,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         pair = (_int(a, "--pair"), _int(b, "--pair"))
     ds = _load_or_compute(args, head, pair)
     sel = Selection(anchor=args.anchor, family=args.family, phase=args.phase, operator=args.operator,
-                    head=-1 if head is None else head, op_metric=args.metric, pair=pair)
+                    head=-1 if head is None else head, op_metric=args.metric, pair=pair, scale=args.scale,
+                    mask_diagonal=args.mask_diagonal)
     _check_selection(ds, sel)
     path = write(ds, args.view, sel, args.format, args.output, narrow_head=head is not None,
-                 narrow_pair=pair is not None)
+                 narrow_pair=pair is not None, width=args.width)
     print(f"wrote {path}")
     return 0
 
@@ -364,6 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--pair", metavar="L,LB",
                      help="pair shown in the operator detail (default: the last adjacent pair); a data export then "
                           "holds that pair only")
+    # literal choices: the parser must not import plotly (geomlib.plot.spec.SCALES and paper.PAPER; a test
+    # keeps them equal)
+    exp.add_argument("--width", choices=EXPORT_WIDTHS,
+                     help="figure size for a paper: column (3.5 in) or page (7.2 in), a PNG then at 300 dpi "
+                          "(default: screen size, as the dashboard)")
+    exp.add_argument("--scale", choices=EXPORT_SCALES, default="symmetric",
+                     help="colour range of the layer x layer heatmaps: symmetric (±max off-diagonal), robust "
+                          "(2nd-98th percentile) or z (z-scores against the variable's null) (default: symmetric)")
+    exp.add_argument("--mask-diagonal", action=argparse.BooleanOptionalAction, default=True,
+                     help="blank the trivial diagonal of layer x layer heatmaps (default: masked)")
     exp.set_defaults(func=_cmd_export)
     rep.set_defaults(func=_cmd_report)
 

@@ -148,7 +148,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .store.sweep import SWEEP_PREFIX, sweep
 
     _check_out(args.output)
-    names = registry.resolve(args.analyses) if args.analyses else registry.defaults()
+    names = registry.resolve(args.analyses) if args.analyses else registry.defaults(sweep=True)
     threads = _threads(args)
     serial = (args.scheduler or "").strip().lower() == SERIAL
     ds = sweep(args.sources, names, args.cache, revisions=args.revisions, labels=args.labels, steps=args.steps,
@@ -191,6 +191,7 @@ def add_parsers(sub, analysis_flags) -> None:
 
     ``analysis_flags(parser)`` adds the per-analysis flags (``--gauge.null-draws``...) that ``compute`` has.
     """
+    from .analyses import registry
     from .analyses.compare import PARAMS
     from .cli import add_param_flags
 
@@ -228,7 +229,8 @@ def add_parsers(sub, analysis_flags) -> None:
                                                              "as many as memory holds)")
     sw.add_argument("--memory-per-worker", default="2GiB", metavar="SIZE",
                     help="each local worker's memory limit (default: 2GiB)")
-    sw.add_argument("--analyses", metavar="LIST", help="comma-separated analyses (default: the defaults)")
+    sw.add_argument("--analyses", metavar="LIST",
+                    help=f"comma-separated analyses (default: {','.join(registry.defaults(sweep=True))})")
     sw.add_argument("--threads", metavar="N", help="torch threads per task (default: 1 on a cluster, one task per "
                                                     "core; geomlib's policy with --scheduler serial)")
     sw.add_argument("-o", "--output", metavar="FILE.nc", help="also write the sweep Dataset to this netCDF file")

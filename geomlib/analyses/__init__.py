@@ -10,11 +10,13 @@ from .gauge import Gauge
 from .heads import Heads
 from .params import Param, Params
 from .registry import defaults, get, names, register, resolve, unregister
+from .spectra import Spectra
 from .weights import Weights
 
 register(Weights())
 register(Heads())
 register(Gauge())
+register(Spectra())
 
 __all__ = ["Analysis", "Param", "Params", "RunContext", "defaults", "get", "names", "register", "resolve",
            "unregister"]

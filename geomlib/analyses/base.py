@@ -113,6 +113,8 @@ class Analysis:
         Its parameters (validated declaratively, see :mod:`geomlib.analyses.params`).
     default : bool
         Computed by default (``geomlib.compute(source)`` and ``geomlib compute``).
+    sweep_default : bool or None
+        Computed by default in a sweep (:func:`geomlib.sweep`, ``geomlib sweep``); None: as ``default``.
     pairing : str
         How its cross-layer variables pair units, copied into each variable's
         ``attrs["pairing"]`` unless the analysis set it: ``"index"`` (neuron i
@@ -130,6 +132,7 @@ class Analysis:
     schema_version: ClassVar[int] = 1
     params: ClassVar[tuple[Param, ...]] = ()
     default: ClassVar[bool] = True
+    sweep_default: ClassVar[bool | None] = None
     pairing: ClassVar[str] = "index"
     maps_large_blocks: ClassVar[bool] = False
 

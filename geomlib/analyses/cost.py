@@ -9,7 +9,7 @@ kernels (:func:`calibrate`, well under 100 ms on a CPU).  Nothing is read
 from the checkpoint.
 
 The counting lives in one small function per analysis (:func:`_weights_cost`,
-:func:`_heads_cost`, :func:`_gauge_cost`, registered in :data:`COUNTERS`) that
+:func:`_heads_cost`, :func:`_gauge_cost`, :func:`_spectra_cost`, registered in :data:`COUNTERS`) that
 mirrors the loops of its ``compute.py`` and reads the parameters by name with
 defaults, so a change of kernel (float32 factorizations, fewer null draws, a
 new choice of pairs) is a change of a few lines here.  An analysis without a
@@ -507,11 +507,30 @@ def _gauge_cost(ckpt, params: dict, k: Kernels) -> list[Step]:
     return steps
 
 
+def _spectra_cost(ckpt, params: dict, k: Kernels) -> list[Step]:
+    """:mod:`geomlib.analyses.spectra.compute`: one SVD per matrix and layer, its power-law fit, the Gaussian nulls."""
+    n = _shape_facts(ckpt)[0]
+    dt = params.get("precision", F64)
+    draws = int(params.get("null_draws", 8) or 0)
+    shapes = matrix_shapes(ckpt)
+    numel = sum(a * b for a, b in shapes.values())
+    one = sum(k.svdvals(a, b, dt) for a, b in shapes.values())
+    # the KS search of the fit: about 12 float64 passes over (candidates x eigenvalues) per matrix
+    fit = sum(k.passes(12.0 * min(a, b) ** 2) for a, b in shapes.values())
+    steps = [Step("spectra", "per-layer SVDs", n, "layer",
+                  n * (k.read(numel) * _slow_reads(ckpt) + k.passes(numel, 2) + one + fit))]
+    if draws:
+        steps.append(Step("spectra", f"Gaussian nulls ({draws} draws)", len(shapes), "family",
+                          draws * (one + fit + k.passes(numel, 2))))
+    return steps
+
+
 #: analysis name -> its counter ``(ckpt, params dict, Kernels) -> list of Step``; add one for a new analysis
 COUNTERS: dict[str, Callable[[Any, dict, Kernels], list[Step]]] = {
     "weights": _weights_cost,
     "heads": _heads_cost,
     "gauge": _gauge_cost,
+    "spectra": _spectra_cost,
 }
 
 

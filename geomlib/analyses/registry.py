@@ -48,15 +48,18 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def defaults() -> tuple[str, ...]:
-    """The analyses computed when none are named."""
-    return tuple(n for n, a in _REGISTRY.items() if a.default)
+def defaults(sweep: bool = False) -> tuple[str, ...]:
+    """The analyses computed when none are named (``sweep``: by a sweep, see ``Analysis.sweep_default``)."""
+    def chosen(a: Analysis) -> bool:
+        return bool(a.default if not sweep or a.sweep_default is None else a.sweep_default)
+
+    return tuple(n for n, a in _REGISTRY.items() if chosen(a))
 
 
-def resolve(analyses) -> tuple[str, ...]:
-    """``None`` -> the defaults; a name or names -> checked, in the order given."""
+def resolve(analyses, sweep: bool = False) -> tuple[str, ...]:
+    """``None`` -> the defaults (a sweep's with ``sweep``); a name or names -> checked, in the order given."""
     if analyses is None:
-        return defaults()
+        return defaults(sweep)
     if isinstance(analyses, str):
         analyses = [a.strip() for a in analyses.split(",") if a.strip()]
     try:

@@ -12,10 +12,10 @@ panel follows (``PanelSpec.depends``) and what a click on it sets
 
 from __future__ import annotations
 
-import base64
 import html
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import ipywidgets as W
 import traitlets
@@ -23,14 +23,15 @@ import traitlets
 from ..analyses.heads import OPERATORS
 from ..analyses.phases import phase_order
 from ..errors import GeomlibError
-from ..plot import export, views
-from ..plot.layout import build_figure, overlays, point_ranges, title_text
+from ..plot import views
+from ..plot.layout import build_figure, overlays, panel_title, phase_spans, point_ranges, title_text
 from ..plot.spec import FIELDS, SCALES, Selection, ViewSpec, build_panel
 from . import urlstate
-from .compute import ComputeJob
 from .data import CatalogEntry, cache_dirs, catalog, families_with_data, open_model_data
 from .help import BUSY_HTML, MEAN_LABEL, METRIC_TIPS, OPERATOR_TIPS, SCALE_LABELS, TIPS
+from .modes import MODES, CompareMode, Modes, TrainingMode
 from .plotview import PlotView
+from .tools import Tools
 
 #: the traits that make up the selection.  The anchor, the phase and the selected pair's cell are
 #: overlays (shapes): changing them redraws no data, which is what keeps the browser fast (plotly
@@ -40,18 +41,27 @@ STATE = FIELDS
 
 
 def _facts(ds) -> str:
+    """One line of facts about the model shown (a table took ~250 px of the first screen)."""
     a = ds.attrs
-    rows = [("architecture", a.get("arch")), ("layers", a.get("n_layers")),
-            ("heads (q/kv)", f"{a.get('n_heads')}/{a.get('n_kv_heads')}"), ("head dim", a.get("head_dim")),
-            ("hidden", a.get("hidden")), ("storage", a.get("dtype")), ("quantization", a.get("quantization")),
-            ("analyses", a.get("analyses")), ("phases", a.get("phase_method")),
-            ("identity", str(a.get("identity", ""))[:16] + "…")]
-    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th>"
-                    f"<td class='geomlib-{k.split()[0]}'>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table class='geomlib-facts' style='font-size:12px'>{cells}</table>"
+    rows = [("architecture", a.get("arch")), ("layers", f"{a.get('n_layers')} layers"),
+            ("heads", f"{a.get('n_heads')}/{a.get('n_kv_heads')} heads (q/kv)"), ("head", f"head dim {a.get('head_dim')}"),
+            ("hidden", f"hidden {a.get('hidden')}"), ("storage", a.get("dtype")),
+            ("quantization", a.get("quantization")), ("analyses", a.get("analyses")),
+            ("phases", f"phases: {a.get('phase_method')}"), ("identity", str(a.get("identity", ""))[:12] + "…")]
+    cells = " · ".join(f"<span class='geomlib-{k}' title='{k}'>{html.escape(str(v))}</span>" for k, v in rows)
+    return f"<div class='geomlib-facts' style='font-size:12px;color:#444;line-height:1.3'>{cells}</div>"
 
 
-class Dashboard(W.VBox):
+def phase_options(ds) -> list[tuple[str, str]]:
+    """The phase dropdown's choices, each labelled with the layers it spans (its boundaries)."""
+    spans: dict[str, list[str]] = {}
+    for name, a, b in phase_spans(ds):
+        spans.setdefault(name, []).append(f"{a}–{b}" if b > a else f"{a}")
+    return [("all (no phase shaded)", "all")] + [(f"{p}: layers {', '.join(spans.get(p, ['?']))}", p)
+                                                 for p in phase_order(ds)]
+
+
+class Dashboard(Tools, Modes, W.VBox):
     """The geomlib dashboard.
 
     Traits (the shared state)
@@ -80,6 +90,8 @@ class Dashboard(W.VBox):
     busy = traitlets.Bool(False)
     error = traitlets.Unicode("")
     render_ms = traitlets.Float(0.0)
+    #: what the page shows: one model's views, two models side by side, or a sweep's training dynamics
+    mode = traitlets.Enum(MODES, "model")
 
     def __init__(self, source: str | None = None, roots=None, query: str | None = None, **kwargs) -> None:
         self._roots = roots
@@ -91,6 +103,8 @@ class Dashboard(W.VBox):
             )
         self._ds = None
         self._startup_error = ""
+        self._compare_w: CompareMode | None = None  # built when first shown
+        self._training_w: TrainingMode | None = None
         # the views registered now: a view registered later shows in the next dashboard built
         self._specs: dict[str, ViewSpec] = {v: views.get(v) for v in views.names()}
         self._last: dict[tuple[str, int], tuple] = {}
@@ -129,12 +143,23 @@ class Dashboard(W.VBox):
             pv.observe(lambda ch, v=v: self._on_click(v, ch), "click")
         self._build_figures()
         self._url = urlstate.URLSync(layout=W.Layout(display="none"))
-        self.children = [self._header, self._controls, self._compute_box, *self.views.values(), self._export_box,
-                         self._url]
+        self._verdicts = {v: W.HTML(tooltip="what this view's data says against its null, for the current selection")
+                          for v in self._specs}
+        self._verdict_text: dict[str, str] = {}
+        self._update_verdicts()
+        self._model_box = W.VBox([self._controls] + [w for v in self._specs
+                                                     for w in (self._verdicts[v], self.views[v])])
+        self._mode_box = W.VBox(layout=W.Layout(display="none"))  # compare mode or the training view, when chosen
+        tools = W.VBox([W.HTML("<hr style='margin:6px 0'>", tooltip="below: export a view, compute another model"),
+                        self._export_box, self._compute_box])
+        self.children = [self._header, self._model_box, self._mode_box, tools, self._url]
+        W.link((self, "mode"), (self._mode, "value"))
+        self.observe(self._on_mode, names="mode")
         self.observe(self._on_state, names=list(STATE))
         self.observe(self._on_busy, names="busy")
         self.observe(self._on_source, names="source")
-        self.observe(self._write_url, names=[*STATE, "source"])
+        self.observe(self._write_url, names=[*STATE, "source", "mode"])
+        url_notes += self._apply_mode(params)
         self._write_url()
         self._url_notes(url_notes)
         if self._startup_error:
@@ -160,11 +185,10 @@ class Dashboard(W.VBox):
             self._family.options = fams
             if self.family not in fams:
                 self.family = fams[0]
-            self._phase.options = ["all"] + phase_order(ds)
-            if self.phase not in self._phase.options:
+            self._phase.options = phase_options(ds)
+            if self.phase not in self._phases():
                 self.phase = "all"
             H = ds.sizes.get("head", 0)
-            # the spectra are one head's: with the mean selected they show head 0, and the choice says so
             self._head.options = [(MEAN_LABEL, -1)] + [(str(h), h) for h in range(H)]
             if self.head >= H:
                 self.head = -1
@@ -179,11 +203,14 @@ class Dashboard(W.VBox):
         ds = self._ds
         values, bad = urlstate.validate(
             params, n_layers=ds.sizes["layer"], families=list(self._family.options),
-            phases=list(self._phase.options), heads=ds.sizes.get("head", 0), operators=tuple(OPERATORS))
+            phases=self._phases(), heads=ds.sizes.get("head", 0), operators=tuple(OPERATORS))
         with self.hold_trait_notifications():
             for k, v in values.items():
                 setattr(self, k, v)
         return bad
+
+    def _phases(self) -> list[str]:
+        return [value for _, value in self._phase.options]
 
     def _cached(self, source: str) -> bool:
         return source in {e.source for e in self._entries if e.analyses}
@@ -204,6 +231,7 @@ class Dashboard(W.VBox):
             else:
                 notes.append(f"model={params['model']!r} ignored: not a cached model")
         notes += self._apply_url(params)
+        notes += self._apply_mode(params)
         if params:
             # each view's whole figure again: a page that renders now draws ``figure``, not the patches before it
             with self._busy():
@@ -216,47 +244,36 @@ class Dashboard(W.VBox):
 
     # -- controls ----------------------------------------------------------------------------------------
     def _build_controls(self) -> None:
-        lay = W.Layout(width="auto")
         self._model = W.Dropdown(options=[(e.label, e.source) for e in self._entries], description="model",
-                                 layout=W.Layout(width="46em"))
+                                 layout=W.Layout(width="44em", max_width="100%"))
         self._anchor = W.IntSlider(description="anchor", min=0, max=1, continuous_update=False,
                                    layout=W.Layout(width="30em"))
         self._family = W.Dropdown(description="family", layout=W.Layout(width="16em"))
-        self._phase = W.Dropdown(description="phase", options=["all"], layout=W.Layout(width="14em"))
+        self._phase = W.Dropdown(description="phase", options=[("all (no phase shaded)", "all")],
+                                 layout=W.Layout(width="19em"))
         self._operator = W.ToggleButtons(options=[(op.upper(), op) for op in OPERATORS], description="operator",
                                          style={"button_width": "4em"})
         self._metric = W.ToggleButtons(options=[("cos", "cos"), ("angles", "pa_mean")], description="metric",
                                        style={"button_width": "5em"})
         self._head = W.Dropdown(description="head", options=[(MEAN_LABEL, -1)], layout=W.Layout(width="17em"))
         self._scale = W.Dropdown(description="range", options=[(SCALE_LABELS[k], k) for k in SCALES],
-                                 layout=W.Layout(width="15em"))
+                                 layout=W.Layout(width="16.5em"))
         self._mask = W.Checkbox(description="mask diagonal", indent=False, layout=W.Layout(width="9em"))
         self._model.observe(lambda ch: ch["new"] and ch["new"] != self.source and setattr(self, "source", ch["new"]),
                             "value")
         self._status = W.HTML()
         self._busy_label = W.HTML(layout=W.Layout(min_width="7em"))
         self._info = W.HTML()
-        self._header = W.HBox([W.HTML("<h3 style='margin:4px 0'>geomlib · layer geometry of transformer "
-                                      "weights</h3>"), self._info], layout=W.Layout(justify_content="space-between"))
-        self._controls = W.VBox([W.HBox([self._model, self._anchor, self._busy_label], layout=lay),
+        self._mode = W.ToggleButtons(options=[("one model", "model"), ("compare", "compare"),
+                                              ("training", "training")], style={"button_width": "7em"})
+        self._title = W.HTML("<h3 style='margin:4px 12px 4px 0'>geomlib · layer geometry of transformer weights</h3>")
+        self._header = W.VBox([W.HBox([self._title, self._mode, self._busy_label],
+                                      layout=W.Layout(align_items="center", flex_flow="row wrap")),
+                               self._info, self._status])
+        self._controls = W.VBox([W.HBox([self._model, self._anchor], layout=W.Layout(width="auto", flex_flow="row wrap")),
                                  W.HBox([self._family, self._phase, self._operator, self._metric, self._head,
-                                         self._scale, self._mask], layout=W.Layout(width="auto", flex_flow="row wrap")),
-                                 self._status])
-        self._src = W.Text(placeholder="path, .gguf, org/name or demo:…", description="compute",
-                           layout=W.Layout(width="34em"))
-        self._go = W.Button(description="compute", icon="play", button_style="primary")
-        self._cancel = W.Button(description="cancel", icon="stop", disabled=True)
-        self._compute_msg = W.HTML()  # one line: progress, then "cached", the reason it failed, or "cancelled"
-        self._job: ComputeJob | None = None
-        self._go.on_click(lambda _: self.compute(self._src.value.strip(), wait=False))
-        self._cancel.on_click(lambda _: self.cancel())
-        self._compute_box = W.VBox([W.HBox([self._src, self._go, self._cancel]), self._compute_msg])
-        self._view = W.Dropdown(options=list(self._specs), description="export", layout=W.Layout(width="14em"))
-        self._fmt = W.Dropdown(options=list(export.FORMATS), value="png", layout=W.Layout(width="8em"))
-        self._save = W.Button(description="export", icon="download")
-        self._links = W.HTML()
-        self._save.on_click(lambda _: self.export_to_link(self._view.value, self._fmt.value))
-        self._export_box = W.HBox([self._view, self._fmt, self._save, self._links])
+                                         self._scale, self._mask], layout=W.Layout(width="auto", flex_flow="row wrap"))])
+        self._build_tools()
         self._tooltips()
 
     def _tooltips(self) -> None:
@@ -277,8 +294,10 @@ class Dashboard(W.VBox):
                        (self._busy_label, "shown while a change is applied"),
                        (self._compute_msg, "the compute's progress, then its outcome in one line"),
                        (self._links, "the download link of the last export"),
-                       (self._header.children[0], "geomlib dashboard")):
+                       (self._title, "geomlib dashboard")):
             w.tooltip = tip
+        self._mode.tooltips = [TIPS["mode_" + m] for _, m in self._mode.options]
+        self._mode.tooltip = "what the page shows: " + "; ".join(TIPS["mode_" + m] for _, m in self._mode.options)
         self._operator.tooltips = [OPERATOR_TIPS[op] for _, op in self._operator.options]
         self._metric.tooltips = [METRIC_TIPS[m] for _, m in self._metric.options]
 
@@ -334,16 +353,43 @@ class Dashboard(W.VBox):
         """Build every view's figure for the current model and send each whole to the browser."""
         sel = self.selection()
         self.figures, self._index, self._panels, self._last = {}, {}, {}, {}
+        self._shapes, self._annotations, self._titles = {}, {}, {}
+        self._verdict_memo: dict[tuple, str] = {}  # per model
         for v, view in self._specs.items():
             res = view.selection(self._ds, sel)
             for c, p in enumerate(view.panels):
                 self._last[(v, c)] = self._key(p, res)
                 self._panels[(v, c)] = build_panel(p, self._ds, res)
             row = [self._panels[(v, c)] for c in range(len(view.panels))]
-            fig, index = build_figure(self._ds, sel, (v,), title=self._view_title(v), grid=[row])
+            fig, index = build_figure(self._ds, sel, (v,), title=self._view_title(v), grid=[row], info=True)
+            fig.update_layout(width=None, autosize=True)  # the page's width (PlotView resizes with it)
             self.figures[v], self._index[v] = fig, index[0]
+            self._shapes[v] = [sh.to_plotly_json() for sh in fig.layout.shapes]
+            self._annotations[v] = [a.to_plotly_json() for a in fig.layout.annotations]
+            self._titles[v] = self._annotations[v][:len(row)]  # each subplot title's place and font
             self.views[v].show(fig)
+        if hasattr(self, "_verdicts"):
+            self._update_verdicts()
         self._curve = {v: {i: c for c, ids in enumerate(self._index[v]) for i in ids} for v in self._specs}
+
+    def _update_verdicts(self) -> None:
+        """Each view's one-line verdict against its null, for the current selection (sent only when it changed)."""
+        sel = self.selection()
+        for v, spec in self._specs.items():
+            # no verdict speaks of the anchor: moving it (the commonest change) reuses each view's sentence
+            key = (v, replace(spec.selection(self._ds, sel), anchor=0))
+            text = self._verdict_memo.get(key)
+            if text is None:
+                try:
+                    text = spec.verdict_for(self._ds, sel)
+                except Exception as exc:  # noqa: BLE001 - a verdict must never break the view it sums up
+                    text = f"(no verdict: {exc.__class__.__name__})"
+                self._verdict_memo[key] = text
+            if self._verdict_text.get(v) != text:
+                self._verdict_text[v] = text
+                self._verdicts[v].value = (f"<div class='geomlib-verdict' data-view='{v}' style='font-size:13px;"
+                                           f"color:#1a3d6d;margin:8px 0 0 4px'>{html.escape(text)}</div>"
+                                           if text else "")
 
     @contextmanager
     def _busy(self):
@@ -376,6 +422,7 @@ class Dashboard(W.VBox):
                     self._panels[(v, c)] = build_panel(p, self._ds, res)
                     changed.append(c)
             self._patch(v, sel, changed)
+        self._update_verdicts()
         self.render_ms = (time.perf_counter() - t0) * 1000
         self.error = ""
         self._status.value = ""
@@ -404,14 +451,18 @@ class Dashboard(W.VBox):
             for axis, rng in point_ranges(row[c], c + 1).items():  # γ points moved: refit their fixed axes
                 fig.layout[axis].range = rng
                 relayout[f"{axis}.range"] = rng
+        # shapes and annotations are compared with what was last set, kept here as plain dicts: reading
+        # them back from the figure (to_plotly_json, a deep copy) cost more than the rest of a refresh
         shapes, notes = overlays(self._ds, sel, [row], len(row))
-        if [sh.to_plotly_json() for sh in fig.layout.shapes] != shapes:
+        if self._shapes.get(v) != shapes:
             fig.layout.shapes = shapes  # the exported figure carries them; the browser draws them as overlays
+            self._shapes[v] = shapes
             self.views[v].set_overlays(shapes)
-        old = [a.to_plotly_json() for a in fig.layout.annotations]
-        new = [dict(a, text=p.title) for a, p in zip(old, row)] + notes
-        if new != old:
+        base = self._titles[v]
+        new = [dict(a, **panel_title(p, info=True)) for a, p in zip(base, row)] + notes
+        if new != self._annotations.get(v):
             fig.layout.annotations = new
+            self._annotations[v] = new
             relayout["annotations"] = new
         self.views[v].send(traces, relayout)
 
@@ -434,78 +485,9 @@ class Dashboard(W.VBox):
         elif kind == "depth":  # lines over depth
             self.anchor = int(round(float(ev["x"])))
 
-    # -- actions -------------------------------------------------------------------------------------------------
     def _set_error(self, exc: Exception) -> None:
         self.error = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         self._status.value = f"<span class='geomlib-error' style='color:#b00020'>{html.escape(self.error)}</span>"
-
-    def compute(self, source: str, wait: bool = True) -> None:
-        """Compute ``source`` (every default analysis) into the first cache root, then show it.
-
-        ``geomlib compute`` runs in a subprocess (see :mod:`.compute`): the box shows its progress, then one
-        line (the reason a source is refused, or "cancelled"); the model shown changes only once the new
-        one is cached.  ``wait=False`` (the button) returns at once, so Cancel can stop it.
-        """
-        if self._job is not None and self._job.running():
-            return
-        if not source:
-            self._compute_line(GeomlibError("type a model source first: a path, a .gguf file, org/name or "
-                                            "demo:NAME").args[0], error=True)
-            return
-        import importlib.util
-
-        if importlib.util.find_spec("torch") is None:  # a browse-only install (Binder): say so, start nothing
-            self._compute_line("computing needs the compute extra: pip install 'geomlib[compute]'", error=True)
-            return
-        self.busy = True
-        self._freeze(True)
-        self._cancel.disabled = False
-        self._compute_line(f"computing {source} …")
-        target = (self._roots or cache_dirs() or [None])[0]
-        self._job = ComputeJob(source, target, lambda line: self._compute_line(line), self._computed)
-        if wait:
-            self._job.wait()
-
-    def cancel(self) -> None:
-        """Stop a running compute; nothing half-written is left in the cache."""
-        if self._job is not None:
-            self._job.cancel()
-
-    def _compute_line(self, text: str, error: bool = False) -> None:
-        style = "color:#b00020" if error else "color:#444"
-        self._compute_msg.value = (f"<span class='geomlib-compute-msg{' geomlib-compute-error' if error else ''}' "
-                                   f"style='{style}'>{html.escape(text)}</span>")
-
-    def _computed(self, ok: bool, message: str) -> None:
-        try:
-            if ok:
-                self._entries = catalog(self._roots if self._roots is not None else cache_dirs())
-                self._model.options = [(e.label, e.source) for e in self._entries]
-                source = self._job.source
-                self._compute_line(f"{source}: cached")
-                self.source = source
-            else:
-                self._compute_line(message, error=message != "cancelled")
-        finally:
-            self._cancel.disabled = True
-            self._freeze(False)
-            self.busy = False
-
-    def export_to_link(self, view: str, fmt: str) -> bytes | None:
-        """Render one export and offer it as a download link (the way files leave a Voila page)."""
-        self._freeze(True)
-        try:
-            data = export.render(self._ds, view, self.selection(), fmt)
-        except GeomlibError as exc:
-            self._set_error(exc)
-            return None
-        finally:
-            self._freeze(False)
-        name = f"{self.source.replace(':', '-').replace('/', '-')}-{view}{export.SUFFIX[fmt]}"
-        b64 = base64.b64encode(data).decode()
-        self._links.value = (f"<a class='geomlib-download' download='{html.escape(name)}' "
-                             f"href='data:{export.MIME[fmt]};base64,{b64}'>download {html.escape(name)}</a>")
-        return data
 
     @property
     def dataset(self):

@@ -17,6 +17,7 @@ from ..analyses import registry
 from ..errors import GeomlibError
 from ..store import cache
 from ..store.api import cached
+from ..store.sweep import SCHEMA_VERSION as SWEEP_SCHEMA
 
 
 def cache_dirs() -> list[Path]:
@@ -96,3 +97,107 @@ def families_with_data(ds: xr.Dataset) -> list[str]:
     c = ds["cos"]
     ok = np.isfinite(c).any([d for d in c.dims if d != "family"])
     return [str(f) for f, good in zip(c["family"].values, ok.values) if good]
+
+
+# -- compare mode and the training-dynamics view: sweeps' checkpoints and cached compares ---------------------------
+#: how a sweep checkpoint is named among the compare mode's models: ``sweep:NAME @ CHECKPOINT``
+CHECKPOINT_SEP = " @ "
+_SWEEPS: dict[tuple, xr.Dataset] = {}
+
+
+_FOUND: dict[tuple, tuple[tuple, dict[str, Path]]] = {}
+
+
+def _stamp(roots: list[Path]) -> tuple:
+    """What changes when a sweep is written or removed: each root's and each sweep directory's mtime."""
+    out = []
+    for root in roots:
+        try:
+            out.append((str(root), root.stat().st_mtime_ns,
+                        tuple((d.name, d.stat().st_mtime_ns) for d in sorted(Path(root).glob("sweep-*")))))
+        except OSError:
+            out.append((str(root), None, ()))
+    return tuple(out)
+
+
+def sweep_entries(roots: list[Path] | None = None) -> dict[str, Path]:
+    """The newest cached sweep file of each sweep name (``geomlib sweep``), by name.
+
+    Remembered until a root or sweep directory changes: scanning verifies every entry's checksum,
+    which took ~150 ms per call, and the training view asks on every redraw.
+    """
+    roots = [Path(r) for r in (cache_dirs() if roots is None else roots)]
+    key, stamp = tuple(str(r) for r in roots), _stamp(roots)
+    if key in _FOUND and _FOUND[key][0] == stamp:
+        return dict(_FOUND[key][1])
+    found = _scan_sweeps(roots)
+    _FOUND[key] = (stamp, found)
+    return dict(found)
+
+
+def _scan_sweeps(roots: list[Path]) -> dict[str, Path]:
+    out: dict[str, cache.Entry] = {}
+    for root in roots:
+        try:
+            good, _ = cache.scan(root)
+        except GeomlibError:
+            continue
+        for e in good:
+            if e.analysis == "sweep" and int(e.schema_version) == SWEEP_SCHEMA:
+                name = e.source.removeprefix("sweep:")
+                if name not in out or str(e.attrs.get("created", "")) > str(out[name].attrs.get("created", "")):
+                    out[name] = e
+    return {k: v.path for k, v in sorted(out.items())}
+
+
+def open_sweep(name: str, roots: list[Path] | None = None) -> xr.Dataset:
+    """The cached sweep ``name`` (kept in memory: a sweep is read once per file version)."""
+    paths = sweep_entries(roots)
+    if name not in paths:
+        raise GeomlibError(f"no sweep named {name!r} is cached; the cached ones are "
+                           f"{', '.join(paths) or 'none'} (make one with geomlib sweep)")
+    path = paths[name]
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _SWEEPS:
+        _SWEEPS.clear()  # one sweep at a time: they hold every checkpoint's analyses
+        _SWEEPS[key] = cache.read(path)
+    return _SWEEPS[key]
+
+
+def checkpoint_choices(roots: list[Path] | None = None) -> list[tuple[str, str]]:
+    """(label, key) of every checkpoint of every cached sweep, for the compare mode's model pickers."""
+    out = []
+    for name in sweep_entries(roots):
+        ds = open_sweep(name, roots)
+        for c in ds["checkpoint"].values:
+            key = f"sweep:{name}{CHECKPOINT_SEP}{c}"
+            out.append((f"{key} — {ds.attrs.get('arch', '?')}, {ds.sizes['layer']} layers (sweep checkpoint)", key))
+    return out
+
+
+def open_any(key: str, roots: list[Path] | None = None) -> xr.Dataset:
+    """A cached model's Dataset, or one checkpoint of a cached sweep (``sweep:NAME @ CHECKPOINT``)."""
+    if key.startswith("sweep:") and CHECKPOINT_SEP in key:
+        name, _, ckpt = key.removeprefix("sweep:").partition(CHECKPOINT_SEP)
+        ds = open_sweep(name, roots)
+        if ckpt not in [str(c) for c in ds["checkpoint"].values]:
+            raise GeomlibError(f"sweep {name!r} has no checkpoint {ckpt!r}; it has "
+                               f"{', '.join(str(c) for c in ds['checkpoint'].values)}")
+        one = ds.sel(checkpoint=ckpt).drop_vars([v for v in ds.data_vars if v.startswith(("prev_", "moved_"))])
+        one.attrs = {**ds.attrs, "source": key}
+        return one
+    return open_model_data(key, roots)
+
+
+def cached_compare(a: str, b: str, roots: list[Path] | None = None) -> xr.Dataset | None:
+    """The newest cached :func:`geomlib.compare` of model ``a`` with model ``b`` (either order), or None."""
+    hits = []
+    for root in cache_dirs() if roots is None else roots:
+        try:
+            good, _ = cache.scan(root)
+        except GeomlibError:
+            continue
+        hits += [e for e in good if e.analysis == "compare" and e.source == a and e.attrs.get("source_b") == b]
+    if not hits:
+        return None
+    return cache.read(max(hits, key=lambda e: str(e.attrs.get("created", ""))).path)

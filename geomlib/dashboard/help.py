@@ -1,7 +1,7 @@
 """The words of the dashboard's controls: hover help (what each selects) and status labels."""
 
-#: the head control's "mean over heads" choice: the pair's singular-value spectra exist per head only
-MEAN_LABEL = "mean (spectra: head 0)"
+#: the head control's "mean over heads" choice (the spectra panel then shows the heads' mean spectrum)
+MEAN_LABEL = "mean over heads"
 #: each control's hover help: the definition of what it selects
 TIPS = {
     "model": "the cached model shown (architecture, layers, quantization and the analyses cached for it)",
@@ -12,7 +12,8 @@ TIPS = {
                 "OV = W_V W_O (what a head writes)",
     "op_metric": "heatmap metric of the operator view: cos = operator cosine similarity, angles = mean cosine of "
                  "the top-k principal angles between the operators' subspaces",
-    "head": "attention head shown in the operator view; 'mean' averages the heads (the spectra then show head 0)",
+    "head": "attention head shown in the operator view; 'mean over heads' averages the heads (the spectra panel "
+            "then shows the heads' mean spectrum)",
     "scale": "colour range of the heatmaps: symmetric = ±max |off-diagonal value| (white at 0); robust = the "
              "2nd–98th percentile; z = z-score against the view's null (where it has one)",
     "mask_diagonal": "blank the diagonal of layer × layer heatmaps (a layer against itself is 1 by construction "
@@ -23,6 +24,10 @@ TIPS = {
     "view": "which view to export",
     "format": "export format: png/svg/pdf for the figure, netcdf/csv for the data it shows",
     "export": "render the chosen view in the chosen format and offer it as a download link",
+    "mode_model": "one model's views: gauge-aware comparisons first, then the seeds' index-paired metrics",
+    "mode_compare": "two models, or two checkpoints of a sweep, side by side on one layer × layer variable, with "
+                    "their difference",
+    "mode_training": "a cached sweep: how far each layer moved between checkpoints, and one layer's trajectory",
 }
 #: the range control's choices
 SCALE_LABELS = {"symmetric": "symmetric ±max", "robust": "robust 2–98 %", "z": "z vs null"}

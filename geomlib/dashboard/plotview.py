@@ -104,6 +104,17 @@ export default {
     draw();
     div.appendChild(svg);
     paint();
+    // the figure takes the page's width (no layout.width): follow the widget's width as the window, or
+    // a view shown after being hidden (compare / training modes), changes it
+    let lastWidth = el.clientWidth;
+    new ResizeObserver(() => {
+      const w = el.clientWidth;
+      const fixed = (model.get("figure").layout || {}).width;
+      if (w > 0 && Math.abs(w - lastWidth) > 2 && !fixed && div._fullLayout) {
+        lastWidth = w;
+        Plotly.Plots.resize(div).then(paint);
+      }
+    }).observe(el);
     div.on("plotly_afterplot", paint);
     div.on("plotly_relayout", paint);
     model.on("change:overlays", paint);

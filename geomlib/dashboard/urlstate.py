@@ -1,6 +1,8 @@
 """The dashboard's state in the page URL's query string, so that a link opens the same view.
 
-``?model=demo:minilm-l6&family=k_proj&anchor=3&pair=1,4&head=2&operator=ov&metric=pa_mean&phase=B``
+``?model=demo:minilm-l6&family=k_proj&anchor=3&pair=1,4&head=2&operator=ov&metric=pa_mean&phase=B``;
+compare mode ``?mode=compare&a=…&b=…&cvar=mlp_matched_cos&cpick=mean``; the training view
+``?mode=training&sweep=demo-tiny-llama&tmetric=moved_mlp_matched_cos&tlayer=3``.
 
 Voila hands the kernel the request's query string as ``$QUERY_STRING``;
 :func:`parse` reads it, :func:`validate` checks each value against the model
@@ -20,7 +22,9 @@ import traitlets
 from ..plot.spec import SCALES
 
 #: the query keys, in the order a link spells them
-KEYS = ("model", "family", "anchor", "pair", "head", "operator", "metric", "phase", "scale", "mask")
+KEYS = ("model", "family", "anchor", "pair", "head", "operator", "metric", "phase", "scale", "mask",
+        # compare mode (A, B, variable, its picked coordinate) and the training view (sweep, metric, layer)
+        "mode", "a", "b", "cvar", "cpick", "sweep", "tmetric", "tlayer")
 #: metric names a link may use (the toggle says "angles" for the principal angles)
 METRIC_ALIASES = {"cos": "cos", "pa_mean": "pa_mean", "angles": "pa_mean"}
 
@@ -53,7 +57,7 @@ def request_query() -> str:
     return os.environ.get("QUERY_STRING", "")
 
 
-def _int(text: str) -> int | None:
+def as_int(text: str) -> int | None:
     try:
         return int(text)
     except ValueError:
@@ -87,14 +91,14 @@ def validate(params: dict[str, str], *, n_layers: int, families, phases, heads: 
         mk = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(params["mask"].lower())
         out["mask_diagonal"] = mk if mk is not None else no("mask", "1 or 0")
     if "anchor" in params:
-        a = _int(params["anchor"])
+        a = as_int(params["anchor"])
         out["anchor"] = a if a is not None and 0 <= a < n_layers else no("anchor", f"a layer 0–{n_layers - 1}")
     if "head" in params:
-        h = -1 if params["head"].lower() == "mean" else _int(params["head"])
+        h = -1 if params["head"].lower() == "mean" else as_int(params["head"])
         ok = h is not None and -1 <= h < heads
         out["head"] = h if ok else no("head", f"'mean' or a head 0–{heads - 1}" if heads else "this model has no heads")
     if "pair" in params:
-        parts = [_int(p) for p in params["pair"].split(",")]
+        parts = [as_int(p) for p in params["pair"].split(",")]
         ok = len(parts) == 2 and all(p is not None and 0 <= p < n_layers for p in parts)
         out["pair"] = tuple(parts) if ok else no("pair", f"two layers L,LB in 0–{n_layers - 1}")
     return {k: v for k, v in out.items() if v is not None}, bad
@@ -106,7 +110,18 @@ def state_of(app) -> dict:
             "pair": None if tuple(app.pair) == (-1, -1) else f"{app.pair[0]},{app.pair[1]}",
             "head": "mean" if app.head < 0 else app.head, "operator": app.operator, "metric": app.op_metric,
             "phase": app.phase, "scale": None if app.scale == "symmetric" else app.scale,
-            "mask": None if app.mask_diagonal else 0}
+            "mask": None if app.mask_diagonal else 0, **_mode_state(app)}
+
+
+def _mode_state(app) -> dict:
+    mode = getattr(app, "mode", "model")
+    if mode == "compare" and getattr(app, "_compare_w", None) is not None:
+        c = app._compare_w
+        return {"mode": mode, "a": c.a, "b": c.b, "cvar": c.var, "cpick": c.pick or None}
+    if mode == "training" and getattr(app, "_training_w", None) is not None:
+        t = app._training_w
+        return {"mode": mode, "sweep": t.sweep, "tmetric": t.metric, "tlayer": t.layer}
+    return {"mode": None if mode == "model" else mode}
 
 
 _ESM = r"""

@@ -36,6 +36,69 @@ def _square(ds: xr.Dataset, var: str, pick: dict | None, who: str) -> xr.DataArr
         return (da.mean(rest) if rest else da).transpose("layer", "layer_b")
 
 
+#: the layer × layer variables compare mode offers: label, and the dimension a second control picks from
+#: (the coordinates both models have); any other dimension is averaged
+VARIABLES = {
+    "mlp_matched_cos": ("MLP cos, neurons matched (gauge-aware)", "mlp_view"),
+    "head_matched_cos": ("head operator cos, heads matched (gauge-aware)", "operator"),
+    "composition_mean": ("head composition (mean over head pairs)", "composition"),
+    "cos": ("weight cos, index-paired (seed metric)", "family"),
+    "mlp_same_index_cos": ("MLP cos, index-paired", "mlp_view"),
+}
+
+
+def variables(a: xr.Dataset, b: xr.Dataset) -> list[str]:
+    """The :data:`VARIABLES` both Datasets hold with finite values."""
+    return [v for v in VARIABLES if v in a and v in b and bool(np.isfinite(a[v].values).any())
+            and bool(np.isfinite(b[v].values).any())]
+
+
+def choices(a: xr.Dataset, b: xr.Dataset, var: str) -> list[str]:
+    """The coordinates of ``var``'s picked dimension that both models have ([] when it has none)."""
+    dim = VARIABLES.get(var, ("", ""))[1]
+    if var not in a or var not in b or dim not in a[var].dims or dim not in b[var].dims:
+        return []
+    def finite(ds):  # a family the architecture lacks is all-NaN, not absent
+        da = ds[var]
+        ok = np.isfinite(da).any([d for d in da.dims if d != dim])
+        return [str(c) for c, good in zip(da[dim].values, ok.values) if good]
+
+    theirs = set(finite(b))
+    return [c for c in finite(a) if c in theirs]
+
+
+def squares(a: xr.Dataset, b: xr.Dataset, var: str, pick: dict | None = None,
+            names: tuple[str, str] = ("A", "B")) -> tuple[xr.DataArray, xr.DataArray]:
+    """``var`` of each model as (layer, layer_b): ``pick`` selects other dims, the rest are averaged."""
+    return _square(a, var, pick, names[0]), _square(b, var, pick, names[1])
+
+
+def _offdiag(z: np.ndarray) -> np.ndarray:
+    return z[~np.eye(*z.shape, dtype=bool)]
+
+
+def verdict(a: xr.Dataset, b: xr.Dataset, var: str, pick: dict | None = None,
+            names: tuple[str, str] = ("A", "B")) -> str:
+    """One sentence: how far A's ``var`` is from B's, cell by cell when the depths agree."""
+    za, zb = squares(a, b, var, pick, names)
+    label = VARIABLES.get(var, (var, ""))[0]
+    adj = [np.nanmean(np.diagonal(z.values, 1)) if z.shape[0] > 1 and np.isfinite(np.diagonal(z.values, 1)).any()
+           else np.nan for z in (za, zb)]
+    adj_txt = f"adjacent-pair mean {adj[0]:.3f} in {names[0]}, {adj[1]:.3f} in {names[1]}"
+    if za.shape != zb.shape:
+        return (f"{label}: {names[0]} has {za.shape[0]} layers, {names[1]} {zb.shape[0]}, so there is no cell-by-cell "
+                f"difference (geomlib compare gives a depth-normalized profile); {adj_txt}.")
+    d = za.values - zb.values
+    off = np.abs(np.where(np.eye(*d.shape, dtype=bool), np.nan, d))
+    if not np.isfinite(off).any():
+        return f"{label}: no off-diagonal cell is finite in both models."
+    i, j = np.unravel_index(np.nanargmax(off), off.shape)
+    if np.nanmax(off) == 0:
+        return f"{label}: identical in {names[0]} and {names[1]} (every cell); {adj_txt}."
+    return (f"{label}: off-diagonal cells differ by mean |{names[0]} − {names[1]}| = {np.nanmean(off):.3g}, most at "
+            f"layer {i} vs layer_b {j} ({d[i, j]:+.3g}); {adj_txt}.")
+
+
 def _bar(x: float, title: str) -> dict:
     return dict(title=dict(text=title, side="right"), x=x, xanchor="left", len=0.85, thickness=9)
 
@@ -67,6 +130,7 @@ def side_by_side(a: xr.Dataset, b: xr.Dataset, var: str = "mlp_matched_cos", pic
                              zmin=-d, zmax=d, zmid=0, colorbar=_bar(1.0, "difference"), name="difference",
                              hovertemplate="layer %{y}<br>layer_b %{x}<br>Δ %{z:.4f}<extra></extra>"), 1, 3)
     fig.update_xaxes(title_text="layer_b")
+    fig.update_yaxes(autorange="reversed")  # layer 0 on top, as in every L × L view of the dashboard
     fig.update_yaxes(title_text="layer", col=1)
     fig.update_layout(height=380, margin=dict(l=60, r=80, t=60, b=50))
     return fig
@@ -92,9 +156,10 @@ def cross_figure(ds: xr.Dataset) -> go.Figure:
                                  hovertemplate="A layer %{y}<br>B layer %{x}<br>cos %{z:.4f}<extra></extra>"),
                       1, k + 1)
     fig.update_xaxes(title_text=f"B: {ds.attrs.get('source_b', 'B')}"[:60])
+    fig.update_yaxes(autorange="reversed")
     fig.update_yaxes(title_text=f"A: {ds.attrs.get('source_a', 'A')}"[:60], col=1)
     fig.update_layout(height=380, margin=dict(l=70, r=60, t=60, b=60))
     return fig
 
 
-__all__ = ["cross_figure", "side_by_side"]
+__all__ = ["VARIABLES", "choices", "cross_figure", "side_by_side", "squares", "variables", "verdict"]

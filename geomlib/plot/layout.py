@@ -10,6 +10,7 @@ shapes and annotations recomputed with the traces.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,8 +19,8 @@ from plotly.subplots import make_subplots
 
 from .. import __version__
 from ..analyses import registry
-from . import views
-from .paper import finish
+from . import legends, views
+from .paper import finish, wrap
 from .spec import Panel, Selection, build_panel, damaged_analyses
 from .traces import ANCHOR_COLOR, side_colorbar
 
@@ -48,7 +49,7 @@ def _axis_names(idx: int) -> tuple[str, str]:
     return ("x", "y") if idx == 1 else (f"x{idx}", f"y{idx}")
 
 
-def _phase_spans(ds: xr.Dataset) -> list[tuple[str, int, int]]:
+def phase_spans(ds: xr.Dataset) -> list[tuple[str, int, int]]:
     """(phase, first layer, last layer) of each run of equal labels along depth."""
     labels = [str(p) for p in ds["phase"].values]
     spans, start = [], 0
@@ -68,7 +69,7 @@ def overlays(ds: xr.Dataset, sel: Selection, grid: list[list[Panel]], cols: int 
     """
     sel = sel.resolved(ds)
     shapes, notes = [], []
-    spans = _phase_spans(ds)
+    spans = phase_spans(ds)
     chosen = next(((a, b) for p, a, b in spans if p == sel.phase), None)
     a0, b0 = chosen if chosen else (0, 0)
     on = chosen is not None
@@ -137,14 +138,58 @@ def point_ranges(panel: Panel, idx: int) -> dict[str, list[float]]:
     return {xa: [float(lo[0] - pad[0]), float(hi[0] + pad[0])], ya: [float(lo[1] - pad[1]), float(hi[1] + pad[1])]}
 
 
+#: the hover box of a subplot title's ℹ: readable on any panel
+INFO_HOVERLABEL = dict(bgcolor="white", bordercolor="#888", font=dict(size=12, color="#222"))
+#: U+2139: DejaVu Sans (the fonts a bare Debian Chromium has) draws it; the circled ⓘ showed as a box there
+INFO_MARK = " ℹ"
+INFO_CHARS = 70
+
+
+def panel_title(panel: Panel, info: bool = False) -> dict:
+    """The subplot-title annotation keys of ``panel``: ``text``, and with ``info`` its help on hover.
+
+    With ``info`` (and a panel that has help) the title ends in " ℹ" and hovering it shows the
+    panel's ``info`` (wrapped at about 70 characters): keys ``text``, ``hovertext``, ``hoverlabel``.
+    Without, only ``text`` (the plain title).  The dashboard patches its titles with
+    ``dict(annotation, **panel_title(panel, info=True))``.
+    """
+    if not (info and panel.info):
+        return {"text": panel.title}
+    # the help is plain text: escaped, so "α < 2" is not read as plotly markup (plotly decodes &lt;)
+    return {"text": panel.title + INFO_MARK, "hovertext": _info_text(panel.info), "hoverlabel": INFO_HOVERLABEL}
+
+
+@lru_cache(maxsize=256)
+def _info_text(info: str) -> str:
+    """A panel's help as hover text: escaped, wrapped (the dashboard asks on every refresh)."""
+    return wrap(info.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"), INFO_CHARS)
+
+
+def _legends(fig: go.Figure, panel: Panel, idx: int, first: int) -> None:
+    """Subplot ``idx``'s legend, when its panel may show several named traces (placed by :func:`legends.place`).
+
+    Declared for every panel of two or more non-heatmap traces, even one whose current data shows
+    fewer: the dashboard swaps traces in place, and a trace whose legend the layout lacks would get
+    plotly's default place, outside the plot.
+    """
+    if sum(t.type != "heatmap" for t in panel.traces) < 2:
+        return
+    lid = legends.legend_for(idx)
+    for t in fig.data[first:]:
+        if t.showlegend and t.legend:  # a stacked figure: the panel's column id becomes its subplot's
+            t.legend = lid
+    fig.layout[lid] = legends.style(panel.legend_at)
+
+
 def build_figure(ds: xr.Dataset, sel: Selection, names: tuple[str, ...] | None = None,
                  caption: str | None = None, title: str | None = None,
                  grid: list[list[Panel]] | None = None,
-                 cols: int | None = None) -> tuple[go.Figure, list[list[list[int]]]]:
+                 cols: int | None = None, info: bool = False) -> tuple[go.Figure, list[list[list[int]]]]:
     """One figure, a row per view (default: every registered view); returns it and the trace indices of each panel.
 
     ``grid`` passes panels already built for ``names`` (one row each), so callers that keep them
-    do not build them twice.
+    do not build them twice.  ``info``: each subplot title ends in " ℹ" and shows its panel's help
+    on hover (see :func:`panel_title`); exports leave it off.
     """
     grid = panels(ds, sel, names) if grid is None else grid
     if cols is None:
@@ -162,6 +207,7 @@ def build_figure(ds: xr.Dataset, sel: Selection, names: tuple[str, ...] | None =
             for t in panel.traces:
                 fig.add_trace(t, row=r + 1, col=c + 1)
             index[-1].append(list(range(first, len(fig.data))))
+            _legends(fig, panel, r * cols + c + 1, first)
             if len(grid) > 1:  # colour bars are placed in paper coordinates: keep each in its own row
                 y0, y1 = fig.get_subplot(r + 1, c + 1).yaxis.domain
                 for t in fig.data[first:]:
@@ -184,8 +230,9 @@ def build_figure(ds: xr.Dataset, sel: Selection, names: tuple[str, ...] | None =
             fig.update_xaxes(row=r + 1, col=c + 1, visible=False)
             fig.update_yaxes(row=r + 1, col=c + 1, visible=False)
     shapes, notes = overlays(ds, sel, grid, cols)
-    for ann in fig.layout.annotations:  # subplot titles: small
-        ann.font = dict(size=11)
+    # subplot titles: small; make_subplots made one per non-empty title, in row-major order
+    for ann, panel in zip(fig.layout.annotations, [p for row in grid for p in row if p.title]):
+        ann.update(font=dict(size=11), **panel_title(panel, info))
     annotations = list(fig.layout.annotations) + notes
     height = ROW_HEIGHT * len(grid) + (90 if len(grid) > 1 or caption or title is None else 70)
     if caption:
@@ -195,7 +242,11 @@ def build_figure(ds: xr.Dataset, sel: Selection, names: tuple[str, ...] | None =
     fig.update_layout(shapes=shapes, annotations=annotations, height=height, width=1600 if cols == 4 else 420 * cols,
                       title=dict(text=title if title is not None else title_text(ds, sel), font=dict(size=14)),
                       margin=dict(l=50, r=20, t=80, b=60),
-                      showlegend=False, template=LIGHT, hovermode="closest")
+                      showlegend=bool(legends.ids(fig)), template=LIGHT, hovermode="closest")
+    for t in fig.data:  # only a panel legend's traces are listed: plotly lists every trace by default
+        if not t.legend:
+            t.showlegend = False
+    legends.place(fig)
     return fig, index
 
 

@@ -8,7 +8,8 @@
 * wraps the title, the subplot titles and the provenance caption to the width they have;
 * puts the caption below the x-axis tick labels and titles, growing the bottom margin to hold it,
   and the top margin to hold the wrapped titles, so nothing is cut at the page edge;
-* keeps each colour bar, with its tick labels and title, in a strip of its own panel's column.
+* keeps each colour bar, with its tick labels and title, in a strip of its own panel's column;
+* keeps each panel's legend inside its own plot area, in smaller text at paper widths.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import re
 
 import plotly.graph_objects as go
+
+from . import legends
 
 #: paper widths in inches
 PAPER = {"column": 3.5, "page": 7.2}
@@ -118,6 +121,8 @@ def finish(fig: go.Figure, cols: int, caption: str, title: str, width: str | Non
     fig.update_xaxes(title_font=dict(size=base), tickfont=dict(size=base), title_standoff=4)
     fig.update_yaxes(title_font=dict(size=base), tickfont=dict(size=base), title_standoff=4)
     _colorbars(fig, W - left - right, base)
+    legends.font(fig, base * 0.85 if paper else 9)
+    legends.place(fig)  # after the domains moved: each legend stays inside its own panel
     return fig
 
 

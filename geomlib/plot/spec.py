@@ -90,6 +90,9 @@ class Panel:
     pair_box: bool = False  # mark the selected (layer, layer_b) cell
     points: np.ndarray | None = None  # (n_layers, 2) where each layer sits: the anchor is ringed there
     categories: list | None = None  # phase names on a categorical x axis: the chosen phase is shaded
+    info: str = ""  # the panel's help (from its spec): definition, how to read it, its null
+    #: the corner of the plot area its legend sits in (a panel with several named traces has one)
+    legend_at: str = "top right"
 
 
 class Unavailable(Exception):
@@ -131,6 +134,9 @@ class PanelSpec:
         Which axes are layer axes (phase bands, anchor lines and fixed ranges go there).
     boundaries, pair_box : bool
         Draw every phase boundary / outline the selected (layer, layer_b) cell.
+    info : str
+        The panel's help, shown on hover of the ℹ next to its title in the dashboard: what it shows
+        (definition), how to read it, and its null (what it would look like by chance), in that order.
     """
 
     build: Callable[[xr.Dataset, Selection], Panel]
@@ -143,6 +149,7 @@ class PanelSpec:
     depth: str = ""
     boundaries: bool = False
     pair_box: bool = False
+    info: str = ""
     #: its place in its view (set by :class:`ViewSpec`): where its colour bar goes
     col: int = 0
     ncols: int = 1
@@ -171,6 +178,11 @@ class ViewSpec:
     resolve : callable, optional
         ``(Dataset, Selection) -> Selection``: how this view reads the shared selection (the γ view
         shows the selected family only when it is a norm gain).
+    verdict : callable, optional
+        ``(Dataset, Selection) -> str``: one plain sentence on what the view's data says against its
+        null for the current selection (shown above the view); "" when there is nothing to say.
+        It gets the selection resolved as the view reads it: call :meth:`verdict_for` with the
+        shared one.
     """
 
     name: str
@@ -178,6 +190,7 @@ class ViewSpec:
     panels: tuple[PanelSpec, ...]
     export_vars: tuple[str, ...] = ()
     resolve: Callable[[xr.Dataset, Selection], Selection] | None = None
+    verdict: Callable[[xr.Dataset, Selection], str] | None = None
 
     def __post_init__(self) -> None:
         # each panel learns its column, so its heatmap's colour bar sits in a strip of its own column
@@ -188,6 +201,13 @@ class ViewSpec:
         """The resolved selection as this view reads it."""
         s = sel.resolved(ds)
         return self.resolve(ds, s) if self.resolve is not None else s
+
+    def verdict_for(self, ds: xr.Dataset, sel: Selection) -> str:
+        """The view's one-sentence verdict for the shared selection ``sel`` ("" when it has none).
+
+        Resolves ``sel`` as the view reads it, as its panels get it, then calls ``verdict``.
+        """
+        return self.verdict(ds, self.selection(ds, sel)) if self.verdict is not None else ""
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -258,6 +278,28 @@ def with_colorbar(out: Panel, panel: PanelSpec) -> Panel:
     return replace(out, x={**out.x, "domain": out.x.get("domain", domain)})
 
 
+def legend_id(col: int) -> str:
+    """The legend of the panel in subplot ``col + 1`` (0-based ``col``) of a figure: plotly's ``legend2``, ...
+
+    One legend per panel, drawn inside it; the default ``legend`` stays unused.
+    """
+    return f"legend{col + 2}"
+
+
+def with_legend(out: Panel, panel: PanelSpec) -> Panel:
+    """Put the panel's named traces (``showlegend=True``) in a legend of its own, when there are two or more.
+
+    Set on the traces themselves, not only on the figure: the dashboard replaces a panel's traces
+    with the rebuilt ones, and a trace without its ``legend`` would fall into the default one.  Every
+    other trace gets ``showlegend=False`` explicitly (plotly shows a trace in a legend by default).
+    """
+    shown = {id(t) for t in out.traces if t.showlegend and t.name}
+    for t in out.traces:
+        on = len(shown) > 1 and id(t) in shown
+        t.update(showlegend=on, legend=legend_id(panel.col) if on else None)
+    return out
+
+
 def build_panel(panel: PanelSpec, ds: xr.Dataset, sel: Selection) -> Panel:
     """The panel for a view-resolved selection: built, or the generic placeholder with its note."""
     note = missing_note(panel, ds, sel)
@@ -269,10 +311,10 @@ def build_panel(panel: PanelSpec, ds: xr.Dataset, sel: Selection) -> Panel:
             note = str(exc)
     if out is None:
         out = Panel(panel.title, [_EMPTY[t]() for t in panel.traces], note=note or "")
-    out = with_colorbar(out, panel)
+    out = with_legend(with_colorbar(out, panel), panel)
     return replace(out, depth_x="x" in panel.depth, depth_y="y" in panel.depth, boundaries=panel.boundaries,
-                   pair_box=panel.pair_box and not note)
+                   pair_box=panel.pair_box and not note, info=panel.info)
 
 
 __all__ = ["CLICKS", "FIELDS", "SCALES", "SELECTS", "Panel", "PanelSpec", "Selection", "Unavailable", "ViewSpec",
-           "build_panel", "missing_note"]
+           "build_panel", "legend_id", "missing_note"]

@@ -68,23 +68,6 @@ def side_colorbar(col: int, ncols: int, title: str = "", spacing: float = SUBPLO
     return domain, bar
 
 
-def symmetric_range(*arrays, offdiag: bool = True) -> float:
-    """The largest |value| over ``arrays`` (L x L, or stacks of them), off the diagonal by default; 1 if none.
-
-    A shared ``zmin=-m, zmax=m`` keeps heatmaps shown side by side on one colour scale, and leaving
-    the diagonal out (a layer against itself, cos 1) keeps the off-diagonal structure visible.
-    """
-    m = 0.0
-    for a in arrays:
-        a = np.asarray(a, dtype=float)
-        if offdiag and a.ndim >= 2 and a.shape[-1] == a.shape[-2]:
-            a = a[..., ~np.eye(a.shape[-1], dtype=bool)]
-        a = a[np.isfinite(a)]
-        if a.size:
-            m = max(m, float(np.abs(a).max()))
-    return m or 1.0
-
-
 def pivot_colorscale(zmin: float, zmax: float, pivot: float, low: str = "#2166ac", mid: str = "#f7f7f7",
                      high: str = "#b2182b") -> list:
     """A diverging colour scale over ``[zmin, zmax]`` that is ``mid`` exactly at ``pivot`` (a baseline).
@@ -115,4 +98,4 @@ def adjacent_note(z) -> str:
 
 
 __all__ = ["adjacent_note", "ANCHOR_COLOR", "PHASE_COLORS", "SUBPLOT_SPACING", "adjacent_only", "contiguous", "grid", "layer_heatmap",
-           "layers", "pivot_colorscale", "side_colorbar", "symmetric_range"]
+           "layers", "pivot_colorscale", "side_colorbar"]

@@ -64,6 +64,28 @@ def _ticks(ds: xr.Dataset) -> list[str]:
             for k, c in enumerate(ds["checkpoint"].values)]
 
 
+def verdict(ds: xr.Dataset, var: str = "moved_mlp_matched_cos", pick: str | None = None) -> str:
+    """One sentence: which layer moved most between consecutive checkpoints, and whether training settled."""
+    z, label = movement(ds, var, pick)
+    vals = z.values  # (checkpoint, layer); a checkpoint without a previous one is NaN
+    ticks = [str(c) for c in ds["checkpoint"].values]
+    rows = [k for k in range(vals.shape[0]) if np.isfinite(vals[k]).any()]
+    if not rows:
+        return f"{label}: no checkpoint has a previous one to compare with."
+    k, L = np.unravel_index(np.nanargmin(np.where(np.isfinite(vals), vals, np.inf)), vals.shape)
+    # the checkpoint it was compared with (a failed checkpoint in between is skipped: not always k - 1)
+    prev = str(z["previous"].values[k]) if "previous" in z.coords and str(z["previous"].values[k]) \
+        else ticks[max(k - 1, 0)]
+    last = rows[-1]
+    low = int(np.nanargmin(vals[last]))
+    loss = ""
+    if "loss" in ds.coords and np.isfinite(ds["loss"].values).sum() >= 2:
+        lv = ds["loss"].values[np.isfinite(ds["loss"].values)]
+        loss = f"; training loss {lv[0]:.3g} → {lv[-1]:.3g}"
+    return (f"{label}: layer {L} moved most, cos {vals[k, L]:.3f} from {prev} to {ticks[k]}; in the last interval "
+            f"(to {ticks[last]}) every layer kept cos ≥ {vals[last, low]:.3f} (lowest: layer {low}){loss}.")
+
+
 def training_figure(ds: xr.Dataset, var: str = "moved_mlp_matched_cos", pick: str | None = None,
                     layer: int = -1) -> go.Figure:
     """The two-panel training-dynamics figure of sweep ``ds`` (see the module docstring)."""
@@ -95,7 +117,7 @@ def training_figure(ds: xr.Dataset, var: str = "moved_mlp_matched_cos", pick: st
                                  line=dict(dash="dot", color="#888")), row=1, col=2, secondary_y=True)
         fig.update_yaxes(title_text="loss", row=1, col=2, secondary_y=True)
     fig.update_xaxes(title_text="checkpoint", row=1, col=1)
-    fig.update_yaxes(title_text="layer", row=1, col=1)
+    fig.update_yaxes(title_text="layer", autorange="reversed", row=1, col=1)  # layer 0 on top, as elsewhere
     fig.update_xaxes(title_text="training step", row=1, col=2)
     fig.update_yaxes(title_text="cos vs previous checkpoint", row=1, col=2, secondary_y=False)
     fig.update_layout(height=420, margin=dict(l=60, r=60, t=60, b=60), legend=dict(orientation="h", y=-0.25),
@@ -103,4 +125,4 @@ def training_figure(ds: xr.Dataset, var: str = "moved_mlp_matched_cos", pick: st
     return fig
 
 
-__all__ = ["metrics", "movement", "training_figure"]
+__all__ = ["metrics", "movement", "training_figure", "verdict"]

@@ -265,7 +265,8 @@ def sweep(
         The checkpoints in order: paths, hub ids, demo names; or one hub id with ``revisions``; or one
         directory holding a ``sweep.json`` manifest.
     analyses : str or iterable of str, optional
-        As for :func:`geomlib.compute` (default: every default analysis).
+        As for :func:`geomlib.compute` (default: every default analysis a sweep computes, see
+        ``Analysis.sweep_default``).
     cache_dir : path, optional
         Cache root, shared by every worker (on a cluster: a shared filesystem path).
     revisions : str or list of str, optional
@@ -303,7 +304,7 @@ def sweep(
         Bad arguments (before any work), or every checkpoint failed.
     """
     items = items_of(sources, revisions, labels, steps)
-    names = registry.resolve(analyses)
+    names = registry.resolve(analyses, sweep=True)
     given = _per_analysis(names, params)
     for a in names:  # a bad parameter fails here, not once per task on the workers
         registry.get(a).make_params(given[a])

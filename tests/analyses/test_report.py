@@ -93,7 +93,7 @@ def test_report_computes_when_missing_and_reuses_otherwise(model, tmp_path, run_
     assert res.code == 0, res.err
     assert res.out.startswith("geomlib report:")
     files = sorted(c.rglob("*.nc"))
-    assert [f.name.split("-")[0] for f in files] == ["gauge", "heads", "weights"]
+    assert [f.name.split("-")[0] for f in files] == ["gauge", "heads", "spectra", "weights"]
     mtimes = [f.stat().st_mtime_ns for f in files]
     assert run_cli("report", model, "--cache", c).code == 0
     assert [f.stat().st_mtime_ns for f in files] == mtimes
@@ -281,7 +281,7 @@ def test_committed_demo_datasets_are_current(source):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("analysis", ["weights", "heads", "gauge"])
+@pytest.mark.parametrize("analysis", ["weights", "heads", "gauge", "spectra"])
 @pytest.mark.parametrize("source", DEMOS)
 def test_committed_demo_dataset_reproduces(tmp_path, source, analysis):
     """Recompute each demo with its committed parameters: the same key, and the same data (integers and NaN

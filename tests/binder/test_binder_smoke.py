@@ -284,7 +284,7 @@ def test_binder_serves_the_dashboard(binder_server):
                                      f"{_tail(binder_server['log'])}") from None
             title = page.locator(".js-plotly-plot .gtitle").first.text_content() or ""  # SVG text
             assert DEMO in title and "quantization noise" in title, title
-            assert "llama" in page.locator("table.geomlib-facts").inner_text()
+            assert "llama" in page.locator(".geomlib-facts").inner_text()
             # stderr of the notebook (warnings, tracebacks) shows up in the page as a red box
             stderr = page.locator("[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
             assert not stderr, stderr

@@ -15,6 +15,7 @@ from geomlib.analyses import registry
 from geomlib.dashboard import Dashboard, build_app
 from geomlib.errors import GeomlibError
 from geomlib.plot import views
+from geomlib.plot.layout import phase_spans
 from geomlib.plot.spec import Panel, PanelSpec, ViewSpec
 from geomlib.store import cache
 
@@ -82,7 +83,7 @@ def click(app, r, c, k, x, yv, ind=0):
 def test_opens_the_demo_with_every_view(app):
     assert app.source == "demo:smollm2-135m"
     assert app.anchor == 29 and app._anchor.max == 29
-    assert list(app.views) == ROWS and [len(app._index[v]) for v in ROWS] == [3, 4, 4, 4, 3, 2]
+    assert list(app.views) == ROWS and [len(app._index[v]) for v in ROWS] == [len(views.get(v).panels) for v in ROWS]
     assert z(app, COS, 0).shape == (30, 30) and z(app, OP, 0).shape == (30, 30) and z(app, ENT, 0).shape == (30, 9)
     title = fig(app, TOP).layout.title.text
     assert "Q4_1 quantized" in title and "quantization noise" in title  # labelled, not hidden
@@ -107,18 +108,33 @@ def test_family_changes_the_weight_views(app):
 def test_anchor_moves_every_marker(app):
     app.anchor = 7
     anchor_lines = [s for s in shapes(app) if s.type == "line" and s.x0 == 7 and s.x1 == 7]
-    # every depth x-axis: cos, delta, adjacent line, operator, ‖γ‖, entropy profile, and the gauge views' five
-    assert len(anchor_lines) == 6 + 5
+    # every depth x-axis: cos, delta, adjacent line, operator, ‖γ‖, entropy profile, the gauge views' five, and
+    # any later view's (the spectra view's α and stable rank)
+    depth_x = [(v, p.title) for v in ROWS for p in views.get(v).panels if "x" in p.depth]
+    assert len(depth_x) >= 6 + 5 and len(anchor_lines) == len(depth_x)
     rows = [s for s in shapes(app) if s.type == "line" and s.y0 == 7 and s.y1 == 7]
-    assert len(rows) == 3 + 4  # the anchor row of the L x L heatmaps (three index-paired, four gauge-aware)
+    square = [p for v in ROWS for p in views.get(v).panels if p.depth == "xy"]
+    assert len(square) >= 3 + 4 and len(rows) == len(square)  # the anchor row of each L x L heatmap
     ring = [s for s in shapes(app) if s.type == "circle" and s.visible is not False]
     sc = app.dataset["gamma_pca_scores"].sel(family="input_ln", layer=7)
     assert len(ring) == 1 and ring[0].x0 < float(sc.isel(pc=0)) < ring[0].x1
     assert app._anchor.value == 7  # the slider follows the state
 
 
+def test_the_phase_selector_lists_each_phase_with_its_layers(app):
+    spans = {}
+    for name, a, b in phase_spans(app.dataset):
+        spans.setdefault(name, []).append((a, b))
+    labels = dict((v, label) for label, v in app._phase.options)
+    assert labels.pop("all").startswith("all")
+    assert set(labels) == set(spans)
+    for name, label in labels.items():
+        (a, b), = spans[name]  # the changepoint phases of the demo are contiguous
+        assert label == f"{name}: layers {a}–{b}"
+
+
 def test_phase_shades_its_layers_and_filters_the_phase_bars(app):
-    phases = app._phase.options[1:]
+    phases = [v for _, v in app._phase.options][1:]
     assert len(phases) >= 2
     app.phase = phases[-1]
     bands = [s for s in shapes(app) if s.type == "rect" and s.fillcolor and s.visible is not False]
@@ -198,8 +214,8 @@ def test_update_touches_only_what_changed(app):
     # the anchor is an overlay: no trace is rewritten (plotly would redraw the whole figure), shapes move
     assert snapshot(ENT, 0) == entropy and snapshot(COS, 0) == cos
     assert [s.to_plotly_json() for s in shapes(app)] != before
-    for v in ROWS:  # what went to each view: its overlay list, and no figure patch at all
-        assert app.views[v].patch.get("seq") == seqs[v]
+    for v in ROWS:  # what went to each view: its overlay list, and no figure patch unless a panel shows the anchor's data
+        assert app.views[v].patch.get("seq") == seqs[v] or "anchor" in views.get(v).depends, v
         assert app.views[v].overlays != drawn[v]
         assert app.views[v].overlays == [s.to_plotly_json() for s in fig(app, ROWS.index(v)).layout.shapes]
     op_seq = app.views["operator"].patch.get("seq")
@@ -220,9 +236,14 @@ def test_missing_analyses_are_labelled(tmp_path):
     app = build_app(roots=[tmp_path])
     notes = {v: [a.text for a in app.figures[v].layout.annotations if a.text and "not computed" in a.text]
              for v in ROWS}
-    assert notes == {"matched": ["gauge analysis not computed"] * 3,
-                     "heads_matched": ["gauge analysis not computed"] * 4, "cos": [], "operator": ["heads analysis not computed"] * 4, "gamma": [],
-                     "entropy": ["heads analysis not computed"] * 2}
+    expected = {"matched": ["gauge analysis not computed"] * 3,
+                "heads_matched": ["gauge analysis not computed"] * 4, "cos": [], "operator": ["heads analysis not computed"] * 4,
+                "gamma": [], "entropy": ["heads analysis not computed"] * 2}
+    for v in set(ROWS) - set(expected):  # views added later: each panel names the analysis it lacks
+        expected[v] = [f"{views.get(v).panels[c].requires[0]} analysis not computed"
+                       for c in range(len(views.get(v).panels)) if views.get(v).panels[c].requires
+                       and views.get(v).panels[c].requires[0] != "weights"]
+    assert notes == expected
     assert "not computed: heads" in fig(app, TOP).layout.title.text
     assert [e.analyses for e in app._entries] == [("weights",)] and "[weights]" in app._entries[0].label
     app.operator, app.family = "ov", "k_proj"  # placeholders follow the state without failing
@@ -316,7 +337,7 @@ def test_compute_box_computes_a_new_model_and_shows_it(tmp_path):
     assert app.error == "", app.error
     assert app.source == "demo:minilm-l6" and z(app, COS, 0).shape == (6, 6)
     assert "demo:minilm-l6" in [v for _, v in app._model.options]
-    assert len(list(tmp_path.rglob("*.nc"))) == 6  # weights, heads and gauge of both models
+    assert len(list(tmp_path.rglob("*.nc"))) == 2 * len(registry.defaults())  # every default analysis of both models
 
 
 def _toy_panel(ds, sel):
@@ -359,7 +380,10 @@ def test_a_damaged_model_is_listed_but_does_not_stop_the_dashboard(tmp_path):
     app = build_app(roots=[tmp_path])
     assert app.source == "demo:minilm-l6" and app.error == ""
     labels = {e.source: e.label for e in app._entries}
-    assert labels["demo:smollm2-135m"] == "demo:smollm2-135m — damaged: gauge, heads, weights (geomlib cache verify)"
+    damaged = sorted({e.analysis for e in cache.entries(ROOT / "cache") if e.source == "demo:smollm2-135m"
+                      and registry.is_current(e.analysis, e.schema_version)})
+    assert len(damaged) >= 3
+    assert labels["demo:smollm2-135m"] == f"demo:smollm2-135m — damaged: {', '.join(damaged)} (geomlib cache verify)"
     before = app.figures[ROWS[COS]].to_dict()
     app._model.value = "demo:smollm2-135m"
     assert app.source == "demo:minilm-l6" and app._model.value == "demo:minilm-l6"
@@ -416,11 +440,16 @@ def test_per_head_axis_follows_operator_and_metric(app):
     assert fig(app, OP).layout[ya].title.text == "head_cos (qk)"
 
 
-def test_mean_over_heads_says_which_head_the_spectra_show(app):
+def test_mean_over_heads_shows_the_mean_spectrum_and_says_so(app):
     app.head = -1
     label = dict((v, k) for k, v in app._head.options)[-1]
-    assert "head 0" in label and "spectra" in label
-    assert titles(app, OP)[2].startswith("head 0:")
+    assert label == "mean over heads"
+    assert titles(app, OP)[2].startswith("mean over heads:")
+    L, Lb = app.selection().resolved(app.dataset).pair
+    sv = app.dataset["head_singvals"].sel(operator=app.operator, layer=L)
+    np.testing.assert_allclose(y(app, OP, 2, 0), sv.mean("head").values, rtol=1e-9)  # layer L's mean spectrum
+    app.head = 2
+    assert titles(app, OP)[2].startswith("head 2:")
 
 
 def test_model_change_clears_the_download_link(tmp_path):

@@ -89,7 +89,7 @@ def test_apply_query_after_the_dashboard_is_built(monkeypatch):
     notes = app.apply_query(request_query())
     assert app.source == "demo:minilm-l6" and app.anchor == 2 and app.head == 11 and app._anchor.value == 2
     assert app.figures["cos"].data[0].z is not None and len(app.figures["cos"].data[0].z) == 6
-    assert notes == ["phase='zz' ignored: this model's phases are " + ", ".join(app._phase.options)]
+    assert notes == ["phase='zz' ignored: this model's phases are " + ", ".join(v for _, v in app._phase.options)]
     assert "anchor=2" in app._url.query and "model=demo:minilm-l6" in app._url.query
     app.apply_query("operator=ov")
     # the figure the page draws when it first renders says so (not only a patch sent before it rendered)

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from geomlib.analyses.phases import phase_order
+from geomlib.plot import views
 from geomlib.plot.names import VIEW_NAMES
 from tests.factories.heatmaps import close
 
@@ -219,7 +220,7 @@ def smol():
     ds = open_model_data(SMOL)
     figs, index = {}, {}
     for v in VIEW_ROWS:
-        figs[v], idx = build_figure(ds, Selection(), (v,))
+        figs[v], idx = build_figure(ds, Selection(), (v,), info=True)
         index[v] = idx[0]
     return ds, figs, index
 
@@ -288,7 +289,7 @@ def test_page_draws_all_four_views_of_the_demo_model(dash, smol):
             assert traces and all(snap["data"][i]["xaxis"] + snap["data"][i]["yaxis"] == sub for i in traces)
         titles = [a.text for a in figs[v].layout.annotations if a.text][:n_panels]
         assert snap["annotations"][:n_panels] == titles
-    assert [len(index[v]) for v in VIEW_ROWS] == [3, 4, 4, 4, 3, 2]
+    assert [len(index[v]) for v in VIEW_ROWS] == [len(views.get(v).panels) for v in VIEW_ROWS]
     cos_snap, op_snap = dash.snapshot("cos"), dash.snapshot("operator")
     assert "raw cos-sim · q_proj" in cos_snap["annotations"][0] and "QK operator" in op_snap["annotations"][0]
     assert "γ PCA" in dash.snapshot("gamma")["annotations"][0]
@@ -313,9 +314,9 @@ def test_page_draws_all_four_views_of_the_demo_model(dash, smol):
     assert 29 in _anchor_lines(cos_snap) and 29 in _anchor_rows(cos_snap)
     title = page.locator(f'.geomlib-plot[data-view="{VIEW_ROWS[0]}"] .gtitle')
     assert title.is_visible() and "Q4_1 quantized" in title.text_content()
-    assert page.locator("td.geomlib-architecture").inner_text() == "llama"
-    assert page.locator("td.geomlib-layers").inner_text() == "30"
-    assert page.locator("td.geomlib-quantization").inner_text() == "Q4_1"
+    assert page.locator(".geomlib-facts .geomlib-architecture").inner_text() == "llama"
+    assert page.locator(".geomlib-facts .geomlib-layers").inner_text() == "30 layers"
+    assert page.locator(".geomlib-facts .geomlib-quantization").inner_text() == "Q4_1"
     # no Python traceback or warning printed into the page
     assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
     assert page.locator(".geomlib-error").count() == 0
@@ -355,8 +356,9 @@ def test_anchor_slider_moves_every_depth_overlay(dash, smol):
     pc1 = float(ds["gamma_pca_scores"].sel(family="input_ln", layer=a).isel(pc=0))
     r_after, r_before = ring(after["gamma"]), ring(before["gamma"])
     assert len(r_after) == 1 and r_after != r_before and r_after[0][0] < pc1 < r_after[0][1]
-    # the anchor is an overlay: no trace data is rewritten (that would make plotly redraw the figure)
-    for v in VIEW_ROWS:
+    # the anchor is an overlay: no trace data is rewritten (that would make plotly redraw the figure), except in
+    # views with a panel of the anchor layer's own data (the spectra view's ESD)
+    for v in (v for v in VIEW_ROWS if "anchor" not in views.get(v).depends):
         assert [d["z"] for d in after[v]["data"]] == [d["z"] for d in before[v]["data"]], v
         assert [d["y"] for d in after[v]["data"]] == [d["y"] for d in before[v]["data"]], v
     assert not dash.errors, dash.errors
@@ -367,7 +369,7 @@ def test_family_dropdown_changes_the_weight_views(dash, smol):
     before = {v: dash.snapshot(v) for v in VIEW_ROWS}
     # a norm gain first: its delta panel carries a note, and every title of the weight view names it
     dash.dropdown("family").select_option("input_ln")
-    dash.wait("g.layout.annotations[0].text.endsWith(' · input_ln')")
+    dash.wait("g.layout.annotations[0].text.replace(' ℹ', '').endsWith(' · input_ln')")
     norm = dash.snapshot("cos")
     assert all(" · input_ln" in t for t in norm["annotations"][:4]), norm["annotations"][:4]
     assert any("no aligned cos-sim for input_ln" in (t or "") for t in norm["annotations"][4:])
@@ -375,7 +377,7 @@ def test_family_dropdown_changes_the_weight_views(dash, smol):
                                rtol=1e-12, equal_nan=True)
     # then a projection again: titles follow (they once stuck on the family before the note appeared)
     dash.dropdown("family").select_option("k_proj")
-    dash.wait("g.layout.annotations[0].text.endsWith(' · k_proj') && g.layout.annotations[3].text.endsWith(' · k_proj')")
+    dash.wait("g.layout.annotations[0].text.replace(' ℹ', '').endsWith(' · k_proj') && g.layout.annotations[3].text.replace(' ℹ', '').endsWith(' · k_proj')")
     after = dash.snapshot("cos")
     assert all(" · k_proj" in t for t in after["annotations"][:4]), after["annotations"][:4]
     assert len(after["annotations"]) == 4  # the note is gone
@@ -401,7 +403,7 @@ def test_phase_dropdown_shades_the_phase_everywhere(dash, smol):
     first = phases[0]
     layers = [L for L, p in enumerate(str(p) for p in ds["phase"].values) if p == first]
     assert not [b for v in VIEW_ROWS for b in _bands(dash.snapshot(v))]
-    dash.dropdown("phase").select_option(first)
+    dash.choose(dash.dropdown("phase"), first + ": layers")
     for v in VIEW_ROWS:
         dash.wait("(g.__overlays || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)", v)
     cos = dash.snapshot("cos")
@@ -504,8 +506,8 @@ def test_model_dropdown_redraws_with_the_other_model(dash, smol):
     assert len(snap["data"][index["cos"][2][2]]["x"]) == 5  # adjacent pairs of 6 layers
     top = dash.snapshot(VIEW_ROWS[0])["title"]
     assert "6 layers" in top and "quantized" not in top and _anchor_rows(snap) == {5}
-    assert page.locator("td.geomlib-architecture").inner_text() == "bert"
-    assert page.locator("td.geomlib-layers").inner_text() == "6"
+    assert page.locator(".geomlib-facts .geomlib-architecture").inner_text() == "bert"
+    assert page.locator(".geomlib-facts .geomlib-layers").inner_text() == "6 layers"
     assert page.locator(".widget-slider .widget-readout").first.inner_text().strip() == "5"
     dash.screenshots("dashboard-minilm")
     assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
@@ -518,7 +520,7 @@ def test_overlays_are_drawn_where_their_data_coordinates_are(dash, smol):
     dash.choose(dash.dropdown("model"), SMOL)  # back to the demo with several phases
     dash.wait(f"g.layout.title.text.startsWith('{SMOL}')", VIEW_ROWS[0], timeout=90_000)
     phases = phase_order(smol[0])
-    dash.dropdown("phase").select_option(phases[-1])
+    dash.choose(dash.dropdown("phase"), phases[-1] + ": layers")
     dash.wait("(g.__overlays || []).some((s) => s.type === 'rect' && !!s.fillcolor && s.visible !== false)")
     boxes = page.evaluate(f"""() => {{
       const g = {gd('cos')}; const fl = g._fullLayout;
@@ -581,8 +583,8 @@ def test_a_data_change_shows_busy_and_clears_it(dash):
       window.__busyObs.observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
     current = dash.dropdown("family").input_value()
     dash.dropdown("family").select_option("v_proj" if current != "v_proj" else "k_proj")
-    dash.wait("g.layout.annotations[0].text.endsWith('_proj') && "
-              f"!g.layout.annotations[0].text.endsWith(' · {current}')")
+    dash.wait("g.layout.annotations[0].text.replace(' ℹ', '').endsWith('_proj') && "
+              f"!g.layout.annotations[0].text.replace(' ℹ', '').endsWith(' · {current}')")
     page.wait_for_function("() => !document.querySelector('.geomlib-busy')")
     assert page.evaluate("() => { window.__busyObs.disconnect(); return window.__sawBusy; }")
     assert not dash.errors, dash.errors
@@ -641,3 +643,118 @@ def test_a_bad_link_value_is_one_line(voila_url, browser):
         assert not d.errors, d.errors
     finally:
         page.close()
+
+
+# -- layout at laptop and desktop widths, compare mode, the training view ---------------------------------------
+LAYOUT_JS = """() => {
+  const vw = window.innerWidth;
+  const plots = Array.from(document.querySelectorAll('.geomlib-plot')).filter((g) => g.offsetParent !== null);
+  return {vw, scroll: Math.max(document.documentElement.scrollWidth,
+            ...Array.from(document.querySelectorAll('.jp-Notebook, .lm-BoxPanel-child'), (e) => e.scrollWidth)),
+          plots: plots.map((g) => {
+            const r = g.getBoundingClientRect(); const fl = g._fullLayout;
+            const heat = g.data.filter((t) => t.type === 'heatmap' && t.showscale !== false && (t.z || []).length);
+            return {view: g.dataset.view, left: r.left, right: r.right, top: r.top, width: fl.width,
+                    // every subplot's plot area and every colour bar lie inside the figure
+                    axes: Object.keys(fl).filter((k) => /^xaxis\\d*$/.test(k)).map((k) => [fl[k]._offset, fl[k]._length]),
+                    colorbars: g.querySelectorAll('g.colorbar').length, heatmaps: heat.length,
+                    bars: Array.from(g.querySelectorAll('g.colorbar'), (c) => c.getBoundingClientRect().right - r.left)};
+          })};
+}"""
+
+
+@pytest.mark.parametrize("width,height", [(1366, 768), (1920, 1080)])
+def test_every_panel_fits_the_window_with_its_colour_bars(voila_url, browser, width, height):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    d = Dash(page)
+    try:
+        page.goto(voila_url, timeout=120_000)
+        for view in VIEW_ROWS:
+            d.wait("g.data.length > 0 && g.querySelectorAll('.nsewdrag').length > 0", view, timeout=120_000)
+        # the first screen shows data: the first view starts within the window
+        first = page.locator(f'.geomlib-plot[data-view="{VIEW_ROWS[0]}"]').bounding_box()
+        assert first["y"] < 0.5 * height, first
+        out = page.evaluate(LAYOUT_JS)
+        assert out["scroll"] <= out["vw"] + 1, out["scroll"]  # no horizontal scrolling: nothing clipped
+        assert len(out["plots"]) == len(VIEW_ROWS)
+        for p in out["plots"]:
+            assert p["left"] >= 0 and p["right"] <= out["vw"] + 1, p
+            assert p["width"] <= p["right"] - p["left"] + 1, p  # the figure is as wide as its place, not wider
+            assert all(o >= 0 and o + n <= p["width"] + 1 for o, n in p["axes"]), p
+            assert p["colorbars"] >= p["heatmaps"], p  # every heatmap shows its colour bar
+            assert all(0 <= r <= p["width"] + 1 for r in p["bars"]), p
+        # views with few panels use the width too (no half-empty rows)
+        widths = {p["view"]: p["width"] for p in out["plots"]}
+        assert min(widths.values()) >= 0.9 * max(widths.values()), widths
+        page.screenshot(path=str(ARTIFACTS / f"layout-{width}x{height}-first-screen.png"))
+        d.fit()
+        page.screenshot(path=str(ARTIFACTS / f"layout-{width}x{height}-full.png"), full_page=True)
+        assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+        assert not d.errors, d.errors
+    finally:
+        page.close()
+
+
+def test_every_panel_title_has_an_info_tooltip(dash):
+    for v in VIEW_ROWS:
+        snap = dash.page.evaluate(f"() => ({gd(v)}.layout.annotations || []).map((a) => [a.text, a.hovertext])")
+        infos = [(t, h) for t, h in snap if t and "ℹ" in t]
+        assert len(infos) == len(views.get(v).panels), (v, snap)
+        assert all(h and len(h) > 40 for _, h in infos), (v, infos)
+    # hovering the first ℹ shows its text
+    page = dash.page
+    box = page.evaluate(f"""() => {{ const g = {gd(VIEW_ROWS[0])};
+        const t = Array.from(g.querySelectorAll('.annotation-text')).find((e) => e.textContent.includes('ℹ'));
+        const r = t.getBoundingClientRect(); return [r.right - 6, r.top + r.height / 2]; }}""")
+    page.mouse.move(*box)
+    page.wait_for_function(f"() => {gd(VIEW_ROWS[0])}.querySelector('.hoverlayer .hovertext') !== null",
+                           timeout=10_000)
+    page.mouse.move(0, 0)
+
+
+def test_each_view_states_its_verdict(dash):
+    texts = dash.page.evaluate("() => Array.from(document.querySelectorAll('.geomlib-verdict'), "
+                               "(e) => [e.dataset.view, e.textContent])")
+    said = {v: t for v, t in texts if v}
+    assert said.get(VIEW_ROWS[0]) and len(said[VIEW_ROWS[0]]) > 30, said
+    assert any("null" in t for t in said.values()), said
+
+
+def test_compare_mode_and_the_training_view_render_the_demo_sweep(dash):
+    from geomlib.dashboard.data import CHECKPOINT_SEP, open_any, open_sweep
+    from geomlib.plot import training
+
+    page = dash.page
+    sweep = "demo-tiny-llama"
+    a, b = (f"sweep:{sweep}{CHECKPOINT_SEP}step {k}" for k in (200, 400))
+    page.locator("button.widget-toggle-button").filter(has_text=re.compile(r"^\s*compare\s*$")).click()
+    d = dash
+    d.wait("g.data.length === 3 && g.querySelectorAll('.nsewdrag').length === 3", "compare", timeout=90_000)
+    assert not page.locator(f'.geomlib-plot[data-view="{VIEW_ROWS[0]}"]').is_visible()
+    d.choose(d.dropdown("A"), a)
+    d.choose(d.dropdown("B"), b)
+    d.wait("g.data[0].z.length === 6 && g.data[1].z.length === 6", "compare", timeout=60_000)
+    # the address bar says so (B's key, URL-encoded, ends in "step 400")
+    page.wait_for_function("() => /mode=compare.*&b=sweep[^&]*400/.test(location.search)")
+    snap = d.snapshot("compare")
+    A, B = (open_any(k)["mlp_matched_cos"].sel(mlp_view="mean").values for k in (a, b))
+    close(_grid(snap["data"][0]["z"]), A, rtol=1e-12, equal_nan=True)
+    close(_grid(snap["data"][2]["z"]), A - B, atol=1e-12, equal_nan=True)
+    assert page.locator(".geomlib-compare-verdict").inner_text().count("differ by mean") == 1
+    page.screenshot(path=str(ARTIFACTS / "mode-compare.png"))
+    page.locator(".geomlib-plot[data-view='compare']").screenshot(path=str(ARTIFACTS / "view-compare.png"))
+
+    page.locator("button.widget-toggle-button").filter(has_text=re.compile(r"^\s*training\s*$")).click()
+    d.wait("g.data.length >= 2 && g.querySelectorAll('.nsewdrag').length >= 2", "training", timeout=90_000)
+    ds = open_sweep(sweep)
+    z, _ = training.movement(ds, "moved_mlp_matched_cos")
+    snap = d.snapshot("training")
+    close(_grid(snap["data"][0]["z"]), z.values.T, rtol=1e-12, equal_nan=True)
+    assert "moved most" in page.locator(".geomlib-training-verdict").inner_text()
+    page.wait_for_function("() => location.search.includes('mode=training')")
+    page.locator(".geomlib-plot[data-view='training']").screenshot(path=str(ARTIFACTS / "view-training.png"))
+    page.locator("button.widget-toggle-button").filter(has_text=re.compile(r"^\s*one model\s*$")).click()
+    d.wait("g.data.length > 0", VIEW_ROWS[0])
+    page.wait_for_function(f"() => {gd(VIEW_ROWS[0])}.offsetParent !== null")
+    assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+    assert not dash.errors, dash.errors

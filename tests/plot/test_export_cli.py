@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tests.factories.cli import CliResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,3 +82,54 @@ def test_bad_export_arguments_exit_2_with_one_line(demo_cache, tmp_path, args, w
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr
     assert not (tmp_path / "fig.png").exists()
+
+
+@pytest.mark.parametrize("width, inches", [("column", 3.5), ("page", 7.2)])
+def test_export_width_sizes_the_png_for_a_paper(demo_cache, tmp_path, width, inches):
+    from PIL import Image
+
+    out = tmp_path / "fig.png"
+    r = cli("export", "demo:smollm2-135m", "--cache", demo_cache, "--view", "matched", "--width", width, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert abs(Image.open(out).size[0] - inches * 300) <= 3  # 300 dpi
+
+
+def test_scale_and_mask_flags_reach_the_exported_figure(demo_cache, monkeypatch, tmp_path):
+    from geomlib import cli as cli_mod
+    from geomlib.plot import export as export_mod
+    from geomlib.plot.layout import standalone
+
+    seen = {}
+    monkeypatch.setattr(export_mod, "write", lambda ds, view, sel, fmt, path, **kw: seen.update(sel=sel, kw=kw,
+                                                                                                  ds=ds) or path)
+    out = tmp_path / "fig.png"
+    assert cli_mod.main(["export", "demo:smollm2-135m", "--cache", str(demo_cache), "--view", "cos",
+                         "--scale", "z", "--no-mask-diagonal", "--width", "page", "-o", str(out)]) == 0
+    sel = seen["sel"]
+    assert sel.scale == "z" and sel.mask_diagonal is False and seen["kw"]["width"] == "page"
+    assert cli_mod.main(["export", "demo:smollm2-135m", "--cache", str(demo_cache), "-o", str(out)]) == 0
+    assert seen["sel"].scale == "symmetric" and seen["sel"].mask_diagonal is True and seen["kw"]["width"] is None
+    # the z scale changes the exported heatmap's colour range (z-scores against the null, not cosines)
+    ds = seen["ds"]
+    z = standalone(ds, "cos", sel, "page").data[1]
+    plain = standalone(ds, "cos", seen["sel"], "page").data[1]
+    assert z.type == plain.type == "heatmap" and (z.zmin, z.zmax) != (plain.zmin, plain.zmax)
+    assert z.zmax > 1 and plain.zmax <= 1 and "z of" in z.colorbar.title.text
+    assert np.isfinite(np.asarray(z.z, dtype=float).diagonal()).any()  # --no-mask-diagonal: the diagonal kept
+
+
+def test_export_choices_match_the_plot_package():
+    from geomlib.cli import EXPORT_SCALES, EXPORT_WIDTHS
+    from geomlib.plot.paper import PAPER
+    from geomlib.plot.spec import SCALES
+
+    assert EXPORT_SCALES == SCALES and EXPORT_WIDTHS == tuple(PAPER)
+
+
+@pytest.mark.parametrize("args, words", [(["--width", "poster"], "--width"), (["--scale", "log"], "--scale"),
+                                         (["--mask-diagonal=no"], "--mask-diagonal")])
+def test_bad_width_or_scale_exit_2_with_one_line_and_nothing_written(demo_cache, tmp_path, args, words):
+    out = tmp_path / "fig.png"
+    r = CliResult.of(cli("export", "demo:smollm2-135m", "--cache", demo_cache, *args, "-o", out))
+    r.one_error_line(words)
+    assert not out.exists() and not list(tmp_path.iterdir())

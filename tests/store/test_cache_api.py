@@ -225,8 +225,8 @@ def test_missing_tokenizer_computes_the_rest_and_warns_once(model, tmp_path):
                              heads={"null_draws": 0}, gauge={"null_draws": 0})
     said = [str(w.message) for w in record if issubclass(w.category, GeomlibWarning)]
     assert len(said) == 1 and said[0].startswith("attn_entropy not computed: ") and "no tokenizer" in said[0], said
-    assert ds.attrs["analyses"] == "weights,heads,gauge"
-    assert [p.name.split("-")[0] for p in _nc_files(root)] == ["gauge", "heads", "weights"]
+    assert ds.attrs["analyses"] == "weights,heads,gauge,spectra"
+    assert [p.name.split("-")[0] for p in _nc_files(root)] == ["gauge", "heads", "spectra", "weights"]
     assert np.isnan(ds.attn_entropy).all()
     assert ds.attn_entropy.attrs["description"].startswith("not computed (") and \
         "no tokenizer" in ds.attn_entropy.attrs["description"]
@@ -299,6 +299,6 @@ def test_netcdf_attrs_are_safe_types(model, tmp_path):
     for k, v in ds.attrs.items():
         assert isinstance(v, (str, int, float, np.integer, np.floating, np.ndarray)), (k, type(v))
     files = _nc_files(tmp_path)
-    assert len(files) == 3
+    assert len(files) == 4
     for f in files:
         assert os.path.getsize(f) < 200_000, f

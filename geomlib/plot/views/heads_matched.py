@@ -26,6 +26,7 @@ import xarray as xr
 from ..ranges import heat_scale
 from ..spec import Panel, PanelSpec, Selection, Unavailable, ViewSpec
 from ..traces import adjacent_note, adjacent_only, contiguous, grid, layer_heatmap, pivot_colorscale, side_colorbar
+from ..verdicts import adjacent, against, median, num, pairs, pick, span
 
 KINDS = {"q": "Q", "k": "K", "v": "V"}
 
@@ -88,25 +89,24 @@ def pair_matched_heads_panel(ds: xr.Dataset, sel: Selection) -> Panel:
         nm = float(ds["head_matched_null_mean"].sel(operator=op, layer=lo))
         ns = float(ds["head_matched_null_std"].sel(operator=op, layer=lo))
         band = [nm - 2 * ns, nm - 2 * ns, nm + 2 * ns, nm + 2 * ns]
-    name = f"head_matched ({op})"
     traces = [
-        go.Bar(x=heads, y=contiguous(v), marker_color=colors, customdata=np.ascontiguousarray(to), name=name,
-               showlegend=False,
+        go.Bar(x=heads, y=contiguous(v), marker_color=colors, customdata=np.ascontiguousarray(to),
+               name="matched cos per head", showlegend=True,
                hovertemplate=f"head %{{x}} of layer {a} → head %{{customdata}} of layer {b}<br>matched cos "
                              f"%{{y:.4f}}<extra>{op.upper()}</extra>"),
         go.Scatter(x=[-0.5, H - 0.5], y=contiguous([mean, mean]), mode="lines", line=dict(dash="dash", color="black"),
-                   name="mean over heads", showlegend=False,
+                   name="mean over heads", showlegend=True,
                    hovertemplate="mean over heads %{y:.4f}<extra>head_matched_cos</extra>"),
         go.Scatter(x=[-0.5, H - 0.5, H - 0.5, -0.5], y=contiguous(band), mode="lines", fill="toself",
-                   fillcolor="rgba(128,128,128,0.3)", line=dict(width=0), name="null of the mean ± 2σ",
-                   showlegend=False, hoverinfo="skip"),
+                   fillcolor="rgba(128,128,128,0.3)", line=dict(width=0), name="rotation null of the mean ± 2σ",
+                   showlegend=True, hoverinfo="skip"),
     ]
     note = ""
     if not np.isfinite(v).any():
         done = np.isfinite(ds["head_matched"].sel(operator=op).values).any(-1)  # (layer, layer_b): pair matched
         note = f"pair ({a}, {b}) not matched" + (" (adjacent pairs only)" if adjacent_only(
             np.where(done, 1.0, np.nan)) else "")
-    return Panel(f"pair ({a}, {b}): {op.upper()} matched cos per head · dashed: mean, gray: null", traces,
+    return Panel(f"pair ({a}, {b}): {op.upper()} matched cos per head", traces,
                  x=dict(title=f"head of layer {a}"), y=dict(title="matched cos"), note=note)
 
 
@@ -153,23 +153,65 @@ def pair_composition_panel(ds: xr.Dataset, sel: Selection) -> Panel:
                  y=dict(title=f"head (layer {a})", autorange="reversed"), note=note)
 
 
+def verdict(ds: xr.Dataset, sel: Selection) -> str:
+    """Adjacent matched head cos (the selected operator) against the residual-rotation null; "" without them."""
+    op = sel.operator
+    z, same = pick(ds, "head_matched_cos", operator=op), pick(ds, "head_same_index_cos", operator=op)
+    m, s = pick(ds, "head_matched_null_mean", operator=op), pick(ds, "head_matched_null_std", operator=op)
+    if z is None or m is None or s is None:
+        return ""
+    mask, which = pairs(ds, sel.phase)
+    b = against(adjacent(z), m[:-1], s[:-1], mask)
+    if b is None:
+        return ""
+    idx = median(adjacent(same), mask) if same is not None else np.nan
+    tail = f"; index pairing gives {num(idx)} (median)" if np.isfinite(idx) else ""
+    return (f"{op.upper()} heads, {which}: matched head cos (mean over heads) {span(b.values)} against "
+            f"{b.null('residual-rotation null')}: " + b.reading("consecutive layers share heads {far}beyond chance")
+            + tail + ".")
+
+
+_INFO = {
+    "cos": "Mean over heads of the QK (W_Qᵀ W_K) or OV (W_O W_V) operator cosine between layer and layer_b after "
+           "layer_b's heads are matched to layer's (one joint, GQA-consistent assignment; invariant to each head's "
+           "GL(d) and to head order). Red: matched heads compute similar operators; white: 0, as unrelated heads "
+           "give; the diagonal is blank. Null: the same matching after a random (Haar) rotation of layer+1's "
+           "residual side, drawn for adjacent pairs (the z scale scores cells against it).",
+    "pair": "For the selected pair: each head of layer, its operator cosine with the head of layer_b it was matched "
+            "to (hover: which; the selected head in orange), and the mean over heads (dashed). Bars well above the "
+            "gray band are heads with a close counterpart in the other layer. Null: for an adjacent pair, the "
+            "residual-rotation null of the mean over heads, ± 2σ; single heads scatter wider than that band, and "
+            "a pair further apart has no null.",
+    "comp": "Mean over all head pairs of the Q-, K- or V-composition score (Elhage et al. 2021): how much the OV "
+            "output of a head of the earlier layer lands in the query, key or value input of a head of the later "
+            "layer_b, norm gains folded in. Red: later heads read what earlier heads write, beyond the baseline; "
+            "blue: less than unrelated heads. No per-pair null: random heads score about 1/√hidden (RMS), the "
+            "baseline drawn in white.",
+    "pair_comp": "The composition score of every head of the earlier layer (rows) into every head of the later "
+                 "layer (columns) of the selected pair. A red cell is a head whose output that later head reads "
+                 "strongly; a red row is a writer many heads read, a red column a reader of many heads. No per-pair "
+                 "null: random heads score about 1/√hidden (white).",
+}
+
 VIEW = ViewSpec(
     name="heads_matched",
     title="gauge-aware heads: operators compared after matching heads, and composition between layers "
           "(kind: OV → V; QK → Q with family q_proj, else K)",
     panels=(
         PanelSpec(head_matched_cos_panel, "matched head cos", ("heatmap",), reads=("head_matched_cos",),
-                  requires=("gauge",), depends=("operator", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True),
+                  requires=("gauge",), depends=("operator", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True,
+                  info=_INFO["cos"]),
         PanelSpec(pair_matched_heads_panel, "matched cos per head of the pair", ("bar", "scatter", "scatter"),
                   reads=("head_matched", "head_assignment"), requires=("gauge",),
-                  depends=("operator", "head", "pair")),
+                  depends=("operator", "head", "pair"), info=_INFO["pair"]),
         PanelSpec(composition_mean_panel, "composition (mean over head pairs)", ("heatmap",),
                   reads=("composition_mean",), requires=("gauge",), depends=("family",), click="cell", depth="xy",
-                  pair_box=True),
+                  pair_box=True, info=_INFO["comp"]),
         PanelSpec(pair_composition_panel, "composition of the pair's heads", ("heatmap",), reads=("composition_score",),
-                  requires=("gauge",), depends=("family", "pair")),
+                  requires=("gauge",), depends=("family", "pair"), info=_INFO["pair_comp"]),
     ),
     export_vars=("head_same_index_cos", "head_unmatched_cos", "head_different_index_cos", "head_matched_null_mean",
                  "head_matched_null_std"),
     resolve=_resolve,
+    verdict=verdict,
 )

@@ -27,6 +27,8 @@ from ...analyses.phases import adjacent
 from ..ranges import heat_scale
 from ..spec import Panel, PanelSpec, Selection, ViewSpec
 from ..traces import adjacent_note, contiguous, layer_heatmap, layers, side_colorbar
+from ..verdicts import adjacent as adjacent_values
+from ..verdicts import against, median, num, pairs, pick, span
 
 MATCHED_COLOR, SAME_COLOR = "#ff7f0e", "#7f7f7f"
 
@@ -87,18 +89,55 @@ def matched_adjacent_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     band_y = np.concatenate([m + 2 * s, (m - 2 * s)[::-1]])
     traces = [
         go.Scatter(x=band_x, y=contiguous(band_y), mode="lines", fill="toself", fillcolor="rgba(128,128,128,0.25)",
-                   line=dict(width=0), name="rotation null ± 2σ", hoverinfo="skip", showlegend=False),
+                   line=dict(width=0), name="rotation null ± 2σ", hoverinfo="skip", showlegend=True),
         go.Scatter(x=L, y=contiguous(m), mode="lines", line=dict(dash="dot", color="gray"), name="null mean",
-                   showlegend=False, hovertemplate="pair (%{x}, +1)<br>null mean %{y:.4f}<extra></extra>"),
-        go.Scatter(x=L, y=contiguous(matched), mode="lines+markers", name="matched", line=dict(color=MATCHED_COLOR),
-                   showlegend=False, hovertemplate=f"pair (%{{x}}, +1)<br>matched cos %{{y:.4f}}<extra>{v}</extra>"),
-        go.Scatter(x=L, y=contiguous(same), mode="lines+markers", name="index-paired",
-                   line=dict(color=SAME_COLOR, dash="dash"), showlegend=False,
+                   showlegend=True, hovertemplate="pair (%{x}, +1)<br>null mean %{y:.4f}<extra></extra>"),
+        go.Scatter(x=L, y=contiguous(matched), mode="lines+markers", name="adjacent matched cos",
+                   line=dict(color=MATCHED_COLOR), showlegend=True,
+                   hovertemplate=f"pair (%{{x}}, +1)<br>matched cos %{{y:.4f}}<extra>{v}</extra>"),
+        go.Scatter(x=L, y=contiguous(same), mode="lines+markers", name="adjacent index-paired cos",
+                   line=dict(color=SAME_COLOR, dash="dash"), showlegend=True,
                    hovertemplate=f"pair (%{{x}}, +1)<br>index-paired cos %{{y:.4f}}<extra>{v}</extra>"),
     ]
     note = "" if np.isfinite(matched).any() else f"no matched cos-sim for {v}"
-    return Panel(f"adjacent pairs: matched (orange), index-paired (gray), null ± 2σ · {v}", traces,
-                 x=dict(title="layer L of pair (L, L+1)"), y=dict(title="cos-sim"), note=note)
+    return Panel(f"adjacent pairs: matched and index-paired vs rotation null · {v}", traces,
+                 x=dict(title="layer L of pair (L, L+1)"), y=dict(title="cos-sim"), note=note, legend_at="bottom right")
+
+
+def verdict(ds: xr.Dataset, sel: Selection) -> str:
+    """Adjacent matched MLP cos (the selected mlp_view) against the residual-rotation null; "" without them."""
+    v = sel.family  # resolved: the mlp_view
+    z, same = pick(ds, "mlp_matched_cos", mlp_view=v), pick(ds, "mlp_same_index_cos", mlp_view=v)
+    m, s = pick(ds, "mlp_matched_null_mean", mlp_view=v), pick(ds, "mlp_matched_null_std", mlp_view=v)
+    if z is None or m is None or s is None:
+        return ""
+    mask, which = pairs(ds, sel.phase)
+    b = against(adjacent_values(z), m[:-1], s[:-1], mask)
+    if b is None:
+        return ""
+    idx = median(adjacent_values(same), mask) if same is not None else np.nan
+    tail = f"; index pairing gives {num(idx)} (median)" if np.isfinite(idx) else ""
+    return (f"MLP neurons ({v}), {which}: matched cos {span(b.values)} against {b.null('residual-rotation null')}: "
+            + b.reading("consecutive layers share neurons {far}beyond chance") + tail + ".")
+
+
+_INFO = {
+    "matched": "Cosine between the MLPs of layer and layer_b after layer_b's neurons are permuted (with the "
+               "per-neuron sign/scale the activation allows) to best match layer's: gate compares gate rows, "
+               "up_down the rank-1 maps down_i up_iᵀ, mean the average the matching maximised. Red: the layers "
+               "share the same neurons up to relabelling; white: nothing beyond 0; the diagonal (a layer with "
+               "itself) is blank. Null: the same matching after a random (Haar) rotation of layer+1's residual "
+               "side, drawn for adjacent pairs only; it is above 0, since matching alone finds some similarity "
+               "(the z scale scores every cell against it).",
+    "same": "The same MLP cosine with neuron i of layer paired with neuron i of layer_b, without matching. Near 0 "
+            "even for similar layers, because neuron order is arbitrary: what it measures is confounded by that "
+            "relabelling symmetry. No null of its own: read it against the matched panel, on the same colour scale.",
+    "adjacent": "For each adjacent pair (L, L+1): the matched MLP cosine, the index-paired one, and the "
+                "residual-rotation null as its mean ± 2σ band. A matched line above the band means consecutive "
+                "layers share neurons beyond what matching finds between unrelated layers; the gap to the "
+                "index-paired line is what neuron relabelling hides. Null: layer L+1's residual side rotated at "
+                "random (Haar) and rematched, one draw per pair, σ pooled over the pairs.",
+}
 
 
 _NULL = ("mlp_matched_null_mean", "mlp_matched_null_std")
@@ -107,13 +146,16 @@ VIEW = ViewSpec(
     title="gauge-aware MLPs: layers compared after matching neurons, against index pairing and the null",
     panels=(
         PanelSpec(matched_panel, "MLP matched cos", ("heatmap",), reads=("mlp_matched_cos",), requires=("gauge",),
-                  depends=("family", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True),
+                  depends=("family", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True,
+                  info=_INFO["matched"]),
         PanelSpec(same_index_panel, "MLP index-paired cos", ("heatmap",), reads=("mlp_same_index_cos",),
-                  requires=("gauge",), depends=("family", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True),
+                  requires=("gauge",), depends=("family", "scale", "mask_diagonal"), click="cell", depth="xy", pair_box=True,
+                  info=_INFO["same"]),
         PanelSpec(matched_adjacent_panel, "adjacent matched pairs vs null", ("scatter",) * 4,
                   reads=("mlp_matched_cos", "mlp_same_index_cos", *_NULL), requires=("gauge",), depends=("family",),
-                  click="depth", depth="x"),
+                  click="depth", depth="x", info=_INFO["adjacent"]),
     ),
     export_vars=("mlp_frac_fixed",),
     resolve=_resolve,
+    verdict=verdict,
 )
