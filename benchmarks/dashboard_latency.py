@@ -97,6 +97,8 @@ GD = "document.querySelector('.geomlib-plot[data-view=\"cos\"]')"
 # each view is its own plotly figure: a change is shown when every view it touches shows it
 V = "((v) => document.querySelector(`.geomlib-plot[data-view=\"${v}\"]`))"
 PHASE_SPANS: dict[str, tuple[int, int]] = {}  # phase -> (first layer, last layer), filled in main()
+DEPTH_VIEWS: list[str] = []  # the views with a layer axis (anchor lines, phase bands), filled in main()
+ANCHOR_VIEWS: list[str] = []  # the views with no layer axis whose data is the anchor layer's, filled in main()
 
 
 def _free_port() -> int:
@@ -291,11 +293,15 @@ def predicate(kind: str, value) -> str:
         view, key = meta[kind]
         return (f"(() => {{ const m = {V}('{view}'); return !!(m && m._fullLayout && m.layout.meta && "
                 f"m.layout.meta.{key} === {json.dumps(value)} && m.querySelectorAll('.nsewdrag').length); }})()")
-    every = lambda cond: "[" + ",".join(f"'{v}'" for v in VIEWS) + f"].every((v) => {{ const g = {V}(v); return {cond}; }})"  # noqa: E731,E501
-    if kind == "anchor":  # an overlay on every view: the dotted anchor lines sit at the new layer
+    # the views that draw overlays on a depth axis (a view of one layer's own data has none)
+    every = lambda cond: "[" + ",".join(f"'{v}'" for v in DEPTH_VIEWS) + f"].every((v) => {{ const g = {V}(v); return {cond}; }})"  # noqa: E731,E501
+    if kind == "anchor":  # an overlay on every depth view: the dotted anchor lines sit at the new layer; and the
+        # views of the anchor layer's own data (the anchor spectra) have redrawn: their first title names it
+        own = "".join(f" && /\\blayer {value}\\b/.test((({V}('{v}').layout.annotations || [])[0] || {{}}).text || '')"
+                      for v in ANCHOR_VIEWS)
         return every(f"(g.__overlays || []).some((s) => s.type === 'line' && s.x0 === {value} && s.x1 === {value})"
                      f" && !(g.__overlays || []).some((s) => s.type === 'line' && s.x0 === s.x1 && s.x0 !== {value}"
-                     f" && String(s.yref).endsWith('domain') && !s.fillcolor && s.line && s.line.dash === 'dot')")
+                     f" && String(s.yref).endsWith('domain') && !s.fillcolor && s.line && s.line.dash === 'dot')") + own
     if kind == "family":
         return f"({V}('cos').layout.annotations[0].text || '').replace(' ℹ', '').endsWith(' · {value}')"
     if kind == "phase":  # an overlay: this phase's bands appear (or all disappear for 'all') on every view
@@ -426,6 +432,8 @@ def main(argv=None) -> int:
     ds = open_model_data(source)
     n_layers = ds.sizes["layer"]
     n_panels = sum(len(views.get(v).panels) for v in VIEWS)
+    DEPTH_VIEWS[:] = [v for v in VIEWS if any(p.depth for p in views.get(v).panels)]
+    ANCHOR_VIEWS[:] = [v for v in VIEWS if v not in DEPTH_VIEWS and "anchor" in views.get(v).depends]
     changes = plan_changes(args.changes, args.seed, n_layers, families_with_data(ds), ["all"] + phase_order(ds))
     # the phase dropdown's options are labelled with their layers: the input is the label
     phase_label = {v: label for label, v in phase_options(ds)}

@@ -376,8 +376,9 @@ class Dashboard(Tools, Modes, W.VBox):
         """Each view's one-line verdict against its null, for the current selection (sent only when it changed)."""
         sel = self.selection()
         for v, spec in self._specs.items():
-            # no verdict speaks of the anchor: moving it (the commonest change) reuses each view's sentence
-            key = (v, replace(spec.selection(self._ds, sel), anchor=0))
+            # moving the anchor (the commonest change) reuses the sentence of every view that does not follow it
+            res = spec.selection(self._ds, sel)
+            key = (v, res if "anchor" in spec.depends else replace(res, anchor=0))
             text = self._verdict_memo.get(key)
             if text is None:
                 try:

@@ -6,7 +6,7 @@ order on the page, and is the one place a new view module is named.
 """
 
 #: the gauge-aware views lead; the index-paired (gauge-confounded) ones follow
-VIEW_NAMES = ("matched", "heads_matched", "cos", "operator", "gamma", "entropy", "spectra")
+VIEW_NAMES = ("matched", "heads_matched", "cos", "operator", "gamma", "entropy", "spectra", "anchor_spectra")
 IMAGE_FORMATS = ("png", "svg", "pdf")
 DATA_FORMATS = ("netcdf", "csv")
 FORMATS = IMAGE_FORMATS + DATA_FORMATS

@@ -1,5 +1,5 @@
-"""Per-layer singular-value spectra (WeightWatcher-style): σ vs rank, the anchor's ESD and its power-law fit,
-α and stable rank over depth per family, against Gaussian matrices of the same shapes."""
+"""Singular-value spectra over depth (WeightWatcher-style): σ vs rank of every layer, α and stable rank by layer,
+against Gaussian matrices of the same shapes (the anchor layer's own spectra: :mod:`.anchor_spectra`)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ FAMILY_COLORS = dict(zip(MATRIX_FAMILIES, ("#1f77b4", "#ff7f0e", "#2ca02c", "#d6
                                            "#e377c2")))
 
 
-def _resolve(ds: xr.Dataset, sel: Selection) -> Selection:
+def resolve_family(ds: xr.Dataset, sel: Selection) -> Selection:
     # a norm gain has no spectrum: the view keeps showing a matrix family (the first, until one is chosen)
     fams = spectra_families(ds)
     return sel if sel.family in fams or not fams else replace(sel, family=fams[0])
@@ -39,7 +39,7 @@ def _family(ds: xr.Dataset, sel: Selection) -> str:
     return sel.family
 
 
-def _log_ranks(k: int, points: int = CLOUD_POINTS) -> np.ndarray:
+def log_ranks(k: int, points: int = CLOUD_POINTS) -> np.ndarray:
     """About ``points`` distinct 0-based indices of ranks 1..k, evenly spaced in log rank."""
     return np.unique(np.round(np.geomspace(1, k, min(points, k))).astype(int) - 1) if k else np.zeros(0, int)
 
@@ -53,12 +53,12 @@ def spectrum_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     """σ vs rank, log-log: every layer's curve (log-spaced ranks), coloured by depth in a few groups.
 
     One line trace per depth group (a fixed number, with a legend), no markers: ~1.2k SVG markers made
-    this figure the slowest of the page to redraw.  It does not follow the anchor (the ESD panel does).
+    this figure the slowest of the page to redraw.  It does not follow the anchor (the anchor_spectra view does).
     """
     f = _family(ds, sel)
     s = ds["sigma"].sel(family=f).values.astype(float)  # (layer, sv_rank)
     k = int(np.isfinite(s).any(axis=0).sum())
-    idx = _log_ranks(k)
+    idx = log_ranks(k)
     n = s.shape[0]
     rank = ds["sv_rank"].values
     colors = sample_colorscale("Viridis", [i / max(DEPTH_GROUPS - 1, 1) for i in range(DEPTH_GROUPS)])
@@ -162,9 +162,9 @@ def verdict(ds: xr.Dataset, sel: Selection) -> str:
     return family_verdict(ds, sel.family)
 
 
-_INFO = {
+INFO = {
     "spectrum": "Singular values σ of the selected family's weight matrix W (out x in) against their rank, log-log, "
-                "one curve per layer coloured by depth (the next panel shows the anchor layer)."
+                "one curve per layer coloured by depth (the next view shows the anchor layer's)."
                 " A straight stretch is a power law; "
                 "a steep drop at the end is the matrix's small directions. Null: a Gaussian random matrix of the "
                 "same shape has a Marchenko–Pastur spectrum, a flat curve bending down only near the last ranks, "
@@ -187,25 +187,21 @@ _INFO = {
 
 VIEW = ViewSpec(
     name="spectra",
-    title="per-layer singular-value spectra and heavy tails (WeightWatcher-style α, stable rank)",
+    title="singular-value spectra over depth and heavy tails (WeightWatcher-style α, stable rank)",
     panels=(
-        # the anchor curve is a trace of this panel (its x axis is rank, not depth, so no overlay can mark it):
-        # an anchor move rebuilds it, kept cheap by the log-spaced cloud
+        # the anchor layer's own spectra (the one data that follows the anchor) are the next view's
         PanelSpec(spectrum_panel, "singular values by rank", ("scatter",) * DEPTH_GROUPS, reads=("sigma",),
-                  requires=("spectra",), depends=("family",), info=_INFO["spectrum"]),
-        PanelSpec(esd_panel, "ESD of the anchor layer", ("scatter", "scatter"),
-                  reads=("sigma", "esd_alpha", "esd_alpha_xmin", "esd_ks", "esd_n_tail"), requires=("spectra",),
-                  depends=("family", "anchor"), info=_INFO["esd"]),
+                  requires=("spectra",), depends=("family",), info=INFO["spectrum"]),
         PanelSpec(alpha_panel, "α by layer", ("scatter",) * (len(MATRIX_FAMILIES) + 1),
                   reads=("esd_alpha",), requires=("spectra",), depends=("family",),
-                  click="depth", depth="x", info=_INFO["alpha"]),
+                  click="depth", depth="x", info=INFO["alpha"]),
         PanelSpec(stable_rank_panel, "stable rank by layer", ("scatter",) * (len(MATRIX_FAMILIES) + 1),
                   reads=("stable_rank",), requires=("spectra",), depends=("family",),
-                  click="depth", depth="x", info=_INFO["stable"]),
+                  click="depth", depth="x", info=INFO["stable"]),
     ),
     # the nulls are exported, not read: a run with null_draws=0 still draws the lines
     export_vars=("spectral_norm", "esd_alpha_null_mean", "esd_alpha_null_std", "esd_alpha_null_min",
                  "stable_rank_null_mean"),
-    resolve=_resolve,
+    resolve=resolve_family,
     verdict=verdict,
 )
