@@ -52,6 +52,19 @@ class CatalogEntry:
     damaged: tuple[str, ...] = ()  # analyses whose only cache entries failed their checksum or parse
 
 
+def scan_roots(roots: list[Path] | None = None) -> tuple[list[cache.Entry], list[cache.Damaged]]:
+    """The entries and damaged files of every cache root (default: :func:`cache_dirs`)."""
+    good, bad = [], []
+    for root in cache_dirs() if roots is None else roots:
+        try:
+            g, d = cache.scan(root)
+        except GeomlibError:  # a root that is not a directory has nothing to show; the others still do
+            continue
+        good += g
+        bad += d
+    return good, bad
+
+
 def catalog(roots: list[Path] | None = None) -> list[CatalogEntry]:
     """Every cached model, labelled with architecture, depth, quantization and the analyses it has.
 
@@ -59,15 +72,8 @@ def catalog(roots: list[Path] | None = None) -> list[CatalogEntry]:
     version is as good as absent); the label's attributes are those of the
     newest entry of the model's first analysis.
     """
-    roots = cache_dirs() if roots is None else roots
-    found, bad = [], []
-    for root in roots:
-        try:
-            good, damaged = cache.scan(root)
-        except GeomlibError:  # a root that is not a directory has nothing to show; the others still do
-            continue
-        found += [e for e in good if registry.is_current(e.analysis, e.schema_version)]
-        bad += damaged
+    good, bad = scan_roots(roots)
+    found = [e for e in good if registry.is_current(e.analysis, e.schema_version)]
     out = []
     for source in sorted({e.source for e in found} | {d.source for d in bad if d.source}):
         newest = {a: cache.newest(found, source, a) for a in registry.names()}
@@ -137,16 +143,11 @@ def sweep_entries(roots: list[Path] | None = None) -> dict[str, Path]:
 
 def _scan_sweeps(roots: list[Path]) -> dict[str, Path]:
     out: dict[str, cache.Entry] = {}
-    for root in roots:
-        try:
-            good, _ = cache.scan(root)
-        except GeomlibError:
-            continue
-        for e in good:
-            if e.analysis == "sweep" and int(e.schema_version) == SWEEP_SCHEMA:
-                name = e.source.removeprefix("sweep:")
-                if name not in out or str(e.attrs.get("created", "")) > str(out[name].attrs.get("created", "")):
-                    out[name] = e
+    for e in scan_roots(roots)[0]:
+        if e.analysis == "sweep" and int(e.schema_version) == SWEEP_SCHEMA:
+            name = e.source.removeprefix("sweep:")
+            if name not in out or str(e.attrs.get("created", "")) > str(out[name].attrs.get("created", "")):
+                out[name] = e
     return {k: v.path for k, v in sorted(out.items())}
 
 
@@ -190,14 +191,9 @@ def open_any(key: str, roots: list[Path] | None = None) -> xr.Dataset:
 
 
 def cached_compare(a: str, b: str, roots: list[Path] | None = None) -> xr.Dataset | None:
-    """The newest cached :func:`geomlib.compare` of model ``a`` with model ``b`` (either order), or None."""
-    hits = []
-    for root in cache_dirs() if roots is None else roots:
-        try:
-            good, _ = cache.scan(root)
-        except GeomlibError:
-            continue
-        hits += [e for e in good if e.analysis == "compare" and e.source == a and e.attrs.get("source_b") == b]
+    """The newest cached :func:`geomlib.compare` of model ``a`` with model ``b`` (A's layers as rows), or None."""
+    hits = [e for e in scan_roots(roots)[0]
+            if e.analysis == "compare" and e.source == a and e.attrs.get("source_b") == b]
     if not hits:
         return None
     return cache.read(max(hits, key=lambda e: str(e.attrs.get("created", ""))).path)

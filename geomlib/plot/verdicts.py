@@ -118,4 +118,26 @@ def median(values, mask=None) -> float:
     return float(np.median(v[ok])) if ok.any() else float("nan")
 
 
-__all__ = ["Band", "adjacent", "against", "median", "num", "pairs", "pick", "span", "zscore"]
+def matched_verdict(ds: xr.Dataset, phase: str, stem: str, coords: dict, subject: str, label: str,
+                    beyond: str) -> str:
+    """The gauge-aware views' sentence: adjacent ``<stem>_matched_cos`` against its residual-rotation null, and
+    the index-paired ``<stem>_same_index_cos`` median; "" when the variables or nulls are missing.
+
+    ``coords`` picks the view's coordinate (``mlp_view`` or ``operator``); ``subject``, ``label`` and
+    ``beyond`` are the sentence's words (``beyond`` may hold ``{far}``, see :meth:`Band.reading`).
+    """
+    z, same = pick(ds, f"{stem}_matched_cos", **coords), pick(ds, f"{stem}_same_index_cos", **coords)
+    m, s = pick(ds, f"{stem}_matched_null_mean", **coords), pick(ds, f"{stem}_matched_null_std", **coords)
+    if z is None or m is None or s is None:
+        return ""
+    mask, which = pairs(ds, phase)
+    b = against(adjacent(z), m[:-1], s[:-1], mask)
+    if b is None:
+        return ""
+    idx = median(adjacent(same), mask) if same is not None else np.nan
+    tail = f"; index pairing gives {num(idx)} (median)" if np.isfinite(idx) else ""
+    return (f"{subject}, {which}: {label} {span(b.values)} against {b.null('residual-rotation null')}: "
+            + b.reading(beyond) + tail + ".")
+
+
+__all__ = ["Band", "adjacent", "against", "matched_verdict", "median", "num", "pairs", "pick", "span", "zscore"]

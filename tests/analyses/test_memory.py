@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import torch
 
 from tests.factories import synthetic
-
-# VmHWM/VmRSS of this process's own address space: unlike ru_maxrss, which Linux carries
-# across fork+exec and would include the parent's (pytest's) resident size.
-PROBE = r"""
-import json, sys
-import geomlib, netCDF4, torch, xarray
-import geomlib.analyses.weights.compute
-path, cache = sys.argv[1], sys.argv[2]
-geomlib.open_model(path).layer(0)  # imports and first-touch allocations belong to the baseline
-def status(key):
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))  # KiB
-base = status("VmRSS")
-geomlib.compute(path, analyses=['weights'], cache_dir=cache, progress=False,
-                weights={'null_draws': 2, 'block_mib': 4})
-print(json.dumps({"base": base, "peak": status("VmHWM")}))
-"""
+from tests.factories.memory import compute_growth_mib
 
 
 def _growth_mib(path, cache) -> float:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path), str(cache)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    return (r["peak"] - r["base"]) / 1024
+    return compute_growth_mib(path, cache, "weights", "weights={'null_draws': 2, 'block_mib': 4}")
 
 
 def test_peak_memory_with_four_times_the_layers_grows_far_less_than_four_times(tmp_path):

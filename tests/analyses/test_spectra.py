@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -20,6 +18,7 @@ from geomlib.analyses.spectra.report import layer_runs, sections, verdict
 from geomlib.arch.families import MATRIX_FAMILIES
 from geomlib.errors import GeomlibWarning
 from tests.factories import synthetic
+from tests.factories.memory import compute_growth_mib
 
 N = 3
 
@@ -144,26 +143,8 @@ def test_cost_counter_counts_the_svds():
     assert 0 < est.per_analysis["spectra"] < 600 and any(s.what == "per-layer SVDs" for s in est.steps)
 
 
-PROBE = r"""
-import json, sys
-import geomlib, netCDF4, torch, xarray
-import geomlib.analyses.spectra.compute
-path, cache = sys.argv[1], sys.argv[2]
-geomlib.open_model(path).layer(0)  # imports and first-touch allocations belong to the baseline
-def status(key):
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))  # KiB
-base = status("VmRSS")
-geomlib.compute(path, analyses=['spectra'], cache_dir=cache, progress=False, threads=1, spectra={'null_draws': 0})
-print(json.dumps({"base": base, "peak": status("VmHWM")}))
-"""
-
-
 def _growth_mib(path, cache) -> float:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path), str(cache)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    return (r["peak"] - r["base"]) / 1024
+    return compute_growth_mib(path, cache, "spectra", "threads=1, spectra={'null_draws': 0}")
 
 
 def test_peak_memory_does_not_grow_with_depth(tmp_path):

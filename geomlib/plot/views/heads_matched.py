@@ -26,7 +26,7 @@ import xarray as xr
 from ..ranges import heat_scale
 from ..spec import Panel, PanelSpec, Selection, Unavailable, ViewSpec
 from ..traces import adjacent_note, adjacent_only, contiguous, grid, layer_heatmap, pivot_colorscale, side_colorbar
-from ..verdicts import adjacent, against, median, num, pairs, pick, span
+from ..verdicts import matched_verdict
 
 KINDS = {"q": "Q", "k": "K", "v": "V"}
 
@@ -156,19 +156,8 @@ def pair_composition_panel(ds: xr.Dataset, sel: Selection) -> Panel:
 def verdict(ds: xr.Dataset, sel: Selection) -> str:
     """Adjacent matched head cos (the selected operator) against the residual-rotation null; "" without them."""
     op = sel.operator
-    z, same = pick(ds, "head_matched_cos", operator=op), pick(ds, "head_same_index_cos", operator=op)
-    m, s = pick(ds, "head_matched_null_mean", operator=op), pick(ds, "head_matched_null_std", operator=op)
-    if z is None or m is None or s is None:
-        return ""
-    mask, which = pairs(ds, sel.phase)
-    b = against(adjacent(z), m[:-1], s[:-1], mask)
-    if b is None:
-        return ""
-    idx = median(adjacent(same), mask) if same is not None else np.nan
-    tail = f"; index pairing gives {num(idx)} (median)" if np.isfinite(idx) else ""
-    return (f"{op.upper()} heads, {which}: matched head cos (mean over heads) {span(b.values)} against "
-            f"{b.null('residual-rotation null')}: " + b.reading("consecutive layers share heads {far}beyond chance")
-            + tail + ".")
+    return matched_verdict(ds, sel.phase, "head", dict(operator=op), f"{op.upper()} heads",
+                           "matched head cos (mean over heads)", "consecutive layers share heads {far}beyond chance")
 
 
 _INFO = {

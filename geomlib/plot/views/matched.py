@@ -27,8 +27,7 @@ from ...analyses.phases import adjacent
 from ..ranges import heat_scale
 from ..spec import Panel, PanelSpec, Selection, ViewSpec
 from ..traces import adjacent_note, contiguous, layer_heatmap, layers, side_colorbar
-from ..verdicts import adjacent as adjacent_values
-from ..verdicts import against, median, num, pairs, pick, span
+from ..verdicts import matched_verdict
 
 MATCHED_COLOR, SAME_COLOR = "#ff7f0e", "#7f7f7f"
 
@@ -107,18 +106,8 @@ def matched_adjacent_panel(ds: xr.Dataset, sel: Selection) -> Panel:
 def verdict(ds: xr.Dataset, sel: Selection) -> str:
     """Adjacent matched MLP cos (the selected mlp_view) against the residual-rotation null; "" without them."""
     v = sel.family  # resolved: the mlp_view
-    z, same = pick(ds, "mlp_matched_cos", mlp_view=v), pick(ds, "mlp_same_index_cos", mlp_view=v)
-    m, s = pick(ds, "mlp_matched_null_mean", mlp_view=v), pick(ds, "mlp_matched_null_std", mlp_view=v)
-    if z is None or m is None or s is None:
-        return ""
-    mask, which = pairs(ds, sel.phase)
-    b = against(adjacent_values(z), m[:-1], s[:-1], mask)
-    if b is None:
-        return ""
-    idx = median(adjacent_values(same), mask) if same is not None else np.nan
-    tail = f"; index pairing gives {num(idx)} (median)" if np.isfinite(idx) else ""
-    return (f"MLP neurons ({v}), {which}: matched cos {span(b.values)} against {b.null('residual-rotation null')}: "
-            + b.reading("consecutive layers share neurons {far}beyond chance") + tail + ".")
+    return matched_verdict(ds, sel.phase, "mlp", dict(mlp_view=v), f"MLP neurons ({v})", "matched cos",
+                           "consecutive layers share neurons {far}beyond chance")
 
 
 _INFO = {
