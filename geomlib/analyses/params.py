@@ -205,3 +205,18 @@ def compute_dtype(params: "Params"):
     import torch
 
     return getattr(torch, params.precision)
+
+
+def storage_dtype(ckpt):
+    """The narrowest float torch dtype that holds a checkpoint's layer values exactly (imports torch).
+
+    Every analysis reads layers in it, so they see the same numbers.
+    """
+    import torch
+
+    exact32 = {"F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+    types = set(ckpt.dtype.split(","))
+    if ckpt.format == "gguf":
+        # dequantization yields float32; Gemma's stored w+1 is undone in float64
+        return torch.float64 if ckpt.norm_offset else torch.float32
+    return torch.float32 if types <= exact32 else torch.float64

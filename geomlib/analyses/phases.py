@@ -21,6 +21,7 @@ Torch-free.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -561,7 +562,23 @@ def phase_mean(da: xr.DataArray, order: Sequence[str] | None = None) -> xr.DataA
     """
     _require(da, "phase_mean", dims=("layer",), coords=("phase",), fix=_APPLY)
     order = list(order) if order is not None else phase_order(da)
-    return da.groupby("phase").mean("layer").reindex(phase=order)
+    # the same numbers as da.groupby("phase").mean("layer").reindex(phase=order), a tenth of the time: the
+    # dashboard asks for several on every family change
+    labels = np.asarray(da["phase"].values).astype(str)
+    values = np.moveaxis(np.asarray(da.values, dtype=float), da.get_axis_num("layer"), -1)
+    out = np.full(values.shape[:-1] + (len(order),), np.nan)
+    for k, p in enumerate(order):
+        members = labels == str(p)
+        if members.any():
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a phase whose values are all NaN stays NaN
+                out[..., k] = np.nanmean(values[..., members], axis=-1)
+    dims = [d for d in da.dims if d != "layer"]
+    out = np.moveaxis(out, -1, da.get_axis_num("layer"))
+    coords = {k: c.variable for k, c in da.coords.items() if "layer" not in c.dims}
+    coords["phase"] = np.array(order, dtype=object)
+    dims.insert(da.get_axis_num("layer"), "phase")
+    return xr.DataArray(out, dims=dims, coords=coords, name=da.name, attrs=dict(da.attrs))
 
 
 def phase_direction_stats(ds: xr.Dataset, family: str) -> xr.Dataset:

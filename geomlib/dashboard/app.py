@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -30,7 +31,8 @@ from . import urlstate
 from .data import CatalogEntry, cache_dirs, catalog, families_with_data, open_model_data
 from .help import BUSY_HTML, MEAN_LABEL, METRIC_TIPS, OPERATOR_TIPS, SCALE_LABELS, TIPS
 from .modes import MODES, CompareMode, Modes, TrainingMode
-from .plotview import PlotView
+from .plotview import PlotView, to_json_safe
+from .prefetch import MEMO_PANELS, Prefetch
 from .tools import Tools
 
 #: the traits that make up the selection.  The anchor, the phase and the selected pair's cell are
@@ -38,6 +40,10 @@ from .tools import Tools
 #: redraws a whole figure on any data change, so each view is its own figure and a change redraws
 #: only the panels, and views, whose declared ``depends`` it touches)
 STATE = FIELDS
+STICKY_CSS = ("<style>.geomlib-controls{position:sticky;top:0;z-index:20;background:#fff;"
+              "border-bottom:1px solid #ddd;padding-bottom:2px}"
+              ".geomlib-app,.geomlib-app .geomlib-model-box,.jp-OutputArea:has(.geomlib-app),"
+              ".jp-OutputArea-child:has(.geomlib-app),.jp-OutputArea-output:has(.geomlib-app){overflow:visible}</style>")
 
 
 def _facts(ds) -> str:
@@ -61,7 +67,7 @@ def phase_options(ds) -> list[tuple[str, str]]:
                                                  for p in phase_order(ds)]
 
 
-class Dashboard(Tools, Modes, W.VBox):
+class Dashboard(Tools, Modes, Prefetch, W.VBox):
     """The geomlib dashboard.
 
     Traits (the shared state)
@@ -92,6 +98,7 @@ class Dashboard(Tools, Modes, W.VBox):
     render_ms = traitlets.Float(0.0)
     #: what the page shows: one model's views, two models side by side, or a sweep's training dynamics
     mode = traitlets.Enum(MODES, "model")
+    _switching = False  # a model is being loaded: its traits do not redraw the old figures
 
     def __init__(self, source: str | None = None, roots=None, query: str | None = None, **kwargs) -> None:
         self._roots = roots
@@ -149,6 +156,8 @@ class Dashboard(Tools, Modes, W.VBox):
         self._update_verdicts()
         self._model_box = W.VBox([self._controls] + [w for v in self._specs
                                                      for w in (self._verdicts[v], self.views[v])])
+        self._model_box.add_class("geomlib-model-box")
+        self.add_class("geomlib-app")
         self._mode_box = W.VBox(layout=W.Layout(display="none"))  # compare mode or the training view, when chosen
         tools = W.VBox([W.HTML("<hr style='margin:6px 0'>", tooltip="below: export a view, compute another model"),
                         self._export_box, self._compute_box])
@@ -266,13 +275,17 @@ class Dashboard(Tools, Modes, W.VBox):
         self._info = W.HTML()
         self._mode = W.ToggleButtons(options=[("one model", "model"), ("compare", "compare"),
                                               ("training", "training")], style={"button_width": "7em"})
-        self._title = W.HTML("<h3 style='margin:4px 12px 4px 0'>geomlib · layer geometry of transformer weights</h3>")
+        self._title = W.HTML("<h3 style='margin:4px 12px 4px 0'>geomlib · layer geometry of transformer weights</h3>"
+                             + STICKY_CSS)
         self._header = W.VBox([W.HBox([self._title, self._mode, self._busy_label],
                                       layout=W.Layout(align_items="center", flex_flow="row wrap")),
                                self._info, self._status])
         self._controls = W.VBox([W.HBox([self._model, self._anchor], layout=W.Layout(width="auto", flex_flow="row wrap")),
                                  W.HBox([self._family, self._phase, self._operator, self._metric, self._head,
                                          self._scale, self._mask], layout=W.Layout(width="auto", flex_flow="row wrap"))])
+        # the controls stay at the top of the window while the views scroll under them: a researcher looking
+        # at any view can change what it shows (the boxes around them must not clip, or sticky has no effect)
+        self._controls.add_class("geomlib-controls")
         self._build_tools()
         self._tooltips()
 
@@ -308,7 +321,8 @@ class Dashboard(Tools, Modes, W.VBox):
 
     # -- figure updates ------------------------------------------------------------------------------------
     def _on_state(self, change) -> None:
-        self.refresh()
+        if not self._switching:
+            self.refresh()
 
     def _load_any(self, exclude: str) -> bool:
         """Load the first catalogued model other than ``exclude`` that opens; whether one did."""
@@ -326,8 +340,13 @@ class Dashboard(Tools, Modes, W.VBox):
             self._switch(change)
 
     def _switch(self, change) -> None:
+        # the new model's traits (anchor, family, ...) must not redraw the old figures: its own are built below
         try:
-            self._load(change["new"])
+            self._switching = True
+            try:
+                self._load(change["new"])
+            finally:
+                self._switching = False
         except GeomlibError as exc:
             # the previous model stays on screen, and the selectors say so
             with self.hold_trait_notifications():
@@ -349,28 +368,66 @@ class Dashboard(Tools, Modes, W.VBox):
         """What a panel's traces depend on: the selection fields it declares, as its view reads them."""
         return tuple(getattr(res, f) for f in spec.depends)
 
+    @property
+    def figures(self) -> dict:
+        """Each view's figure as a ``go.Figure``, up to date (what tests and exports read).
+
+        A refresh sends the browser plain dicts and keeps the figures' catching up for when they are
+        read: assigning shapes or traces to a ``go.Figure`` validates every property, and doing that on
+        every anchor move cost more than the rest of a refresh.
+        """
+        for v, pending in self._pending.items():
+            if pending:
+                self._apply(self._figs[v], pending)
+                pending.clear()
+        return self._figs
+
+    @staticmethod
+    def _apply(fig, pending: dict) -> None:
+        with fig.batch_update():
+            for i, props in pending.get("traces", {}).items():
+                fig.data[i].update({k: val for k, val in props.items() if k != "type"}, overwrite=True)
+            if "shapes" in pending:
+                fig.layout.shapes = pending["shapes"]
+            if "annotations" in pending:
+                fig.layout.annotations = pending["annotations"]
+
     def _build_figures(self) -> None:
         """Build every view's figure for the current model and send each whole to the browser."""
         sel = self.selection()
-        self.figures, self._index, self._panels, self._last = {}, {}, {}, {}
-        self._shapes, self._annotations, self._titles = {}, {}, {}
+        self._figs, self._index, self._panels, self._last = {}, {}, {}, {}
+        self._pending: dict[str, dict] = {v: {} for v in self._specs}
+        self._shapes, self._annotations, self._titles, self._axes = {}, {}, {}, {}
         self._verdict_memo: dict[tuple, str] = {}  # per model
+        self._memo: OrderedDict[tuple, object] = OrderedDict()  # (view, panel, key) -> Panel, per model
+        self._json: dict[int, list[dict]] = {}  # id(Panel) -> its traces as JSON-safe dicts
         for v, view in self._specs.items():
             res = view.selection(self._ds, sel)
             for c, p in enumerate(view.panels):
-                self._last[(v, c)] = self._key(p, res)
-                self._panels[(v, c)] = build_panel(p, self._ds, res)
+                self._last[(v, c)] = key = self._key(p, res)
+                self._panels[(v, c)] = self._panel(v, c, key, res)
             row = [self._panels[(v, c)] for c in range(len(view.panels))]
             fig, index = build_figure(self._ds, sel, (v,), title=self._view_title(v), grid=[row], info=True)
             fig.update_layout(width=None, autosize=True)  # the page's width (PlotView resizes with it)
-            self.figures[v], self._index[v] = fig, index[0]
+            # plotly's default hides tick labels past the page's edge by measuring each one on every
+            # redraw; the margins hold them here, and the measuring was a tenth of a redraw
+            fig.update_xaxes(ticklabeloverflow="allow")
+            fig.update_yaxes(ticklabeloverflow="allow")
+            # colour bars, legends and titles sit inside their panels: a margin plotly widened for them (when a
+            # colour bar's tick labels changed width, say) made it draw the whole figure a second time
+            fig.update_layout(margin_autoexpand=False)
+            self._figs[v], self._index[v] = fig, index[0]
             self._shapes[v] = [sh.to_plotly_json() for sh in fig.layout.shapes]
             self._annotations[v] = [a.to_plotly_json() for a in fig.layout.annotations]
             self._titles[v] = self._annotations[v][:len(row)]  # each subplot title's place and font
+            for c, panel in enumerate(row):  # the axis properties each panel set, as it set them
+                for name, props in (("xaxis", panel.x), ("yaxis", panel.y)):
+                    self._axes[(v, name if c == 0 else f"{name}{c + 1}")] = dict(props)
             self.views[v].show(fig)
         if hasattr(self, "_verdicts"):
             self._update_verdicts()
         self._curve = {v: {i: c for c, ids in enumerate(self._index[v]) for i in ids} for v in self._specs}
+        self._prefetch_restart()
 
     def _update_verdicts(self) -> None:
         """Each view's one-line verdict against its null, for the current selection (sent only when it changed)."""
@@ -413,56 +470,78 @@ class Dashboard(Tools, Modes, W.VBox):
     def _refresh(self, force: bool) -> None:
         t0 = time.perf_counter()
         sel = self.selection()
+        plan = []
         for v, view in self._specs.items():
             res = view.selection(self._ds, sel)
-            changed = []
-            for c, p in enumerate(view.panels):
-                key = self._key(p, res)
-                if force or self._last.get((v, c)) != key:
-                    self._last[(v, c)] = key
-                    self._panels[(v, c)] = build_panel(p, self._ds, res)
-                    changed.append(c)
+            keys = [self._key(p, res) for p in view.panels]
+            changed = [c for c, key in enumerate(keys) if force or self._last.get((v, c)) != key]
+            plan.append((bool(changed), -self.views[v].in_view, v, res, keys, changed))
+        # each view is sent as soon as it is ready and the browser redraws in that order: first the views whose
+        # overlays alone moved (an anchor line costs the browser next to nothing), then the rebuilt views, the
+        # most visible first (the browser puts off redrawing those far out of sight: see plotview)
+        for _, _, v, res, keys, changed in sorted(plan, key=lambda t: t[:2]):
+            for c in changed:
+                self._last[(v, c)] = keys[c]
+                if force:
+                    self._memo.pop((v, c, keys[c]), None)
+                self._panels[(v, c)] = self._panel(v, c, keys[c], res)
             self._patch(v, sel, changed)
         self._update_verdicts()
         self.render_ms = (time.perf_counter() - t0) * 1000
         self.error = ""
         self._status.value = ""
+        self._prefetch_restart()
+
+    def _panel(self, v: str, c: int, key: tuple, res: Selection):
+        """Panel ``c`` of view ``v`` for the selection key ``key``: remembered per model, since researchers go
+        back and forth between a few families, operators and heads; with its traces as JSON for the browser."""
+        hit = self._memo.get((v, c, key))
+        if hit is not None:
+            self._memo.move_to_end((v, c, key))
+            return hit
+        panel = build_panel(self._specs[v].panels[c], self._ds, res)
+        self._memo[(v, c, key)] = panel
+        self._json[id(panel)] = [to_json_safe(t.to_plotly_json()) for t in panel.traces]
+        while len(self._memo) > MEMO_PANELS:
+            self._json.pop(id(self._memo.popitem(last=False)[1]), None)
+        return panel
 
     def _patch(self, v: str, sel: Selection, changed: list[int]) -> None:
-        fig = self.figures[v]
         row = [self._panels[(v, c)] for c in range(len(self._specs[v].panels))]
+        pending = self._pending[v]
         traces: dict[int, dict] = {}
         relayout: dict = {}
         for c in changed:
-            for i, trace in zip(self._index[v][c], row[c].traces):
-                props = trace.to_plotly_json()
-                fig.data[i].update({k: val for k, val in props.items() if k != "type"}, overwrite=True)
+            for i, props in zip(self._index[v][c], self._json[id(row[c])]):
                 traces[i] = props
-            # the panel's axes follow it too (the per-head axis names the operator and metric shown)
+            pending.setdefault("traces", {}).update(traces)
+            # the panel's axes follow it too (the per-head axis names the operator and metric shown); a
+            # changed property is set on the figure now, to send plotly's normalised form of it
             for name, props in (("xaxis", row[c].x), ("yaxis", row[c].y)):
                 axis = name if c == 0 else f"{name}{c + 1}"
+                last = self._axes.setdefault((v, axis), {})
                 for k, val in props.items():
-                    before = fig.layout[axis][k]
-                    before = before.to_plotly_json() if hasattr(before, "to_plotly_json") else before
+                    if k in last and last[k] == val:
+                        continue
+                    last[k] = val
+                    fig = self._figs[v]
                     fig.layout[axis][k] = val
                     after = fig.layout[axis][k]
-                    after = after.to_plotly_json() if hasattr(after, "to_plotly_json") else after
-                    if after != before:
-                        relayout[f"{axis}.{k}"] = after
+                    relayout[f"{axis}.{k}"] = after.to_plotly_json() if hasattr(after, "to_plotly_json") else after
             for axis, rng in point_ranges(row[c], c + 1).items():  # γ points moved: refit their fixed axes
-                fig.layout[axis].range = rng
+                self._figs[v].layout[axis].range = rng
                 relayout[f"{axis}.range"] = rng
         # shapes and annotations are compared with what was last set, kept here as plain dicts: reading
         # them back from the figure (to_plotly_json, a deep copy) cost more than the rest of a refresh
         shapes, notes = overlays(self._ds, sel, [row], len(row))
         if self._shapes.get(v) != shapes:
-            fig.layout.shapes = shapes  # the exported figure carries them; the browser draws them as overlays
+            pending["shapes"] = shapes  # the exported figure carries them; the browser draws them as overlays
             self._shapes[v] = shapes
             self.views[v].set_overlays(shapes)
         base = self._titles[v]
         new = [dict(a, **panel_title(p, info=True)) for a, p in zip(base, row)] + notes
         if new != self._annotations.get(v):
-            fig.layout.annotations = new
+            pending["annotations"] = new
             self._annotations[v] = new
             relayout["annotations"] = new
         self.views[v].send(traces, relayout)

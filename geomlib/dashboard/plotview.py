@@ -6,6 +6,12 @@ more than the redraw itself.  This widget sends plotly.js once, the figure
 once per model, then only what changed: trace objects for data that changed,
 ``relayout`` keys for overlays (moving a shape redraws that shape alone).
 Clicks come back as one small message.
+
+The views being looked at redraw first: each view tells the kernel how much of
+the window it fills (``in_view``; the kernel rebuilds and sends the most
+visible first), and a view far out of sight keeps its patches, merged, until it
+comes within a window's height of the viewport or the page has had no change
+for 1.5 s.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ import traitlets
 from plotly.utils import PlotlyJSONEncoder
 
 _ESM = r"""
+// quiet time before a view out of sight catches up (a page may set globalThis.__geomlibCatchUpMs: tests do)
+const CATCH_UP_MS = 1500;
+const catchUpMs = () => globalThis.__geomlibCatchUpMs ?? CATCH_UP_MS;
+
 async function plotlyFrom(src) {
   if (!globalThis.Plotly && src) {
     // evaluate the UMD bundle with no module system in sight, so it defines globalThis.Plotly
@@ -46,9 +56,14 @@ export default {
       for (const k of keys.slice(0, -1)) { if (o[k] === undefined) o[k] = {}; o = o[k]; }
       o[keys[keys.length - 1]] = v;
     };
+    // a figure without a width takes the widget's, given to plotly as a number: left to autosize,
+    // plotly re-reads the page's computed style on every redraw (about 5 ms a figure)
+    const autoWidth = () => !(model.get("figure").layout || {}).width;
     const draw = () => {
       const f = model.get("figure");
-      Plotly.react(div, f.data || [], f.layout || {}, model.get("config"));
+      const layout = Object.assign({}, f.layout || {});
+      if (autoWidth() && el.clientWidth > 0) Object.assign(layout, { width: el.clientWidth, autosize: false });
+      Plotly.react(div, f.data || [], layout, model.get("config"));
     };
     // overlays (anchor lines, phase bands, selections) are drawn here, in an SVG laid over the plot,
     // from the same shape dicts the exported figures carry: moving a plotly shape makes plotly
@@ -109,20 +124,36 @@ export default {
     let lastWidth = el.clientWidth;
     new ResizeObserver(() => {
       const w = el.clientWidth;
-      const fixed = (model.get("figure").layout || {}).width;
-      if (w > 0 && Math.abs(w - lastWidth) > 2 && !fixed && div._fullLayout) {
+      if (w > 0 && Math.abs(w - lastWidth) > 2 && autoWidth() && div._fullLayout) {
         lastWidth = w;
-        Plotly.Plots.resize(div).then(paint);
+        Plotly.relayout(div, { width: w, autosize: false }).then(paint);
       }
     }).observe(el);
     div.on("plotly_afterplot", paint);
     div.on("plotly_relayout", paint);
     model.on("change:overlays", paint);
-    model.on("change:figure", () => { draw(); paint(); });
-    model.on("change:patch", () => {
-      const p = model.get("patch") || {};
-      const relayout = p.relayout || {};
-      const traces = p.traces || {};
+    // a view far from the viewport keeps its patches (merged: the latest trace and key win) and redraws
+    // when it comes near, or once the page has had no change for 1.5 s (a redraw started while the
+    // user is still changing things would hold up the views being looked at): those redraw first, and a
+    // view that several quick changes touch while out of sight redraws once
+    let pending = null, timer = null, idle = null, near = true;
+    const later = () => {
+      if (timer !== null || idle !== null) return;
+      const tick = () => {
+        const wait = catchUpMs() - (performance.now() - globalThis.__geomlibLastPatch);
+        if (wait > 0) { timer = setTimeout(tick, wait); return; }
+        timer = null;
+        idle = requestIdleCallback(() => { idle = null; apply(); }, { timeout: 2000 });
+      };
+      timer = setTimeout(tick, catchUpMs());
+    };
+    const apply = () => {
+      if (timer !== null) { clearTimeout(timer); timer = null; }
+      if (idle !== null) { cancelIdleCallback(idle); idle = null; }
+      const p = pending;
+      pending = null;
+      if (!p) return;
+      const relayout = p.relayout, traces = p.traces;
       if (Object.keys(traces).length) {
         // data changed: one react with the layout edits folded in (one redraw, not two)
         const data = div.data.slice();
@@ -134,10 +165,32 @@ export default {
         for (const [k, v] of Object.entries(relayout)) setPath(layout, k, v);
         Plotly.react(div, data, layout, model.get("config"));
       } else if (Object.keys(relayout).length) {
-        Plotly.relayout(div, relayout);  // overlays only: plotly redraws just those shapes
+        Plotly.relayout(div, relayout);
       }
-      model.set("drawn", p.seq || 0);
-      model.save_changes();
+      div.__drawn = p.seq;  // the last patch applied, for tests and benchmarks (a synced trait cost a round trip)
+    };
+    div.__pending = () => pending !== null;  // for tests and benchmarks
+    new IntersectionObserver((entries) => {
+      near = entries[entries.length - 1].isIntersecting;
+      if (near) apply();
+    }, { rootMargin: "100% 0px" }).observe(el);  // "near": within a window's height of it
+    // how much of the window the view fills (in twentieths): the kernel rebuilds the most prominent views first
+    new IntersectionObserver((entries) => {
+      const e = entries[entries.length - 1];
+      const h = (e.rootBounds && e.rootBounds.height) || window.innerHeight || 1;
+      const share = e.isIntersecting ? Math.round(20 * e.intersectionRect.height / h) / 20 : 0;
+      if (share !== model.get("in_view")) { model.set("in_view", share); model.save_changes(); }
+    }, { threshold: Array.from({ length: 11 }, (_, i) => i / 10) }).observe(el);
+    model.on("change:figure", () => { pending = null; draw(); paint(); });
+    model.on("change:patch", () => {
+      const p = model.get("patch") || {};
+      globalThis.__geomlibLastPatch = performance.now();  // any view's: the page is still changing
+      pending = pending || { traces: {}, relayout: {}, seq: 0 };
+      Object.assign(pending.traces, p.traces || {});
+      Object.assign(pending.relayout, p.relayout || {});
+      pending.seq = p.seq || 0;
+      if (near) apply();
+      else later();
     });
     div.on("plotly_click", (ev) => {
       const pt = (ev && ev.points && ev.points[0]) || null;
@@ -204,8 +257,8 @@ def to_json_safe(obj):
 
 
 class PlotView(anywidget.AnyWidget):
-    """Traits: ``figure`` (the whole figure, per model), ``patch`` (changes), ``click`` (from the browser),
-    ``drawn`` (the last patch the browser applied)."""
+    """Traits: ``figure`` (the whole figure, per model), ``overlays`` (its shapes, drawn over it), ``patch``
+    (changes), ``click`` and ``in_view`` (the share of the window it fills), both from the browser."""
 
     _esm = _ESM
     _plotly = traitlets.Unicode().tag(sync=True)
@@ -215,7 +268,8 @@ class PlotView(anywidget.AnyWidget):
     overlays = traitlets.List().tag(sync=True)
     patch = traitlets.Dict().tag(sync=True)
     click = traitlets.Dict().tag(sync=True)
-    drawn = traitlets.Int(0).tag(sync=True)
+    #: the share of the browser's window the view fills, 0 to 1 (set by the browser; 1 without one)
+    in_view = traitlets.Float(1.0).tag(sync=True)
 
     def __init__(self, carry_plotly: bool = True, **kwargs) -> None:
         # plotly.js travels once per page: the first view carries it, the others wait for it
@@ -234,9 +288,9 @@ class PlotView(anywidget.AnyWidget):
         self.overlays = to_json_safe(shapes)
 
     def send(self, traces: dict[int, dict], relayout: dict) -> None:
-        """Send changed traces (index -> full trace dict) and relayout keys, as one patch."""
+        """Send changed traces (index -> full trace dict, already :func:`to_json_safe`) and relayout keys, as one patch."""
         if not traces and not relayout:
             return
         self._seq += 1
-        self.patch = to_json_safe({"seq": self._seq, "traces": {str(i): t for i, t in traces.items()},
-                                   "relayout": relayout})
+        self.patch = {"seq": self._seq, "traces": {str(i): t for i, t in traces.items()},
+                      "relayout": to_json_safe(relayout)}

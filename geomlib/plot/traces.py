@@ -8,6 +8,9 @@ import xarray as xr
 
 PHASE_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 ANCHOR_COLOR = "#d62728"
+#: a log axis labelled at each decade only (plotly's default also labels 2 and 5, or every digit, between them):
+#: spectra span several decades, and each label costs the browser a text measurement on every redraw
+DECADES = dict(type="log", dtick=1)
 
 
 def contiguous(a) -> np.ndarray:
@@ -64,7 +67,7 @@ def side_colorbar(col: int, ncols: int, title: str = "", spacing: float = SUBPLO
     x1 = x0 + width
     domain = [x0, x1 - 0.17 * width]
     bar = dict(x=x1 - 0.15 * width, xanchor="left", y=0.5, yanchor="middle", len=0.9, thickness=8, xpad=0,
-               outlinewidth=0, tickfont=dict(size=9), title=dict(text=title, side="right", font=dict(size=9)))
+               outlinewidth=0, tickfont=dict(size=9), ticklabeloverflow="allow", title=dict(text=title, side="right", font=dict(size=9)))
     return domain, bar
 
 

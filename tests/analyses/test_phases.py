@@ -16,6 +16,7 @@ from geomlib.analyses.phases import (
     check_phase_spec,
     head_invariant,
     phase_labels,
+    phase_mean,
     seed_phase,
 )
 from geomlib.analyses.report import _header
@@ -639,3 +640,23 @@ def test_reference_null_names_the_valid_families():
                     coords={"null": ["permutation"], "family": ["q_proj", "k_proj"], "layer": np.arange(3)})
     assert reference_null(ds, "q_proj") == "permutation"
     one_sentence(lambda: reference_null(ds, "nope"), "'nope'", "q_proj, k_proj")
+
+
+@settings(max_examples=40, deadline=None)
+@given(labels=st.lists(st.sampled_from("ABC"), min_size=1, max_size=12), extra=st.integers(1, 3),
+       layer_first=st.booleans(), seed=st.integers(0, 2**16), nan_rate=st.floats(0, 1))
+def test_phase_mean_is_the_groupby_mean_in_depth_order(labels, extra, layer_first, seed, nan_rate):
+    """The numbers, dims, coords, name and attrs of xarray's groupby mean; NaN for a phase with no value."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    values = rng.normal(size=(n, extra) if layer_first else (extra, n))
+    values[rng.random(values.shape) < nan_rate] = np.nan
+    dims = ("layer", "x") if layer_first else ("x", "layer")
+    da = xr.DataArray(values, dims=dims, name="v", attrs={"units": "cos"},
+                      coords={"layer": np.arange(n), "phase": ("layer", labels), "x": np.arange(extra), "tag": 7})
+    order = list(dict.fromkeys(labels)) + ["Z"]  # a phase with no layer here: NaN
+    want = da.groupby("phase").mean("layer").reindex(phase=order)
+    got = phase_mean(da, order)
+    xr.testing.assert_allclose(got, want)
+    assert got.dims == want.dims and got.name == want.name and got.attrs == want.attrs
+    assert set(got.coords) == set(want.coords) and list(got["phase"].values) == order

@@ -762,3 +762,37 @@ def test_compare_mode_and_the_training_view_render_the_demo_sweep(dash):
     page.wait_for_function(f"() => {gd(VIEW_ROWS[0])}.offsetParent !== null")
     assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
     assert not dash.errors, dash.errors
+
+
+def test_views_out_of_sight_wait_until_near_and_the_controls_stay_in_reach(voila_url, browser):
+    """At 1366x768 a change redraws the views in and near the window; a view far below keeps its patch until
+    it is scrolled near (or the page has been quiet a while); the controls stay on screen (sticky)."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    d = Dash(page)
+    far = VIEW_ROWS[-1]
+    title = lambda v: page.evaluate(f"() => ({gd(v)}.layout.annotations[0] || {{}}).text || ''")  # noqa: E731
+    try:
+        page.goto(voila_url, timeout=120_000)
+        for view in VIEW_ROWS:
+            d.wait("g.data.length > 0 && g.querySelectorAll('.nsewdrag').length > 0", view, timeout=120_000)
+        page.evaluate("() => { globalThis.__geomlibCatchUpMs = 1e9; }")  # only coming near redraws it
+        page.evaluate(f"() => {gd('cos')}.scrollIntoView({{block: 'center'}})")
+        controls = page.locator(".geomlib-controls")
+        stuck = controls.bounding_box()["y"]
+        assert 0 <= stuck <= 30  # stuck at the top of the window (below the page's own padding)
+        before = title(far)
+        d.dropdown("family").select_option("k_proj")  # reachable without scrolling back up
+        d.wait("g.layout.annotations[0].text.replace(' ℹ', '').endsWith(' · k_proj')", "cos")
+        d.wait("g.__pending && g.__pending()", far)  # its patch came, and waits
+        assert title(far) == before and "k_proj" not in before
+        page.evaluate(f"() => {gd(far)}.scrollIntoView({{block: 'center'}})")
+        d.wait("!g.__pending() && g.layout.annotations[0].text.includes('k_proj')", far, timeout=10_000)
+        assert abs(controls.bounding_box()["y"] - stuck) < 1
+        # a quiet page lets views out of sight catch up on their own
+        page.evaluate("() => { globalThis.__geomlibCatchUpMs = 100; }")
+        page.evaluate(f"() => {gd(VIEW_ROWS[0])}.scrollIntoView({{block: 'start'}})")
+        d.dropdown("family").select_option("v_proj")
+        d.wait("!g.__pending() && g.layout.annotations[0].text.includes('v_proj')", far, timeout=30_000)
+        assert not d.errors, d.errors
+    finally:
+        page.close()

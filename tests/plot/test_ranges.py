@@ -109,6 +109,20 @@ def test_operator_heatmap_scales_to_its_data(smol):
     assert "random-head null" in t.colorbar.title.text
 
 
+@pytest.mark.parametrize("head", [-1, 2])
+def test_operator_z_uses_the_null_of_what_is_shown(smol, head):
+    """A mean over H heads against the null of a mean of H random heads (σ/√H), as its verdict; one head: σ."""
+    spec = views.get("operator")
+    t = build_panel(spec.panels[0], smol, spec.selection(smol, Selection(scale="z", head=head))).traces[0]
+    H = smol.sizes["head"]
+    m, s = (float(smol[v].sel(operator="qk", metric="cos")) for v in ("head_null_mean", "head_null_std"))
+    da = smol.head_cos.sel(operator="qk")
+    raw = (da.mean("head") if head < 0 else da.sel(head=head)).values
+    sd = s / np.sqrt(H) if head < 0 else s
+    assert np.asarray(t.z, dtype=float)[3, 4] == pytest.approx((raw[3, 4] - m) / sd)
+    assert (f"σ/√{H}" in t.colorbar.title.text) == (head < 0)
+
+
 def test_adjacent_only_heatmaps_say_why_most_cells_are_empty(smol):
     spec = views.get("cos")
     delta = build_panel(spec.panels[1], smol, spec.selection(smol, Selection()))

@@ -20,10 +20,9 @@ from ...metrics.spectra import spectrum_summary
 from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import RunContext
-from ..params import Params, compute_dtype
+from ..params import Params, compute_dtype, storage_dtype
 
 # the storage-dtype rule is the weights analysis' own (bf16/f16/f32 and GGUF dequantized values are exact in float32)
-from ..weights.compute import _storage_dtype
 
 #: per (family, layer) scalars: name -> key of spectrum_summary's result
 SCALARS = {"esd_alpha": "alpha", "esd_alpha_xmin": "xmin", "esd_ks": "ks", "esd_n_tail": "n_tail",
@@ -44,7 +43,7 @@ def compute_spectra_arrays(ckpt: Checkpoint, params: Params, ctx: RunContext) ->
     F, n, R = len(FAMILIES), ckpt.n_layers, _rank(ckpt, fams)
     sigma = np.full((F, n, R), np.nan, dtype=np.float32)  # float32: the cache entry stays small
     out = {k: np.full((F, n), np.nan) for k in SCALARS}
-    keep, cdt = _storage_dtype(ckpt), compute_dtype(params)
+    keep, cdt = storage_dtype(ckpt), compute_dtype(params)
     shapes: dict[str, tuple[int, int]] = {}
     ckpt.prefetch(0)
     with torch.no_grad():

@@ -49,7 +49,7 @@ from ...model.checkpoint import Checkpoint
 from ...store.provenance import provenance
 from ..base import RunContext
 from ..concurrent import TaskRunner, one_torch_thread
-from ..params import Params, compute_dtype
+from ..params import Params, compute_dtype, storage_dtype
 from ..streaming import layers_within, n_pairs, pairs
 
 ADJ_KEYS = ("resid_norm", "scalar_fit", "improve_frac", "resid_eff_rank", "resid_spec_entropy")
@@ -82,16 +82,6 @@ class _Accumulator:
     def warn(self, message: str) -> None:
         # inside the per-layer pass, through its task runner: a task's warning keeps its task's place
         (self.runner.warn if self.runner is not None else self.ctx.warn)(message)
-
-
-def _storage_dtype(ckpt: Checkpoint) -> torch.dtype:
-    """The narrowest float dtype that holds this checkpoint's layer values exactly."""
-    exact32 = {"F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
-    types = set(ckpt.dtype.split(","))
-    if ckpt.format == "gguf":
-        # dequantization yields float32; Gemma's stored w+1 is undone in float64
-        return torch.float64 if ckpt.norm_offset else torch.float32
-    return torch.float32 if types <= exact32 else torch.float64
 
 
 def pass_workers(ckpt: Checkpoint, threads: int, params: Params | None = None) -> int:
@@ -128,7 +118,7 @@ def _adjacent_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: Run
 def _stream_layers(ckpt: Checkpoint, acc: _Accumulator, params: Params, bar, runner: TaskRunner) -> None:
     """Read each layer (this thread), record its norms, and hand each family's pair to the runner."""
     device, offset = acc.ctx.device, ckpt.norm_offset
-    keep, cdt = _storage_dtype(ckpt), compute_dtype(params)
+    keep, cdt = storage_dtype(ckpt), compute_dtype(params)
     nulls = params.aligned_pairs != "none" and bool(params.null_draws)
     prev: dict[str, tuple[torch.Tensor, float]] = {}  # family -> (the previous layer's matrix, its norm)
     seen_shapes: set[tuple[str, tuple[int, ...]]] = set()
@@ -286,7 +276,7 @@ def _gram_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunCont
 
 def _aligned_all_pass(ckpt: Checkpoint, acc: _Accumulator, params: Params, ctx: RunContext) -> None:
     """Aligned cosine of every pair (:func:`~geomlib.analyses.streaming.pairs`)."""
-    n, keep, cdt = ckpt.n_layers, _storage_dtype(ckpt), compute_dtype(params)
+    n, keep, cdt = ckpt.n_layers, storage_dtype(ckpt), compute_dtype(params)
     fams = [f for f in ckpt.families if f in MATRIX_FAMILIES]
     bar = ctx.bar(total=len(fams) * n_pairs(n, diagonal=False), desc="all-pairs aligned", unit="pair")
     for f in fams:

@@ -14,7 +14,7 @@ import xarray as xr
 from ...analyses.spectra.report import HEAVY_ALPHA
 from ...arch.families import MATRIX_FAMILIES
 from ..spec import Panel, PanelSpec, Selection, Unavailable, ViewSpec
-from ..traces import contiguous
+from ..traces import DECADES, contiguous
 from .spectra import FAMILY_COLORS, INFO, esd_panel, log_ranks, resolve_family, spectra_families
 
 
@@ -35,7 +35,7 @@ def families_panel(ds: xr.Dataset, sel: Selection) -> Panel:
             opacity=1.0 if f == sel.family else 0.75,
             hovertemplate=f"rank %{{x}}<br>σ %{{y:.4g}}<extra>layer {a} {f}</extra>"))
     return Panel(f"singular values of layer {a}, every family (thick: {sel.family})", traces,
-                 x=dict(title="rank", type="log"), y=dict(title="σ", type="log"), legend_at="bottom left")
+                 x=dict(title="rank", **DECADES), y=dict(title="σ", **DECADES), legend_at="bottom left")
 
 
 def verdict(ds: xr.Dataset, sel: Selection) -> str:

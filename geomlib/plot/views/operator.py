@@ -31,11 +31,14 @@ def operator_panel(ds: xr.Dataset, sel: Selection) -> Panel:
     z = da.mean("head").values if sel.head < 0 else da.sel(head=sel.head).values
     who = "mean over heads" if sel.head < 0 else f"head {sel.head}"
     label = METRICS[sel.op_metric]
-    null = None
+    null, null_name = None, "random-head null"
     if "head_null_mean" in ds and "head_null_std" in ds:
         pick = dict(operator=sel.operator, metric=sel.op_metric)
         null = (float(ds["head_null_mean"].sel(pick)), float(ds["head_null_std"].sel(pick)))
-    s = heat_scale(z, sel, label, null=null, null_name="random-head null", signed=sel.op_metric == "cos")
+        if sel.head < 0:  # as in the verdict: a mean over H independent random heads is narrower by √H
+            H = da.sizes["head"]
+            null, null_name = (null[0], null[1] / np.sqrt(H)), f"random-head null, σ/√{H}"
+    s = heat_scale(z, sel, label, null=null, null_name=null_name, signed=sel.op_metric == "cos")
     t = layer_heatmap(s["z"], ds, _label(sel), label, s["colorscale"], s["zmin"], s["zmax"], colorbar=s["colorbar"])
     return Panel(f"{sel.operator.upper()} {label} · {who} (click a cell){adjacent_note(z)}", [t],
                  x=dict(title="layer_b"), y=dict(title="layer"))

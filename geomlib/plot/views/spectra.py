@@ -14,7 +14,7 @@ from ...analyses.spectra.report import HEAVY_ALPHA, VERY_HEAVY_ALPHA, layer_runs
 from ...analyses.spectra.report import verdict as family_verdict
 from ...arch.families import MATRIX_FAMILIES
 from ..spec import Panel, PanelSpec, Selection, Unavailable, ViewSpec
-from ..traces import ANCHOR_COLOR, contiguous, layers
+from ..traces import ANCHOR_COLOR, DECADES, contiguous, layers
 
 #: points per layer in the depth-coloured cloud: log-spaced ranks keep the log-log shape and the
 #: panel small enough to resend on every anchor move
@@ -75,7 +75,7 @@ def spectrum_panel(ds: xr.Dataset, sel: Selection) -> Panel:
                                  hovertemplate="layer %{customdata:.0f}<br>rank %{x}<br>σ %{y:.4g}<extra>" + f
                                  + "</extra>"))
     return Panel(f"singular values by rank · {f} (colour: depth)", traces,
-                 x=dict(title="rank", type="log"), y=dict(title="σ", type="log"), legend_at="bottom left")
+                 x=dict(title="rank", **DECADES), y=dict(title="σ", **DECADES), legend_at="bottom left")
 
 
 def _esd_histogram(lam: np.ndarray, bins: int = ESD_BINS) -> tuple[np.ndarray, np.ndarray]:
