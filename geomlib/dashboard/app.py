@@ -514,7 +514,6 @@ class Dashboard(Tools, Modes, Prefetch, W.VBox):
         for c in changed:
             for i, props in zip(self._index[v][c], self._json[id(row[c])]):
                 traces[i] = props
-            pending.setdefault("traces", {}).update(traces)
             # the panel's axes follow it too (the per-head axis names the operator and metric shown); a
             # changed property is set on the figure now, to send plotly's normalised form of it
             for name, props in (("xaxis", row[c].x), ("yaxis", row[c].y)):
@@ -531,6 +530,8 @@ class Dashboard(Tools, Modes, Prefetch, W.VBox):
             for axis, rng in point_ranges(row[c], c + 1).items():  # γ points moved: refit their fixed axes
                 self._figs[v].layout[axis].range = rng
                 relayout[f"{axis}.range"] = rng
+        if traces:
+            pending.setdefault("traces", {}).update(traces)
         # shapes and annotations are compared with what was last set, kept here as plain dicts: reading
         # them back from the figure (to_plotly_json, a deep copy) cost more than the rest of a refresh
         shapes, notes = overlays(self._ds, sel, [row], len(row))

@@ -51,11 +51,10 @@ class Prefetch:
         for field, value in steps:
             moved = replace(sel, **{field: value})
             for v in shown:
-                spec = self._specs[v]
-                now, res = spec.selection(self._ds, sel), spec.selection(self._ds, moved)
-                for c, p in enumerate(spec.panels):
+                res = self._specs[v].selection(self._ds, moved)
+                for c, p in enumerate(self._specs[v].panels):
                     key = self._key(p, res)
-                    if key != self._key(p, now):
+                    if key != self._last.get((v, c)):  # the key shown now
                         yield v, c, key, res
 
     def _prefetch_restart(self) -> None:

@@ -18,7 +18,7 @@ from geomlib.analyses.spectra.report import layer_runs, sections, verdict
 from geomlib.arch.families import MATRIX_FAMILIES
 from geomlib.errors import GeomlibWarning
 from tests.factories import synthetic
-from tests.factories.memory import compute_growth_mib
+from tests.factories.memory import growth_with_depth
 
 N = 3
 
@@ -143,16 +143,8 @@ def test_cost_counter_counts_the_svds():
     assert 0 < est.per_analysis["spectra"] < 600 and any(s.what == "per-layer SVDs" for s in est.steps)
 
 
-def _growth_mib(path, cache) -> float:
-    return compute_growth_mib(path, cache, "spectra", "threads=1, spectra={'null_draws': 0}")
-
-
 def test_peak_memory_does_not_grow_with_depth(tmp_path):
-    kw = dict(hidden=384, heads=6, kv=3, inter=1024, dtype=torch.bfloat16)
-    shallow, _ = synthetic.build(tmp_path / "l4", 4, **kw)
-    deep, _ = synthetic.build(tmp_path / "l16", 16, **kw)
-    layer_f64_mib = sum(torch.Size(s).numel() for s in synthetic.shapes(synthetic.config(1, 384, 6, 3, 1024)).values()) \
-        * 8 / 2**20
-    g4, g16 = _growth_mib(shallow, tmp_path / "c4"), _growth_mib(deep, tmp_path / "c16")
+    g4, g16, layer_f64_mib = growth_with_depth(tmp_path, "spectra", "threads=1, spectra={'null_draws': 0}",
+                                               hidden=384, heads=6, kv=3, inter=1024)
     # holding every layer would add 12 layers (~160 MiB in float64) between the two runs
     assert g16 - g4 < 2 * layer_f64_mib, (g4, g16, layer_f64_mib)

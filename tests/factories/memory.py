@@ -34,3 +34,21 @@ def compute_growth_mib(path: Path, cache: Path, analysis: str, kwargs: str) -> f
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return (r["peak"] - r["base"]) / 1024
+
+
+def growth_with_depth(tmp_path: Path, analysis: str, kwargs: str, hidden: int, heads: int, kv: int,
+                      inter: int) -> tuple[float, float, float]:
+    """Peak growth (MiB) of the same compute on a 4-layer and a 16-layer bf16 synthetic model of one shape,
+    and the size of one layer in float64 (MiB): what holding every layer would add per layer."""
+    import torch
+
+    from tests.factories import synthetic
+
+    kw = dict(hidden=hidden, heads=heads, kv=kv, inter=inter, dtype=torch.bfloat16)
+    shallow, _ = synthetic.build(tmp_path / "l4", 4, **kw)
+    deep, _ = synthetic.build(tmp_path / "l16", 16, **kw)
+    shapes = synthetic.shapes(synthetic.config(1, hidden, heads, kv, inter))
+    layer_f64_mib = sum(torch.Size(s).numel() for s in shapes.values()) * 8 / 2**20
+    g4 = compute_growth_mib(shallow, tmp_path / "c4", analysis, kwargs)
+    g16 = compute_growth_mib(deep, tmp_path / "c16", analysis, kwargs)
+    return g4, g16, layer_f64_mib
