@@ -10,12 +10,12 @@ and measures
 * widget change -> linked figure updated: for N changes (a mix of anchor
   slider, family, phase and operator), from the input event in the page
   (keydown on the slider handle, change on a <select>, click on a toggle
-  button) to the ``plotly_afterplot`` of the redraw that shows the change.
+  button) to the first animation frame at which the page shows the change.
   Each change waits for the page and kernel to go quiet first, so these are
   per-change latencies, not queueing under rapid input.  Each one is split
   into input -> message sent (browser widgets), sent -> figure update received
-  (kernel: refresh, serialization, ZMQ, websocket) and received -> afterplot
-  (browser: deserialization, Plotly.update and the redraw).
+  (kernel: refresh, serialization, ZMQ, websocket) and received -> shown
+  (browser: deserialization, Plotly.react, the redraw and its frame).
 
 render_ms, the Dashboard's own refresh() timing, is not synced to the page;
 it is obtained by replaying the same changes on a Dashboard in this process
@@ -366,6 +366,9 @@ def measure_change(page, kind: str, arg, value, settle_ms: float) -> dict:
     view = in_view(kind)
     if view is not None:  # the controls stay at the top of the window (sticky) while the views scroll
         page.evaluate(f"() => {V}('{view}').scrollIntoView({{block: 'center'}})")
+        # two frames: the views report where they now are (intersection observers report at a frame), as they do
+        # while a user scrolls; without, a change could go out before the kernel learns what the window shows
+        page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
     wait_quiet(page)
     page.evaluate("() => { window.__aps = []; window.__frames = []; }")
     # a frame-by-frame watcher: the first animation frame at which the change is on the page

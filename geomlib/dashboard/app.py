@@ -13,8 +13,6 @@ panel follows (``PanelSpec.depends``) and what a click on it sets
 from __future__ import annotations
 
 import html
-import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -25,14 +23,15 @@ from ..analyses.heads import OPERATORS
 from ..analyses.phases import phase_order
 from ..errors import GeomlibError
 from ..plot import views
-from ..plot.layout import build_figure, overlays, panel_title, phase_spans, point_ranges, title_text
-from ..plot.spec import FIELDS, SCALES, Selection, ViewSpec, build_panel
+from ..plot.layout import phase_spans
+from ..plot.spec import FIELDS, SCALES, Selection, ViewSpec
 from . import urlstate
 from .data import CatalogEntry, cache_dirs, catalog, families_with_data, open_model_data
 from .help import BUSY_HTML, MEAN_LABEL, METRIC_TIPS, OPERATOR_TIPS, SCALE_LABELS, TIPS
 from .modes import MODES, CompareMode, Modes, TrainingMode
-from .plotview import PlotView, to_json_safe
-from .prefetch import MEMO_PANELS, Prefetch
+from .patches import Patches
+from .plotview import PlotView
+from .prefetch import Prefetch
 from .tools import Tools
 
 #: the traits that make up the selection.  The anchor, the phase and the selected pair's cell are
@@ -67,7 +66,7 @@ def phase_options(ds) -> list[tuple[str, str]]:
                                                  for p in phase_order(ds)]
 
 
-class Dashboard(Tools, Modes, Prefetch, W.VBox):
+class Dashboard(Tools, Modes, Patches, Prefetch, W.VBox):
     """The geomlib dashboard.
 
     Traits (the shared state)
@@ -360,86 +359,17 @@ class Dashboard(Tools, Modes, Prefetch, W.VBox):
             return
         self._build_figures()
 
-    def _view_title(self, v: str) -> str:
-        # the first view carries the model line (quantization label, analyses missing); the others their name
-        return title_text(self._ds, None) if v == next(iter(self._specs)) else views.title(v)
-
-    def _key(self, spec, res: Selection) -> tuple:
-        """What a panel's traces depend on: the selection fields it declares, as its view reads them."""
-        return tuple(getattr(res, f) for f in spec.depends)
-
-    @property
-    def figures(self) -> dict:
-        """Each view's figure as a ``go.Figure``, up to date (what tests and exports read).
-
-        A refresh sends the browser plain dicts and keeps the figures' catching up for when they are
-        read: assigning shapes or traces to a ``go.Figure`` validates every property, and doing that on
-        every anchor move cost more than the rest of a refresh.
-        """
-        for v, pending in self._pending.items():
-            if pending:
-                self._apply(self._figs[v], pending)
-                pending.clear()
-        return self._figs
-
-    @staticmethod
-    def _apply(fig, pending: dict) -> None:
-        with fig.batch_update():
-            for i, props in pending.get("traces", {}).items():
-                fig.data[i].update({k: val for k, val in props.items() if k != "type"}, overwrite=True)
-            if "shapes" in pending:
-                fig.layout.shapes = pending["shapes"]
-            if "annotations" in pending:
-                fig.layout.annotations = pending["annotations"]
-
-    def _build_figures(self) -> None:
-        """Build every view's figure for the current model and send each whole to the browser."""
-        sel = self.selection()
-        self._figs, self._index, self._panels, self._last = {}, {}, {}, {}
-        self._pending: dict[str, dict] = {v: {} for v in self._specs}
-        self._shapes, self._annotations, self._titles, self._axes = {}, {}, {}, {}
-        self._verdict_memo: dict[tuple, str] = {}  # per model
-        self._memo: OrderedDict[tuple, object] = OrderedDict()  # (view, panel, key) -> Panel, per model
-        self._json: dict[int, list[dict]] = {}  # id(Panel) -> its traces as JSON-safe dicts
-        for v, view in self._specs.items():
-            res = view.selection(self._ds, sel)
-            for c, p in enumerate(view.panels):
-                self._last[(v, c)] = key = self._key(p, res)
-                self._panels[(v, c)] = self._panel(v, c, key, res)
-            row = [self._panels[(v, c)] for c in range(len(view.panels))]
-            fig, index = build_figure(self._ds, sel, (v,), title=self._view_title(v), grid=[row], info=True)
-            fig.update_layout(width=None, autosize=True)  # the page's width (PlotView resizes with it)
-            # plotly's default hides tick labels past the page's edge by measuring each one on every
-            # redraw; the margins hold them here, and the measuring was a tenth of a redraw
-            fig.update_xaxes(ticklabeloverflow="allow")
-            fig.update_yaxes(ticklabeloverflow="allow")
-            # colour bars, legends and titles sit inside their panels: a margin plotly widened for them (when a
-            # colour bar's tick labels changed width, say) made it draw the whole figure a second time
-            fig.update_layout(margin_autoexpand=False)
-            self._figs[v], self._index[v] = fig, index[0]
-            self._shapes[v] = [sh.to_plotly_json() for sh in fig.layout.shapes]
-            self._annotations[v] = [a.to_plotly_json() for a in fig.layout.annotations]
-            self._titles[v] = self._annotations[v][:len(row)]  # each subplot title's place and font
-            for c, panel in enumerate(row):  # the axis properties each panel set, as it set them
-                for name, props in (("xaxis", panel.x), ("yaxis", panel.y)):
-                    self._axes[(v, name if c == 0 else f"{name}{c + 1}")] = dict(props)
-            self.views[v].show(fig)
-        if hasattr(self, "_verdicts"):
-            self._update_verdicts()
-        self._curve = {v: {i: c for c, ids in enumerate(self._index[v]) for i in ids} for v in self._specs}
-        self._prefetch_restart()
-
     def _update_verdicts(self) -> None:
         """Each view's one-line verdict against its null, for the current selection (sent only when it changed)."""
         sel = self.selection()
         for v, spec in self._specs.items():
             # moving the anchor (the commonest change) reuses the sentence of every view that does not follow it
-            res = spec.selection(self._ds, sel)
+            res = self._view_selection(v, sel)
             key = (v, res if "anchor" in spec.depends else replace(res, anchor=0))
             text = self._verdict_memo.get(key)
             if text is None:
                 try:
-                    text = spec.verdict_for(self._ds, sel)
+                    text = spec.verdict(self._ds, res) if spec.verdict is not None else ""
                 except Exception as exc:  # noqa: BLE001 - a verdict must never break the view it sums up
                     text = f"(no verdict: {exc.__class__.__name__})"
                 self._verdict_memo[key] = text
@@ -461,91 +391,6 @@ class Dashboard(Tools, Modes, Prefetch, W.VBox):
 
     def _on_busy(self, change) -> None:
         self._busy_label.value = BUSY_HTML if change["new"] else ""
-
-    def refresh(self, force: bool = False) -> None:
-        """Rebuild only the panels whose inputs changed; send each view only what changed in it."""
-        with self._busy():
-            self._refresh(force)
-
-    def _refresh(self, force: bool) -> None:
-        t0 = time.perf_counter()
-        sel = self.selection()
-        plan = []
-        for v, view in self._specs.items():
-            res = view.selection(self._ds, sel)
-            keys = [self._key(p, res) for p in view.panels]
-            changed = [c for c, key in enumerate(keys) if force or self._last.get((v, c)) != key]
-            plan.append((bool(changed), -self.views[v].in_view, v, res, keys, changed))
-        # each view is sent as soon as it is ready and the browser redraws in that order: first the views whose
-        # overlays alone moved (an anchor line costs the browser next to nothing), then the rebuilt views, the
-        # most visible first (the browser puts off redrawing those far out of sight: see plotview)
-        for _, _, v, res, keys, changed in sorted(plan, key=lambda t: t[:2]):
-            for c in changed:
-                self._last[(v, c)] = keys[c]
-                if force:
-                    self._memo.pop((v, c, keys[c]), None)
-                self._panels[(v, c)] = self._panel(v, c, keys[c], res)
-            self._patch(v, sel, changed)
-        self._update_verdicts()
-        self.render_ms = (time.perf_counter() - t0) * 1000
-        self.error = ""
-        self._status.value = ""
-        self._prefetch_restart()
-
-    def _panel(self, v: str, c: int, key: tuple, res: Selection):
-        """Panel ``c`` of view ``v`` for the selection key ``key``: remembered per model, since researchers go
-        back and forth between a few families, operators and heads; with its traces as JSON for the browser."""
-        hit = self._memo.get((v, c, key))
-        if hit is not None:
-            self._memo.move_to_end((v, c, key))
-            return hit
-        panel = build_panel(self._specs[v].panels[c], self._ds, res)
-        self._memo[(v, c, key)] = panel
-        self._json[id(panel)] = [to_json_safe(t.to_plotly_json()) for t in panel.traces]
-        while len(self._memo) > MEMO_PANELS:
-            self._json.pop(id(self._memo.popitem(last=False)[1]), None)
-        return panel
-
-    def _patch(self, v: str, sel: Selection, changed: list[int]) -> None:
-        row = [self._panels[(v, c)] for c in range(len(self._specs[v].panels))]
-        pending = self._pending[v]
-        traces: dict[int, dict] = {}
-        relayout: dict = {}
-        for c in changed:
-            for i, props in zip(self._index[v][c], self._json[id(row[c])]):
-                traces[i] = props
-            # the panel's axes follow it too (the per-head axis names the operator and metric shown); a
-            # changed property is set on the figure now, to send plotly's normalised form of it
-            for name, props in (("xaxis", row[c].x), ("yaxis", row[c].y)):
-                axis = name if c == 0 else f"{name}{c + 1}"
-                last = self._axes.setdefault((v, axis), {})
-                for k, val in props.items():
-                    if k in last and last[k] == val:
-                        continue
-                    last[k] = val
-                    fig = self._figs[v]
-                    fig.layout[axis][k] = val
-                    after = fig.layout[axis][k]
-                    relayout[f"{axis}.{k}"] = after.to_plotly_json() if hasattr(after, "to_plotly_json") else after
-            for axis, rng in point_ranges(row[c], c + 1).items():  # γ points moved: refit their fixed axes
-                self._figs[v].layout[axis].range = rng
-                relayout[f"{axis}.range"] = rng
-        if traces:
-            pending.setdefault("traces", {}).update(traces)
-        # shapes and annotations are compared with what was last set, kept here as plain dicts: reading
-        # them back from the figure (to_plotly_json, a deep copy) cost more than the rest of a refresh
-        shapes, notes = overlays(self._ds, sel, [row], len(row))
-        if self._shapes.get(v) != shapes:
-            pending["shapes"] = shapes  # the exported figure carries them; the browser draws them as overlays
-            self._shapes[v] = shapes
-            self.views[v].set_overlays(shapes)
-        base = self._titles[v]
-        new = [dict(a, **panel_title(p, info=True)) for a, p in zip(base, row)] + notes
-        if new != self._annotations.get(v):
-            pending["annotations"] = new
-            self._annotations[v] = new
-            relayout["annotations"] = new
-        self.views[v].send(traces, relayout)
 
     def _on_click(self, v: str, change) -> None:
         """A click in the browser: what it sets is the clicked panel's declared ``click``."""

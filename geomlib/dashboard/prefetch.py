@@ -51,7 +51,7 @@ class Prefetch:
         for field, value in steps:
             moved = replace(sel, **{field: value})
             for v in shown:
-                res = self._specs[v].selection(self._ds, moved)
+                res = self._view_selection(v, moved)
                 for c, p in enumerate(self._specs[v].panels):
                     key = self._key(p, res)
                     if key != self._last.get((v, c)):  # the key shown now

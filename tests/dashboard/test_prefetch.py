@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geomlib.dashboard import app as app_module
 from geomlib.dashboard import build_app, prefetch
+from geomlib.dashboard import patches as patches_mod
 from geomlib.dashboard.plotview import PlotView
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,13 +27,13 @@ def app():
 def built(monkeypatch):
     """Counts the panels actually built (memo misses): a list of (panel title, family) per build."""
     calls = []
-    real = app_module.build_panel
+    real = patches_mod.build_panel
 
     def counting(panel, ds, sel):
         calls.append((panel.title, sel.family))
         return real(panel, ds, sel)
 
-    monkeypatch.setattr(app_module, "build_panel", counting)
+    monkeypatch.setattr(patches_mod, "build_panel", counting)
     return calls
 
 
@@ -80,7 +80,7 @@ def test_a_forced_refresh_rebuilds_and_the_memo_is_per_model(app, built):
 
 
 def test_the_memo_is_bounded(app, monkeypatch):
-    monkeypatch.setattr(app_module, "MEMO_PANELS", 6)
+    monkeypatch.setattr(patches_mod, "MEMO_PANELS", 6)
     for a in range(12):
         app.anchor = a
     assert len(app._memo) <= 6
@@ -140,6 +140,8 @@ def test_only_views_in_the_window_are_built_ahead(monkeypatch):
     monkeypatch.setattr(prefetch, "START_S", 0.0)
     monkeypatch.setattr(prefetch, "STEP_S", 0.0)
 
+    monkeypatch.setattr(patches_mod, "DEFER_S", 0.0)
+
     async def session():
         app = build_app(SMOL, roots=DEMO_CACHE)
         for v in app.views:
@@ -147,7 +149,7 @@ def test_only_views_in_the_window_are_built_ahead(monkeypatch):
         app.anchor = 10
         for _ in range(5000):
             await asyncio.sleep(0)
-            if app._prefetch_handle is None:
+            if app._prefetch_handle is None and app._later_handle is None:
                 return app
         raise AssertionError("prefetching did not finish")
 
@@ -158,3 +160,62 @@ def test_only_views_in_the_window_are_built_ahead(monkeypatch):
     assert views_built == set(app._specs)  # the others hold only what is shown now
     # the anchor spectra are out of the window: only the anchors shown (the first, 29, then 10), no neighbours
     assert {key[1] for v, c, key in app._memo if v == "anchor_spectra"} == {29, 10}
+
+
+def test_views_out_of_sight_are_rebuilt_a_moment_later(monkeypatch, sent):
+    """In a kernel, a change rebuilds and sends the views near the window first; a view far from it waits
+    (DEFER_S) unless its overlays move, and reading the figures catches them up at once."""
+    monkeypatch.setattr(patches_mod, "DEFER_S", 0.0)
+
+    async def session():
+        app = build_app(SMOL, roots=DEMO_CACHE)
+        for v in app.views:  # as the browser reports them: cos in the window, heads_matched just out of it
+            app.views[v].in_view = 0.5 if v == "cos" else 0.0
+            app.views[v].near = v in ("cos", "heads_matched")
+        sent.clear()
+        app.family = "k_proj"
+        now = [v for kind, v in sent if kind == "patch"]
+        waiting = set(app._later)
+        assert app._later_handle is not None
+        for _ in range(100):  # a few turns of the event loop
+            await asyncio.sleep(0)
+            if app._later_handle is None:
+                break
+        later = [v for kind, v in sent if kind == "patch"][len(now):]
+        assert not app._later
+        sent.clear()
+        app.anchor = 3  # the anchor lines move at once in every view, in sight or not
+        moved = [v for kind, v in sent if kind == "overlays"]
+        put_off = set(app._later)
+        app.family = "v_proj"
+        assert "spectra" in app._later
+        titles = {v: app.figures[v].layout.annotations[0].text for v in ("cos", "spectra")}  # caught up on read
+        assert not app._later
+        return now, waiting, later, moved, put_off, titles
+
+    now, waiting, later, moved, put_off, titles = asyncio.run(session())
+    assert now == ["cos", "heads_matched"]  # near views go at once, the one in the window first
+    assert sorted(later) == sorted(waiting) and {"spectra", "anchor_spectra"} <= waiting
+    assert {"cos", "matched", "spectra", "entropy"} <= set(moved)
+    assert put_off == {"anchor_spectra"}  # its data follows the anchor; it has no anchor line to move
+    assert all("v_proj" in t for t in titles.values()), titles
+
+
+def test_view_selections_are_resolved_once_per_model(app, monkeypatch):
+    spec = app._specs["spectra"]
+    calls = []
+    real = type(spec).selection
+
+    def counting(self, ds, sel):
+        calls.append(self.name)
+        return real(self, ds, sel)
+
+    monkeypatch.setattr(type(spec), "selection", counting)
+    app.family = "k_proj"
+    first = len(calls)
+    assert first == len(app._specs)  # one per view: the refresh, the verdicts and prefetching share it
+    app.family = "q_proj"
+    app.family = "k_proj"
+    assert len(calls) == first  # both were resolved before (q_proj when the figures were built)
+    sel = app.selection()
+    assert all(app._view_selection(v, sel) == real(s, app.dataset, sel) for v, s in app._specs.items())

@@ -43,6 +43,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VIEW_ROWS = VIEW_NAMES  # the page's views, in order
 #: the views with a layer axis: anchor lines and phase bands are drawn on them
 DEPTH_ROWS = [v for v in VIEW_ROWS if any(p.depth for p in views.get(v).panels)]
+#: the views with a heatmap panel: each shows a colour bar (drawn by the page)
+HEATMAP_VIEWS = [v for v in VIEW_ROWS if any("heatmap" in p.traces for p in views.get(v).panels)]
 
 pytestmark = pytest.mark.slow
 
@@ -649,6 +651,21 @@ def test_a_bad_link_value_is_one_line(voila_url, browser):
         page.close()
 
 
+#: each colour bar the page drew for a view: whether its gradient is its own (ids are page-wide: url(#id) takes
+#: the document's first element of that id) and has its trace's colours, and its number of tick labels
+BARS_JS = """(view) => {
+  const g = document.querySelector(`.geomlib-plot[data-view="${view}"]`);
+  return Array.from(g.querySelectorAll('g.geomlib-colorbar'), (c) => {
+    const id = /url\\(#(.+)\\)/.exec(c.querySelector('rect').getAttribute('fill'))[1];
+    const own = document.querySelectorAll('#' + id).length === 1 && c.querySelector('#' + id) !== null;
+    const t = g._fullData[+c.dataset.trace];
+    const want = (t.reversescale ? t.colorscale.slice().reverse() : t.colorscale).map((s) => s[1]);
+    const stops = Array.from(c.querySelectorAll('stop'), (e) => e.getAttribute('stop-color'));
+    return {own, colours: JSON.stringify(stops) === JSON.stringify(want), ticks: c.querySelectorAll('.geomlib-cb-tick').length};
+  });
+}"""
+
+
 # -- layout at laptop and desktop widths, compare mode, the training view ---------------------------------------
 LAYOUT_JS = """() => {
   const vw = window.innerWidth;
@@ -657,12 +674,15 @@ LAYOUT_JS = """() => {
             ...Array.from(document.querySelectorAll('.jp-Notebook, .lm-BoxPanel-child'), (e) => e.scrollWidth)),
           plots: plots.map((g) => {
             const r = g.getBoundingClientRect(); const fl = g._fullLayout;
-            const heat = g.data.filter((t) => t.type === 'heatmap' && t.showscale !== false && (t.z || []).length);
+            // the page draws the colour bars (plotly is told showscale: false): every heatmap with data needs one
+            const heat = g.data.filter((t) => t.type === 'heatmap' && (t.z || []).flat().some(Number.isFinite));
             return {view: g.dataset.view, left: r.left, right: r.right, top: r.top, width: fl.width,
                     // every subplot's plot area and every colour bar lie inside the figure
                     axes: Object.keys(fl).filter((k) => /^xaxis\\d*$/.test(k)).map((k) => [fl[k]._offset, fl[k]._length]),
-                    colorbars: g.querySelectorAll('g.colorbar').length, heatmaps: heat.length,
-                    bars: Array.from(g.querySelectorAll('g.colorbar'), (c) => c.getBoundingClientRect().right - r.left)};
+                    colorbars: g.querySelectorAll('g.geomlib-colorbar').length, heatmaps: heat.length,
+                    bars: Array.from(g.querySelectorAll('g.geomlib-colorbar'), (c) => c.getBoundingClientRect().right - r.left),
+                    ticks: Array.from(g.querySelectorAll('g.geomlib-colorbar'), (c) => c.querySelectorAll('.geomlib-cb-tick').length),
+                    titles: Array.from(g.querySelectorAll('g.geomlib-colorbar .geomlib-cb-title'), (c) => c.textContent)};
           })};
 }"""
 
@@ -685,8 +705,10 @@ def test_every_panel_fits_the_window_with_its_colour_bars(voila_url, browser, wi
             assert p["left"] >= 0 and p["right"] <= out["vw"] + 1, p
             assert p["width"] <= p["right"] - p["left"] + 1, p  # the figure is as wide as its place, not wider
             assert all(o >= 0 and o + n <= p["width"] + 1 for o, n in p["axes"]), p
-            assert p["colorbars"] >= p["heatmaps"], p  # every heatmap shows its colour bar
+            assert p["colorbars"] >= p["heatmaps"] > 0 or p["view"] not in HEATMAP_VIEWS, p  # each heatmap's bar
             assert all(0 <= r <= p["width"] + 1 for r in p["bars"]), p
+            assert all(n >= 3 for n in p["ticks"]) and len(p["titles"]) == p["colorbars"] and all(p["titles"]), p
+            assert all(b["own"] and b["colours"] for b in page.evaluate(BARS_JS, p["view"])), p["view"]
         # views with few panels use the width too (no half-empty rows)
         widths = {p["view"]: p["width"] for p in out["plots"]}
         assert min(widths.values()) >= 0.9 * max(widths.values()), widths
@@ -714,6 +736,68 @@ def test_every_panel_title_has_an_info_tooltip(dash):
     page.wait_for_function(f"() => {gd(VIEW_ROWS[0])}.querySelector('.hoverlayer .hovertext') !== null",
                            timeout=10_000)
     page.mouse.move(0, 0)
+
+
+def test_panel_legends_list_their_traces_and_a_click_hides_one(dash, smol):
+    """The page draws each panel's legend (plotly's were a quarter of a redraw of the spectra views): the panel's
+    named traces, in their own colours; a click hides a trace, which stays hidden when its data changes; a double
+    click shows it alone, and another shows them all again."""
+    _, figs, _ = smol
+    v, page = "anchor_spectra", dash.page
+    want = [t.name for t in figs[v].data if t.showlegend and t.legend == "legend2"]
+    legend = f"{gd(v)}.querySelector('.geomlib-legend[data-legend=\"legend2\"]')"
+    items = page.evaluate(f"""() => Array.from({legend}.querySelectorAll('.geomlib-legend-item'), (e) => {{
+        const g = {gd(v)}, i = +e.dataset.trace, stroke = e.querySelector('line').getAttribute('stroke');
+        return [i, e.textContent, stroke === g._fullData[i].line.color]; }})""")
+    assert [name for _, name, _ in items] == want and len(want) >= 2, (items, want)
+    assert all(same for _, _, same in items), items  # each swatch in its trace's colour
+    i = items[1][0]
+    item = page.locator(f'.geomlib-plot[data-view="{v}"] .geomlib-legend-item[data-trace="{i}"]')
+    item.click()
+    dash.wait(f"g._fullData[{i}].visible === 'legendonly'", v, timeout=10_000)
+    assert item.evaluate("(e) => e.style.opacity") == "0.45"
+    anchor = page.locator(".widget-slider .widget-readout").first.inner_text().strip()
+    page.locator(".widget-slider .noUi-handle").first.press("ArrowLeft")  # the anchor layer's spectra change
+    dash.wait(f"!/\\blayer {anchor}\\b/.test(g.layout.annotations[0].text)", v)
+    assert page.evaluate(f"() => {gd(v)}._fullData[{i}].visible") == "legendonly"  # still hidden
+    item.click()
+    dash.wait(f"g._fullData[{i}].visible === true", v, timeout=10_000)
+    first = page.locator(f'.geomlib-plot[data-view="{v}"] .geomlib-legend-item[data-trace="{items[0][0]}"]')
+    first.dblclick()
+    alone = "[" + ",".join(str(k) for k, _, _ in items) + f"].every((k) => (g._fullData[k].visible === true) === (k === {items[0][0]}))"
+    dash.wait(alone, v, timeout=10_000)
+    first.dblclick()
+    dash.wait("[" + ",".join(str(k) for k, _, _ in items) + "].every((k) => g._fullData[k].visible === true)", v,
+              timeout=10_000)
+    page.locator(".widget-slider .noUi-handle").first.press("ArrowRight")
+    assert not dash.errors, dash.errors
+
+
+def test_views_redraw_one_per_frame_the_one_sent_first_first(dash):
+    """A change that touches several views redraws them one per frame: the browser paints the first (the kernel
+    sends the most visible first) before it redraws the next, instead of painting them all at once at the end."""
+    page = dash.page
+    page.evaluate("""() => {
+        window.__events = [];
+        window.__ticking = true;
+        const tick = () => { window.__events.push(['frame']); if (window.__ticking) requestAnimationFrame(tick); };
+        requestAnimationFrame(tick);
+        for (const g of document.querySelectorAll('.geomlib-plot'))
+          if (!g.__logged) { g.__logged = true; g.on('plotly_afterplot', () => (window.__events || []).push(['draw', g.dataset.view])); }
+    }""")
+    dash.dropdown("family").select_option("o_proj")
+    followers = [v for v in VIEW_ROWS if "family" in views.get(v).depends]
+    for v in followers:
+        dash.wait("!g.__pending()", v, timeout=30_000)
+    page.wait_for_timeout(500)
+    events = page.evaluate("() => { window.__ticking = false; return window.__events; }")
+    draws = [(k, e[1]) for k, e in enumerate(events) if e[0] == "draw"]
+    assert len({v for _, v in draws}) >= 3, draws  # several views redrew
+    for (a, va), (b, vb) in zip(draws, draws[1:]):
+        if va != vb:
+            assert any(e[0] == "frame" for e in events[a + 1:b]), (va, vb, events[a:b + 1])
+    dash.dropdown("family").select_option("q_proj")
+    assert not dash.errors, dash.errors
 
 
 def test_each_view_states_its_verdict(dash):
@@ -755,6 +839,8 @@ def test_compare_mode_and_the_training_view_render_the_demo_sweep(dash):
     snap = d.snapshot("training")
     close(_grid(snap["data"][0]["z"]), z.values.T, rtol=1e-12, equal_nan=True)
     assert "moved most" in page.locator(".geomlib-training-verdict").inner_text()
+    bars = page.evaluate(BARS_JS, "training")  # drawn by the page, in a view shown after the others
+    assert len(bars) == 1 and bars[0]["own"] and bars[0]["colours"] and bars[0]["ticks"] >= 3, bars
     page.wait_for_function("() => location.search.includes('mode=training')")
     page.locator(".geomlib-plot[data-view='training']").screenshot(path=str(ARTIFACTS / "view-training.png"))
     page.locator("button.widget-toggle-button").filter(has_text=re.compile(r"^\s*one model\s*$")).click()
