@@ -166,8 +166,7 @@ function nextPaint(fn) {
 function drawInTurn(fn) {
   if (!frames.busy) {
     frames.busy = true;
-    fn();
-    nextPaint(drainFrames);
+    try { fn(); } finally { nextPaint(drainFrames); }  // a redraw that throws must not stop the others
   } else if (!frames.queue.includes(fn)) {
     frames.queue.push(fn);
   }
@@ -175,8 +174,7 @@ function drawInTurn(fn) {
 function drainFrames() {
   const fn = frames.queue.shift();
   if (!fn) { frames.busy = false; return; }
-  fn();
-  nextPaint(drainFrames);
+  try { fn(); } finally { nextPaint(drainFrames); }
 }
 
 export default {

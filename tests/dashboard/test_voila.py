@@ -800,6 +800,35 @@ def test_views_redraw_one_per_frame_the_one_sent_first_first(dash):
     assert not dash.errors, dash.errors
 
 
+def test_a_redraw_that_fails_does_not_stop_the_other_views(dash):
+    """Views redraw in turn, one per frame: one view's redraw throwing (a plotly error) must not hold up the
+    others, then or at the next change."""
+    page = dash.page
+    page.evaluate(f"""() => {{
+        const g = {gd('cos')}, real = Plotly.react;
+        window.__realReact = real;
+        Plotly.react = function (gd, ...rest) {{
+          if (gd === g && !window.__thrown) {{ window.__thrown = true; throw new Error('geomlib-test: a failing redraw'); }}
+          return real.call(this, gd, ...rest);
+        }};
+    }}""")
+    try:
+        dash.dropdown("family").select_option("v_proj")
+        others = [v for v in VIEW_ROWS if v != "cos" and "family" in views.get(v).depends]
+        for v in others:
+            dash.wait("!g.__pending()", v, timeout=30_000)
+        assert page.evaluate("() => window.__thrown === true")
+        dash.dropdown("family").select_option("k_proj")  # the next change redraws every view, cos included
+        dash.wait("g.layout.annotations[0].text.replace(' ℹ', '').endsWith(' · k_proj')", "cos", timeout=30_000)
+        for v in others:
+            dash.wait("!g.__pending()", v, timeout=30_000)
+    finally:
+        page.evaluate("() => { Plotly.react = window.__realReact; }")
+        dash.errors[:] = [e for e in dash.errors if "geomlib-test: a failing redraw" not in e]
+    dash.dropdown("family").select_option("q_proj")
+    assert not dash.errors, dash.errors
+
+
 def test_each_view_states_its_verdict(dash):
     texts = dash.page.evaluate("() => Array.from(document.querySelectorAll('.geomlib-verdict'), "
                                "(e) => [e.dataset.view, e.textContent])")
