@@ -369,7 +369,7 @@ class Dashboard(Tools, Modes, Patches, Prefetch, W.VBox):
             text = self._verdict_memo.get(key)
             if text is None:
                 try:
-                    text = spec.verdict(self._ds, res) if spec.verdict is not None else ""
+                    text = spec.verdict_at(self._ds, res)
                 except Exception as exc:  # noqa: BLE001 - a verdict must never break the view it sums up
                     text = f"(no verdict: {exc.__class__.__name__})"
                 self._verdict_memo[key] = text

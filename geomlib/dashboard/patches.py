@@ -10,7 +10,6 @@ only when read (:attr:`Patches.figures`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -19,21 +18,12 @@ from ..plot import views
 from ..plot.layout import build_figure, overlays, panel_title, point_ranges, title_text
 from ..plot.spec import Selection, build_panel
 from .plotview import to_json_safe
-from .prefetch import MEMO_PANELS
+from .prefetch import MEMO_PANELS, running_loop
 
 #: seconds a view far from the window waits before it is rebuilt after a change (the views near it go first)
 DEFER_S = 0.15
 #: selections remembered per model as each view reads them (:meth:`Patches._view_selection`)
 RESOLVED_MAX = 4096
-
-
-def _loop_running() -> bool:
-    """Whether an asyncio event loop runs (in a kernel); a plain script or test has none."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 class Patches:
@@ -136,10 +126,8 @@ class Patches:
         t0 = time.perf_counter()
         sel = self.selection()
         plan = []
-        for v, view in self._specs.items():
-            res = self._view_selection(v, sel)
-            keys = [self._key(p, res) for p in view.panels]
-            changed = [c for c, key in enumerate(keys) if force or self._last.get((v, c)) != key]
+        for v in self._specs:
+            res, keys, changed = self._changes(v, sel, force)
             plan.append((bool(changed), -self.views[v].in_view, v, res, keys, changed))
         # each view is sent as soon as it is ready and the browser redraws in that order: first the views whose
         # overlays alone moved (an anchor line costs the browser next to nothing), then the rebuilt views, the
@@ -157,6 +145,13 @@ class Patches:
         self._status.value = ""
         self._prefetch_restart()
 
+    def _changes(self, v: str, sel: Selection, force: bool = False) -> tuple[Selection, list[tuple], list[int]]:
+        """View ``v`` for the selection ``sel``: the selection as it reads it, each panel's key, and the panels
+        whose key differs from the one shown (every panel with ``force``)."""
+        res = self._view_selection(v, sel)
+        keys = [self._key(p, res) for p in self._specs[v].panels]
+        return res, keys, [c for c, key in enumerate(keys) if force or self._last.get((v, c)) != key]
+
     def _rebuild(self, v: str, sel: Selection, res: Selection, keys: list, changed: list[int], force: bool = False) -> None:
         """Build view ``v``'s changed panels (``changed``, for the panel keys ``keys``) and send its patch."""
         for c in changed:
@@ -170,7 +165,7 @@ class Patches:
         """Whether view ``v`` can be rebuilt a moment later: it is far from the page's window (the page would not
         redraw it before it comes near anyway), its overlays (drawn at once wherever a view is) do not move, and
         a kernel event loop runs to do it."""
-        if self.views[v].near or not _loop_running():
+        if self.views[v].near or running_loop() is None:
             return False
         row = [self._panels[(v, c)] for c in range(len(self._specs[v].panels))]
         return overlays(self._ds, sel, [row], len(row))[0] == self._shapes.get(v)
@@ -185,7 +180,7 @@ class Patches:
             return
         self._later.update(names)
         if self._later_handle is None:
-            self._later_handle = asyncio.get_running_loop().call_later(DEFER_S, self._catch_up)
+            self._later_handle = running_loop().call_later(DEFER_S, self._catch_up)
 
     def _catch_up(self) -> None:
         """Rebuild the views put off by :meth:`_defer` for the selection shown now."""
@@ -195,10 +190,8 @@ class Patches:
         names, self._later = [v for v in self._specs if v in self._later], set()
         sel = self.selection()
         for v in names:
-            res = self._view_selection(v, sel)
-            keys = [self._key(p, res) for p in self._specs[v].panels]
             try:
-                self._rebuild(v, sel, res, keys, [c for c, key in enumerate(keys) if self._last.get((v, c)) != key])
+                self._rebuild(v, sel, *self._changes(v, sel))
             except Exception as exc:  # noqa: BLE001 - run from the event loop: shown on the page, not lost in a log
                 self._set_error(exc)
 

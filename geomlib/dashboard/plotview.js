@@ -18,6 +18,15 @@ async function plotlyFrom(src) {
 const NS = "http://www.w3.org/2000/svg";
 const measure = document.createElement("canvas").getContext("2d");
 
+// an SVG element with these attributes (and text), appended to parent when one is given
+function svgEl(name, attrs, { text, parent } = {}) {
+  const e = document.createElementNS(NS, name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
 // plotly's automatic ticks for a colour bar: about one per 40 px (4 to 9 intervals), the step 2, 5 or 10 times
 // a power of ten, labelled with as many decimals as the step needs, trailing zeros dropped, a true minus sign
 function ticks(lo, hi, px) {
@@ -38,7 +47,7 @@ function ticks(lo, hi, px) {
 // one vertical colour bar as SVG, placed as plotly places a colorbar with these settings (paper x and y, len as
 // a fraction of the plot area's height, thickness in px), for trace t (plotly's resolved zmin, zmax, colorscale)
 function colorBar(cb, t, size, font, id) {
-  const g = document.createElementNS(NS, "g");
+  const g = svgEl("g", { class: "geomlib-colorbar" });
   const thick = cb.thickness ?? 30, ypad = cb.ypad ?? 10, xpad = cb.xpad ?? 10;
   const len = (cb.len ?? 1) * size.h;
   const yc = size.t + (1 - (cb.y ?? 0.5)) * size.h;
@@ -46,37 +55,29 @@ function colorBar(cb, t, size, font, id) {
   const h = Math.max(len - 2 * ypad, 1);
   const xp = size.l + (cb.x ?? 1.02) * size.w;
   const left = (cb.xanchor === "right" ? xp - thick : cb.xanchor === "center" ? xp - thick / 2 : xp) + xpad;
-  const el = (name, attrs, text) => {
-    const e = document.createElementNS(NS, name);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
-  const grad = el("linearGradient", { id, x1: 0, y1: 1, x2: 0, y2: 0 });
+  const grad = svgEl("linearGradient", { id, x1: 0, y1: 1, x2: 0, y2: 0 }, { parent: svgEl("defs", {}, { parent: g }) });
   let scale = t.colorscale || [[0, "#fff"], [1, "#000"]];
   if (t.reversescale) scale = scale.map(([f, c]) => [1 - f, c]).reverse();
-  for (const [f, c] of scale) grad.appendChild(el("stop", { offset: f, "stop-color": c }));
-  g.append(el("defs", {}), el("rect", { x: left, y: top, width: thick, height: h, fill: `url(#${id})` }));
-  g.firstChild.appendChild(grad);
+  for (const [f, c] of scale) svgEl("stop", { offset: f, "stop-color": c }, { parent: grad });
+  svgEl("rect", { x: left, y: top, width: thick, height: h, fill: `url(#${id})` }, { parent: g });
   const tf = cb.tickfont || {}, fs = tf.size ?? font.size ?? 12, family = tf.family || font.family || "sans-serif";
   const color = tf.color || font.color || "#444";
   measure.font = `${fs}px ${family}`;
   let widest = 0;
   for (const [v, text] of ticks(t.zmin, t.zmax, h)) {
     const y = top + h * (1 - (v - t.zmin) / (t.zmax - t.zmin));
-    g.appendChild(el("text", { x: left + thick + 3, y, dy: "0.35em", "font-size": fs, "font-family": family, fill: color,
-                               class: "geomlib-cb-tick" }, text));
+    svgEl("text", { x: left + thick + 3, y, dy: "0.35em", "font-size": fs, "font-family": family, fill: color,
+                    class: "geomlib-cb-tick" }, { text, parent: g });
     widest = Math.max(widest, measure.measureText(text).width);
   }
   const title = ((cb.title || {}).text || "").replace(/<[^>]*>/g, "");
   if (title) {
     const tfont = (cb.title || {}).font || {}, ts = tfont.size ?? fs;
     const x = left + thick + 3 + widest + 3 + ts * 0.8, y = top + h / 2;
-    g.appendChild(el("text", { x, y, transform: `rotate(-90 ${x} ${y})`, "text-anchor": "middle", "font-size": ts,
-                               "font-family": tfont.family || family, fill: tfont.color || color,
-                               class: "geomlib-cb-title" }, title));
+    svgEl("text", { x, y, transform: `rotate(-90 ${x} ${y})`, "text-anchor": "middle", "font-size": ts,
+                    "font-family": tfont.family || family, fill: tfont.color || color, class: "geomlib-cb-title" },
+          { text: title, parent: g });
   }
-  g.setAttribute("class", "geomlib-colorbar");
   g.dataset.trace = t.index;
   return g;
 }
@@ -115,15 +116,9 @@ function legend(spec, entries, size, fl, font, lid, onClick) {
 // what a trace looks like, as plotly's legend shows it: a filled box for fills and bars, else its line and marker
 function swatch(t, w, fs) {
   const h = Math.round(fs * 1.2);
-  const svg = document.createElementNS(NS, "svg");
-  svg.setAttribute("width", w);
-  svg.setAttribute("height", h);
+  const svg = svgEl("svg", { width: w, height: h });
   svg.style.cssText = "vertical-align:middle;margin-right:4px";
-  const el = (name, attrs) => {
-    const e = document.createElementNS(NS, name);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    svg.appendChild(e);
-  };
+  const el = (name, attrs) => svgEl(name, attrs, { parent: svg });
   const first = (c) => (Array.isArray(c) ? c[0] : c);
   const line = t.line || {}, marker = t.marker || {};
   const mode = t.mode || "";
@@ -226,8 +221,7 @@ export default {
     // overlays (anchor lines, phase bands, selections) are drawn here, in an SVG laid over the plot,
     // from the same shape dicts the exported figures carry: moving a plotly shape makes plotly
     // re-derive and redraw the figure's every shape (tens of ms per figure); moving a line here is free
-    const svg = document.createElementNS(NS, "svg");
-    svg.setAttribute("class", "geomlib-overlay");
+    const svg = svgEl("svg", { class: "geomlib-overlay" });
     svg.style.cssText = "position:absolute;left:0;top:0;pointer-events:none;overflow:visible";
     div.style.position = "relative";
     const px = (ref, v, horizontal) => {
@@ -249,32 +243,23 @@ export default {
         const x0 = px(s.xref, s.x0, true), x1 = px(s.xref, s.x1, true);
         const y0 = px(s.yref, s.y0, false), y1 = px(s.yref, s.y1, false);
         if (![x0, x1, y0, y1].every(Number.isFinite)) continue;
-        let e;
-        if (s.type === "line") {
-          e = document.createElementNS(NS, "line");
-          e.setAttribute("x1", x0); e.setAttribute("x2", x1); e.setAttribute("y1", y0); e.setAttribute("y2", y1);
-        } else if (s.type === "circle") {
-          e = document.createElementNS(NS, "ellipse");
-          e.setAttribute("cx", (x0 + x1) / 2); e.setAttribute("cy", (y0 + y1) / 2);
-          e.setAttribute("rx", Math.abs(x1 - x0) / 2); e.setAttribute("ry", Math.abs(y1 - y0) / 2);
-        } else {
-          e = document.createElementNS(NS, "rect");
-          e.setAttribute("x", Math.min(x0, x1)); e.setAttribute("y", Math.min(y0, y1));
-          e.setAttribute("width", Math.abs(x1 - x0)); e.setAttribute("height", Math.abs(y1 - y0));
-        }
         const line = s.line || {};
-        e.setAttribute("fill", s.fillcolor || "none");
-        e.setAttribute("stroke", line.width === 0 ? "none" : (line.color || "#444"));
-        e.setAttribute("stroke-width", line.width === undefined ? 2 : line.width);
-        if (line.dash === "dot") e.setAttribute("stroke-dasharray", "2,3");
-        if (line.dash === "dash") e.setAttribute("stroke-dasharray", "6,4");
-        e.setAttribute("data-type", s.type);
-        svg.appendChild(e);
+        const look = { fill: s.fillcolor || "none", stroke: line.width === 0 ? "none" : (line.color || "#444"),
+                       "stroke-width": line.width === undefined ? 2 : line.width, "data-type": s.type };
+        const dash = { dot: "2,3", dash: "6,4" }[line.dash];
+        if (dash) look["stroke-dasharray"] = dash;
+        if (s.type === "line") svgEl("line", { x1: x0, x2: x1, y1: y0, y2: y1, ...look }, { parent: svg });
+        else if (s.type === "circle") {
+          svgEl("ellipse", { cx: (x0 + x1) / 2, cy: (y0 + y1) / 2, rx: Math.abs(x1 - x0) / 2, ry: Math.abs(y1 - y0) / 2,
+                             ...look }, { parent: svg });
+        } else {
+          svgEl("rect", { x: Math.min(x0, x1), y: Math.min(y0, y1), width: Math.abs(x1 - x0), height: Math.abs(y1 - y0),
+                          ...look }, { parent: svg });
+        }
       }
       div.__overlays = model.get("overlays") || [];  // what the page shows, for tests and benchmarks
     };
-    const cbars = document.createElementNS(NS, "svg");
-    cbars.setAttribute("class", "geomlib-colorbars");
+    const cbars = svgEl("svg", { class: "geomlib-colorbars" });
     cbars.style.cssText = svg.style.cssText;
     const paintBars = () => {
       const fl = div._fullLayout, full = div._fullData;
@@ -296,8 +281,9 @@ export default {
     legendBox.style.cssText = "position:absolute;left:0;top:0;pointer-events:none";
     // a click hides or shows a trace, a double click shows it alone (or everything again), as plotly's legend
     let clickTimer = null;
+    const tracesOf = (lid) => listed.flatMap((l, k) => (l === lid ? [k] : []));
     const toggle = (i, lid, isolate) => {
-      const mine = listed.map((l, k) => (l === lid ? k : -1)).filter((k) => k >= 0);
+      const mine = tracesOf(lid);
       if (isolate) {
         const alone = mine.every((k) => (k === i) !== hidden.has(k));
         for (const k of mine) { if (alone || k === i) hidden.delete(k); else hidden.add(k); }
@@ -314,7 +300,7 @@ export default {
       const size = fl._size, font = fl.font || {};
       for (const lid of new Set(listed.filter(Boolean))) {
         const spec = layout[lid] || {};
-        const items = listed.map((l, i) => (l === lid && full[i] ? i : -1)).filter((i) => i >= 0);
+        const items = tracesOf(lid).filter((i) => full[i]);
         if (!items.length) continue;
         legendBox.appendChild(legend(spec, items.map((i) => [i, full[i], hidden.has(i)]), size, fl, font, lid,
           (i, isolate) => {

@@ -27,6 +27,14 @@ ANCHOR_STEPS = (-1, 1, -5, 5)
 MEMO_PANELS = 512
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio event loop running here (a kernel's), or None (a plain script or test)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class Prefetch:
     """Mixin of :class:`~geomlib.dashboard.app.Dashboard`: fills its panel memo ahead of the next change."""
 
@@ -62,9 +70,8 @@ class Prefetch:
         if self._prefetch_handle is not None:
             self._prefetch_handle.cancel()
             self._prefetch_handle = None
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = running_loop()
+        if loop is None:
             return  # no kernel event loop: panels are built when asked for
         todo = self._neighbours()
         model = id(self._ds)

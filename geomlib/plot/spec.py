@@ -207,7 +207,11 @@ class ViewSpec:
 
         Resolves ``sel`` as the view reads it, as its panels get it, then calls ``verdict``.
         """
-        return self.verdict(ds, self.selection(ds, sel)) if self.verdict is not None else ""
+        return self.verdict_at(ds, self.selection(ds, sel))
+
+    def verdict_at(self, ds: xr.Dataset, res: Selection) -> str:
+        """The verdict for ``res``, a selection already resolved as this view reads it (:meth:`selection`)."""
+        return self.verdict(ds, res) if self.verdict is not None else ""
 
     @property
     def variables(self) -> tuple[str, ...]:
